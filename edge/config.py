@@ -1,0 +1,211 @@
+"""Typed configuration: one pydantic model per YAML section, strict, with a description on every field.
+
+Regenerate the JSON schema after changing a model:  python -m edge.config > config/config.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/doorbell-edge/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/doorbell-edge")
+CONFIG_ENV = "DOORBELL_EDGE_CONFIG"
+STATE_DIR_ENV = "DOORBELL_EDGE_STATE_DIR"
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# A polygon in normalised image coordinates: [[x, y], ...] with 0 <= x, y <= 1, at least three points.
+Point = Annotated[list[Annotated[float, Field(ge=0.0, le=1.0)]], Field(min_length=2, max_length=2)]
+Polygon = Annotated[list[Point], Field(min_length=3)]
+
+
+class DeviceConfig(Section):
+    id: str = Field(
+        default_factory=lambda: _slug(socket.gethostname()) or "doorbell",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Stable device id used in MQTT topics and Home Assistant unique ids (default: hostname).",
+    )
+    name: str = Field("Doorbell", min_length=1, description="Human-readable device name shown in Home Assistant.")
+
+
+class CameraConfig(Section):
+    source: Literal["demo", "opencv", "picamera2"] = Field(
+        "demo", description="Frame source: demo (generated scene, no camera), opencv (V4L2/RTSP/HTTP/file), picamera2."
+    )
+    url: int | str | None = Field(
+        None, description="opencv only: a V4L2 device index (0), an rtsp:// or http:// URL, or a video file path."
+    )
+    loop: bool = Field(False, description="opencv file sources only: restart the file at its end.")
+    width: int = Field(640, ge=64, le=4096, description="Main (recording) stream width in pixels.")
+    height: int = Field(480, ge=64, le=4096, description="Main (recording) stream height in pixels.")
+    fps: float = Field(10.0, gt=0, le=60, description="Target frames per second (files are paced to this rate).")
+    analysis_width: int = Field(
+        320, ge=32, le=1920, description="Width of the low-resolution analysis stream used by the motion gate."
+    )
+    rotate: Literal[0, 90, 180, 270] = Field(0, description="Rotate frames clockwise by this many degrees.")
+    privacy_masks: list[Polygon] = Field(
+        default_factory=list,
+        description="Polygons (normalised 0..1 [x, y] points) blacked out before analysis and storage "
+        "(a neighbour's window, the public footpath).",
+    )
+    motion_zones: list[Polygon] = Field(
+        default_factory=list,
+        description="Polygons in which motion counts; empty means the whole frame (minus privacy masks).",
+    )
+    reconnect_initial_s: float = Field(1.0, gt=0, description="First back-off delay after the camera is lost.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest back-off delay between reconnect attempts.")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> CameraConfig:
+        if self.source == "opencv" and self.url is None:
+            raise ValueError("source 'opencv' needs a url (device index, stream URL or file path)")
+        if self.source != "opencv" and self.url is not None:
+            raise ValueError(f"url is only used by source 'opencv', not {self.source!r}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+class MotionConfig(Section):
+    threshold: int = Field(
+        25, ge=1, le=255, description="Luma difference (0-255) for a pixel to count as changed."
+    )
+    min_area: float = Field(
+        0.01, gt=0, le=1, description="Share of the watched area that must change for a frame to count as motion."
+    )
+    blur: int = Field(5, ge=1, le=31, description="Gaussian blur kernel (odd) applied before differencing.")
+    background_alpha: float = Field(
+        0.05, gt=0, le=1, description="How fast the background model follows slow changes (light, shadows)."
+    )
+    end_after_s: float = Field(
+        3.0, gt=0, description="Seconds without motion before a motion_end event is emitted."
+    )
+
+    @field_validator("blur")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("blur must be an odd number")
+        return value
+
+
+class ButtonConfig(Section):
+    gpio_pin: int | None = Field(
+        None, ge=0, le=27, description="BCM GPIO pin of the doorbell button (Pi only); null disables the GPIO input."
+    )
+    pull_up: bool = Field(True, description="Use the internal pull-up (button connects the pin to ground).")
+    debounce_ms: int = Field(50, ge=0, le=2000, description="Ignore further edges for this long after a press.")
+    camera: str | None = Field(None, description="Camera the ring belongs to (default: the first camera).")
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(
+        True, description="Publish events over MQTT. A broker that is down never stops the daemon."
+    )
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    topic_prefix: str | None = Field(
+        None, description="Prefix of every topic; default doorbell-edge/<device.id>."
+    )
+    client_id: str | None = Field(None, description="MQTT client id; default doorbell-edge-<device.id>.")
+
+
+class StorageConfig(Section):
+    state_dir: Path = Field(
+        DEFAULT_STATE_DIR,
+        description=f"Where clips, databases, the gallery and the audit log live (env {STATE_DIR_ENV} overrides).",
+    )
+
+
+class OutputConfig(Section):
+    stdout_events: bool = Field(True, description="Print every event as one JSON line on stdout.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level.")
+
+
+class PipelineConfig(Section):
+    queue_size: int = Field(
+        4, ge=1, le=64, description="Frames each stage queue holds; when full the oldest frame is dropped."
+    )
+    stall_after_s: float = Field(
+        10.0, gt=0, description="A stage silent for this long is stalled: the systemd watchdog stops being fed."
+    )
+
+
+def _default_cameras() -> dict[str, CameraConfig]:
+    return {"front_door": CameraConfig()}
+
+
+class Config(Section):
+    """The whole configuration file."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Device identity.")
+    cameras: dict[str, CameraConfig] = Field(
+        default_factory=_default_cameras,
+        min_length=1,
+        description="Cameras by name, e.g. front_door and side_gate.",
+    )
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate.")
+    button: ButtonConfig = Field(default_factory=ButtonConfig, description="The doorbell button.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection and topics.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="On-disk state.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="stdout events and stderr logs.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Stage queues and health.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        for name in cameras:
+            if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+                raise ValueError(f"camera name {name!r} may only use letters, digits, '_' and '-'")
+        return cameras
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.button.camera is not None and self.button.camera not in self.cameras:
+            raise ValueError(f"button.camera {self.button.camera!r} is not one of the cameras")
+        return self
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.mqtt.topic_prefix or f"doorbell-edge/{self.device.id}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.storage.state_dir
+
+
+def _slug(text: str) -> str:
+    out = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+    return out[:64]
+
+
+def apply_environment(data: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Environment overrides that beat the file (state dir for tests and systemd's StateDirectory)."""
+    env = os.environ if environ is None else environ
+    if env.get(STATE_DIR_ENV):
+        storage = dict(data.get("storage") or {})
+        storage["state_dir"] = env[STATE_DIR_ENV]
+        data = {**data, "storage": storage}
+    return data
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "doorbell-edge configuration"
+    return schema
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
