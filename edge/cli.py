@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 # Feature packages register their subcommands here: each module exposes register(subparsers), and every
 # parser it adds sets `func(args) -> int`. Add one line per module.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+]
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:

@@ -65,42 +65,46 @@ class Event:
         return body
 
 
-class Sequencer(Protocol):
-    """Hands out strictly increasing per-device sequence numbers."""
+class Journal(Protocol):
+    """Assigns the next strictly increasing per-device `seq` and, if durable, stores the event in the same step.
 
-    def next_seq(self) -> int: ...
+    The MQTT outbox is the durable journal (SQLite; safe across processes, so CLI commands can emit
+    events the daemon later publishes); MemoryJournal is used when MQTT is off and in tests.
+    """
+
+    def record(self, event: Event) -> Event: ...
 
 
-class MemorySequencer:
-    """A sequencer that forgets on restart; the MQTT outbox provides a persistent one."""
+class MemoryJournal:
+    """Numbers events in memory only; forgets on restart."""
 
     def __init__(self, start: int = 1) -> None:
         self._counter = itertools.count(start)
         self._lock = threading.Lock()
 
-    def next_seq(self) -> int:
+    def record(self, event: Event) -> Event:
         with self._lock:
-            return next(self._counter)
+            return replace(event, seq=next(self._counter))
 
 
 Sink = Callable[[Event], None]
 
 
 class EventBus:
-    """Stamps each event with the next `seq` and hands it to every sink in subscription order.
+    """Records each event in the journal (which stamps `seq`), then hands it to every sink in order.
 
     A failing sink is logged and does not stop the others: one broken consumer must never
     swallow a ring.
     """
 
-    def __init__(self, sequencer: Sequencer | None = None) -> None:
-        self._sequencer: Sequencer = sequencer or MemorySequencer()
+    def __init__(self, journal: Journal | None = None) -> None:
+        self._journal: Journal = journal or MemoryJournal()
         self._sinks: list[Sink] = []
         self._lock = threading.Lock()
 
-    def set_sequencer(self, sequencer: Sequencer) -> None:
+    def set_journal(self, journal: Journal) -> None:
         with self._lock:
-            self._sequencer = sequencer
+            self._journal = journal
 
     def subscribe(self, sink: Sink) -> None:
         with self._lock:
@@ -109,7 +113,7 @@ class EventBus:
     def publish(self, event: Event) -> Event:
         # One lock around stamping and fan-out keeps every sink seeing events in seq order.
         with self._lock:
-            stamped = replace(event, seq=self._sequencer.next_seq())
+            stamped = self._journal.record(event)
             for sink in self._sinks:
                 try:
                     sink(stamped)
