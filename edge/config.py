@@ -109,6 +109,27 @@ class ButtonConfig(Section):
     camera: str | None = Field(None, description="Camera the ring belongs to (default: the first camera).")
 
 
+class MqttTlsConfig(Section):
+    enabled: bool = Field(False, description="Connect to the broker over TLS (port 8883 is usual).")
+    ca_file: Path | None = Field(
+        None, description="PEM CA certificate(s) that signed the broker certificate; default: the system trust store."
+    )
+    cert_file: Path | None = Field(None, description="PEM client certificate for brokers that require one.")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file (mode 0600).")
+    insecure: bool = Field(
+        False, description="DANGEROUS: skip broker certificate and host name verification; anyone on the path "
+        "can read and forge events. Logged as a warning on every connection. Testing only."
+    )
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.enabled and (self.ca_file or self.cert_file or self.insecure):
+            raise ValueError("TLS files or insecure are set but tls.enabled is false")
+        return self
+
+
 class MqttConfig(Section):
     enabled: bool = Field(
         True, description="Publish events over MQTT. A broker that is down never stops the daemon."
@@ -119,6 +140,62 @@ class MqttConfig(Section):
         None, description="Prefix of every topic; default doorbell-edge/<device.id>."
     )
     client_id: str | None = Field(None, description="MQTT client id; default doorbell-edge-<device.id>.")
+    protocol: Literal["mqttv5", "mqttv311"] = Field(
+        "mqttv5", description="MQTT protocol version: mqttv5 or mqttv311 (3.1.1, for older brokers)."
+    )
+    keepalive_s: int = Field(60, ge=5, le=3600, description="Seconds between keep-alive pings when idle.")
+    username: str | None = Field(None, min_length=1, description="Broker user name; null connects anonymously.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (one line, mode 0600); never put the password in YAML."
+    )
+    password_credential: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name of a systemd credential (LoadCredential=) holding the password, read from "
+        "$CREDENTIALS_DIRECTORY/<name>; alternative to password_file.",
+    )
+    tls: MqttTlsConfig = Field(default_factory=lambda: MqttTlsConfig(), description="TLS to the broker.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First back-off delay after a failed or lost connection.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest back-off delay between connection attempts.")
+    outbox_max_events: int = Field(
+        10000, ge=10, description="Most events the durable outbox holds while the broker is away; beyond it "
+        "motion events are dropped first (logged and counted), ring/face/footage events last."
+    )
+    outbox_max_age_h: float = Field(
+        72.0, gt=0, description="Motion, person and system events older than this are dropped from the outbox "
+        "(logged and counted); ring, face and footage_request events are never dropped for age."
+    )
+    state_interval_s: float = Field(
+        60.0, ge=1, description="Seconds between republishing the retained .../state summary."
+    )
+    snapshot: bool = Field(
+        False, description="Publish JPEG snapshots on .../snapshot (owner consent: frames leave the device "
+        "to the broker). Off by default."
+    )
+    discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery payloads.")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="Home Assistant discovery prefix (its status topic is <prefix>/status).",
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or any(ch in value for ch in "+#\0") or value.startswith("/") or value.endswith("/")
+        ):
+            raise ValueError("topic_prefix must be non-empty, without '+', '#', NUL, or a leading/trailing '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> MqttConfig:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("set password_file or password_credential, not both")
+        if (self.password_file or self.password_credential) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
 
 
 class StorageConfig(Section):
