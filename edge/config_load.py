@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import types
 import typing
@@ -73,7 +74,25 @@ def parse_config(
         found.sort(key=lambda item: item[0])
         raise ConfigError([f"{filename}:{line}:{col}: {text}" for (line, col), text in found])
     assert config is not None
+    if "state_dir" not in (data.get("storage") or {}):
+        config = _fallback_state_dir(config, environ)
     return config
+
+
+def _fallback_state_dir(config: Config, environ: Mapping[str, str]) -> Config:
+    """Without a configured state dir, a non-root user running the daemon uses ~/.local/state instead.
+
+    The packaged service runs with systemd's StateDirectory=, so /var/lib/doorbell-edge exists there;
+    this only keeps the quick start working for an ordinary user on a fresh machine.
+    """
+    default = config.storage.state_dir
+    probe = default if default.exists() else default.parent
+    if os.access(probe, os.W_OK):
+        return config
+    base = Path(environ.get("XDG_STATE_HOME") or Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    fallback = base / "doorbell-edge"
+    logging.getLogger(__name__).warning("state directory %s is not writable; using %s", default, fallback)
+    return config.model_copy(update={"storage": config.storage.model_copy(update={"state_dir": fallback})})
 
 
 # --- YAML with positions -------------------------------------------------------------------------------

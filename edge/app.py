@@ -1,0 +1,275 @@
+"""Builds the daemon from config, starts its stages in order, feeds systemd, and stops them in reverse."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from edge import __version__
+from edge.button import GpioButton
+from edge.camera.base import make_source
+from edge.camera.stage import CameraStage
+from edge.clock import Clock, SystemClock
+from edge.config import Config
+from edge.errors import StorageError
+from edge.events import Event, EventBus
+from edge.motion_stage import MotionStage
+from edge.queues import Closed, DropOldestQueue
+from edge.service.control import ControlServer
+from edge.service.health import Health
+from edge.service.logging import setup_logging
+from edge.service.notify import Notifier
+from edge.types import Frame, MotionFrame
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 4.0  # SIGTERM must end the process with exit 0 within 5 s
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class StdoutSink:
+    """Every event as one JSON line on stdout, flushed at once so pipes see it live."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = json.dumps(event.to_dict(), separators=(",", ":"), sort_keys=False)
+        with self.lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # a closed stdout must never stop the doorbell
+
+
+def ensure_state_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create state directory {path}: {exc} (set storage.state_dir or DOORBELL_EDGE_STATE_DIR)"
+        ) from exc
+    if not os.access(path, os.W_OK):
+        raise StorageError(f"state directory {path} is not writable (set storage.state_dir or DOORBELL_EDGE_STATE_DIR)")
+    return path
+
+
+class App:
+    """The daemon: cameras -> motion gate -> inference consumers, events -> journal -> sinks."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        stdout: TextIO | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.stdout = stdout or sys.stdout
+        self.environ = dict(os.environ if environ is None else environ)
+        self.bus = EventBus()
+        self.health = Health(config.pipeline.stall_after_s, self.clock.monotonic)
+        self.notifier = Notifier(self.environ)
+        self.stop_event = threading.Event()
+        self.cameras: dict[str, CameraStage] = {}
+        self.motion: dict[str, MotionStage] = {}
+        # Integration points, filled by build():
+        self.components: list[Component] = []  # started in order, stopped in reverse
+        self.frame_consumers: dict[str, list[Callable[[Frame], None]]] = {n: [] for n in config.cameras}
+        self.motion_consumers: list[Callable[[MotionFrame], None]] = []
+        self.state_providers: list[Callable[[], dict[str, Any]]] = []
+        self.control_handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self._watchdog_thread: threading.Thread | None = None
+        self._started_mono = self.clock.monotonic()
+
+    # --- building ----------------------------------------------------------------------------------------
+
+    def build(self) -> App:
+        ensure_state_dir(self.config.state_dir)
+        if self.config.output.stdout_events:
+            self.bus.subscribe(StdoutSink(self.stdout))
+        self._build_features()
+        for name, cam_config in self.config.cameras.items():
+            queue: DropOldestQueue[Frame] = DropOldestQueue(self.config.pipeline.queue_size)
+            consumers = self.frame_consumers[name]
+
+            def emit(frame: Frame, queue: DropOldestQueue[Frame] = queue, consumers=consumers) -> None:
+                try:
+                    queue.put(frame)
+                except Closed:
+                    return
+                for consumer in consumers:
+                    consumer(frame)
+
+            self.cameras[name] = CameraStage(
+                name,
+                cam_config,
+                make_source(name, cam_config),
+                emit,
+                self.clock,
+                beat=self._beater(f"camera:{name}"),
+                report=self._reporter(name),
+            )
+            self.motion[name] = MotionStage(
+                name,
+                cam_config,
+                self.config.motion,
+                queue,
+                self.bus.publish,
+                self._forward_motion,
+                self.clock,
+                beat=self._beater(f"motion:{name}"),
+            )
+        first_camera = next(iter(self.config.cameras))
+        ring_camera = self.config.button.camera or first_camera
+        self.components.append(GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic))
+        self.control_handlers["ring"] = self._handle_ring
+        self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
+        self.components.append(ControlServer(self.config.state_dir, self.control_handlers))
+        return self
+
+    def _build_features(self) -> None:
+        """Feature packages (MQTT, vision, recording) add their components and consumers here."""
+
+    def _beater(self, stage: str) -> Callable[[], None]:
+        self.health.register(stage)
+        return lambda: self.health.beat(stage)
+
+    def _reporter(self, camera: str) -> Callable[[str, dict[str, object]], None]:
+        def report(what: str, details: dict[str, object]) -> None:
+            self.bus.publish(Event("system", camera, self.clock.now(), {"status": what, **details}))
+
+        return report
+
+    def _forward_motion(self, item: MotionFrame) -> None:
+        for consumer in self.motion_consumers:
+            consumer(item)
+
+    # --- actions -----------------------------------------------------------------------------------------
+
+    def ring(self, camera: str, source: str) -> Event:
+        log.info("ring on %s (%s)", camera, source)
+        return self.bus.publish(Event("ring", camera, self.clock.now(), {"source": source}))
+
+    def _handle_ring(self, request: dict[str, Any]) -> dict[str, Any]:
+        camera = request.get("camera") or next(iter(self.config.cameras))
+        if camera not in self.config.cameras:
+            return {"ok": False, "error": f"no camera named {camera!r}"}
+        event = self.ring(str(camera), "cli")
+        return {"ok": True, "event_id": event.id, "seq": event.seq}
+
+    def state(self) -> dict[str, Any]:
+        uptime = max(self.clock.monotonic() - self._started_mono, 1e-6)
+        state: dict[str, Any] = {
+            "motion": any(stage.active for stage in self.motion.values()),
+            "cameras": {
+                name: {
+                    "fps": round(stage.frames / uptime, 2),
+                    "frames": stage.frames,
+                    "motion": self.motion[name].active,
+                    "reconnects": stage.reconnects,
+                }
+                for name, stage in self.cameras.items()
+            },
+            "stalled": self.health.stalled(),
+        }
+        for provider in self.state_providers:
+            state.update(provider())
+        return state
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._started_mono = self.clock.monotonic()
+        for component in self.components:
+            component.start()
+        for stage in self.motion.values():
+            stage.start()
+        for stage in self.cameras.values():
+            stage.start()
+        self.bus.publish(Event("system", None, self.clock.now(), {"status": "started", "version": __version__}))
+        self.notifier.ready(self._status_line())
+        self._watchdog_thread = threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True)
+        self._watchdog_thread.start()
+        log.info("doorbell-edge %s running: cameras %s", __version__, ", ".join(self.cameras))
+
+    def _status_line(self) -> str:
+        parts = [f"{name} {info['fps']:.1f} fps" for name, info in self.state()["cameras"].items()]
+        stalled = self.health.stalled()
+        return "; ".join(parts) + (f"; STALLED: {', '.join(stalled)}" if stalled else "")
+
+    def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s or 5.0
+        interval = min(interval, 5.0)
+        while not self.stop_event.wait(interval):
+            stalled = self.health.stalled()
+            if stalled:
+                # Not feeding the watchdog lets systemd restart us: a stuck stage must not look healthy.
+                log.error("stages stalled: %s; withholding the watchdog", ", ".join(stalled))
+            elif self.notifier.watchdog_interval_s is not None:
+                self.notifier.watchdog()
+            self.notifier.status(self._status_line())
+
+    def wait(self, duration: float | None = None) -> None:
+        deadline = None if duration is None else self.clock.monotonic() + duration
+        while not self.stop_event.is_set():
+            if deadline is not None and self.clock.monotonic() >= deadline:
+                break
+            if self.cameras and all(stage.ended.is_set() for stage in self.cameras.values()):
+                log.info("every camera source has ended; stopping")
+                break
+            self.stop_event.wait(0.2)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.notifier.stopping()
+        share = STOP_TIMEOUT_S / 3
+        for stage in self.cameras.values():
+            stage.stop()
+        for stage in self.cameras.values():
+            stage.join(share / max(1, len(self.cameras)))
+        for stage in self.motion.values():
+            stage.queue.close()
+        for stage in self.motion.values():
+            stage.join(share / max(1, len(self.motion)))
+        self.bus.publish(Event("system", None, self.clock.now(), {"status": "stopping"}))
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("stopping %r failed", component)
+        self.notifier.close()
+
+
+def run_daemon(config: Config, duration: float | None = None) -> int:
+    setup_logging(config.output.log_level)
+    app = App(config).build()
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop_requested.set()
+        app.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.start()
+    try:
+        app.wait(duration)
+    finally:
+        app.stop()
+    return 0

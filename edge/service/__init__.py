@@ -1,0 +1,1 @@
+"""Service plumbing: systemd notification, stage health, the local control socket, logging."""

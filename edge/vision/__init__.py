@@ -1,0 +1,1 @@
+"""On-device face detection, alignment, embedding and recognition (TFLite, int8)."""

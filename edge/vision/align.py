@@ -1,0 +1,96 @@
+"""Detection -> 150x150 face chip with dlib's chip geometry (padding 0.25), via the 468-point face mesh.
+
+dlib cuts its chips from five landmarks (both corners of each eye and the base of the nose) mapped
+by a least-squares similarity transform onto fixed template positions.  Those five points are
+taken here from MediaPipe's face mesh, which runs on a square, eye-levelled crop around the
+BlazeFace box (1.5x the box, as MediaPipe does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.vision.detector import Detection
+from edge.vision.runtime import Model
+
+CHIP = 150
+PADDING = 0.25
+MESH_INPUT = 192
+ROI_SCALE = 1.5
+
+# dlib's five-point template (x, y in 0..1 of the unpadded face), in the 5-point model's order:
+# left-eye outer, left-eye inner, right-eye outer, right-eye inner (image left/right), nose base.
+_TEMPLATE = np.array(
+    [[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
+     [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
+     [0.4901123135679, 0.6277975316475]]
+)
+# the face-mesh vertices at those five places (image-right eye outer/inner, image-left outer/inner, nose base)
+MESH_POINTS = (263, 362, 33, 133, 2)
+
+F32 = npt.NDArray[np.float32]
+
+
+def chip_template(size: int = CHIP, padding: float = PADDING) -> npt.NDArray[np.float64]:
+    return (padding + _TEMPLATE) / (2 * padding + 1) * size
+
+
+def similarity(src: npt.NDArray[np.float64], dst: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src points onto dst: 2x3."""
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    fix = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        fix[1, 1] = -1
+    rot = u @ fix @ vt
+    var = (s**2).sum() / len(src)
+    scale = float(np.trace(np.diag(sig) @ fix) / var) if var > 0 else 1.0
+    m = np.empty((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - scale * rot @ ms
+    return m
+
+
+def mesh_roi(det: Detection) -> npt.NDArray[np.float64]:
+    """2x3 affine from image pixels to the 192x192 mesh input: square, 1.5x the box, eyes level."""
+    (rx, ry), (lx, ly) = det.keypoints[0], det.keypoints[1]
+    angle = math.atan2(float(ly - ry), float(lx - rx))
+    cx, cy = (det.x0 + det.x1) / 2, (det.y0 + det.y1) / 2
+    side = max(det.width, det.height) * ROI_SCALE
+    k = MESH_INPUT / side
+    c, s = math.cos(-angle) * k, math.sin(-angle) * k
+    # rotate by -angle about the box centre, scale to 192, centre in the crop
+    return np.array([[c, -s, MESH_INPUT / 2 - (c * cx - s * cy)], [s, c, MESH_INPUT / 2 - (s * cx + c * cy)]])
+
+
+class Aligner:
+    """Cuts dlib-geometry chips for the embedder (RGB uint8, 150x150)."""
+
+    def __init__(self, mesh: Model) -> None:
+        self.mesh = mesh
+
+    def landmarks(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.float64]:
+        """The 468 mesh points in image pixels (x, y)."""
+        m = mesh_roi(det)
+        crop = cv2.warpAffine(image_bgr, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
+        out = self.mesh.run(tensor[None])
+        pts = out[0].reshape(-1, 3)[:, :2].astype(np.float64)
+        inv = cv2.invertAffineTransform(m)
+        return pts @ inv[:, :2].T + inv[:, 2]
+
+    def five_points(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.float64]:
+        pts = self.landmarks(image_bgr, det)
+        return pts[list(MESH_POINTS)]
+
+    def chip(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:
+        m = similarity(self.five_points(image_bgr, det), chip_template())
+        chip = cv2.warpAffine(image_bgr, m, (CHIP, CHIP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB)

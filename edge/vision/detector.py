@@ -1,0 +1,116 @@
+"""BlazeFace full-range face detection: letterboxed 192x192 input, SSD anchor decoding, weighted NMS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.vision.runtime import Model
+
+INPUT = 192
+_GRID = 48  # one anchor per cell of a 48x48 grid (stride 4), fixed anchor size 1.0
+_ANCHORS = np.stack(np.meshgrid((np.arange(_GRID) + 0.5) / _GRID, (np.arange(_GRID) + 0.5) / _GRID), -1).reshape(-1, 2)
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """A face in image pixels: box corners, score, and BlazeFace's 6 keypoints (x, y).
+
+    Keypoints: 0 right eye, 1 left eye (the subject's), 2 nose tip, 3 mouth, 4 right ear, 5 left ear.
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+    keypoints: F32  # (6, 2)
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[F32, float, float, float]:
+    """Scale the longer side to 192, centre on black, RGB in [-1, 1]; returns (tensor, scale, pad_x, pad_y)."""
+    h, w = image_bgr.shape[:2]
+    scale = INPUT / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
+    canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
+    canvas[py : py + nh, px : px + nw] = small
+    tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) * (2.0 / 255.0) - 1.0
+    return tensor[None], scale, float(px), float(py)
+
+
+class FaceDetector:
+    """Finds faces in one BGR frame with the shipped BlazeFace full-range model."""
+
+    def __init__(self, model: Model, score_threshold: float = 0.6, nms_iou: float = 0.3) -> None:
+        self.model = model
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+        tensor, scale, px, py = letterbox(image_bgr)
+        regress, logits = self.model.run(tensor)
+        return decode(regress[0], logits[0, :, 0], scale, px, py, self.score_threshold, self.nms_iou)
+
+
+def decode(regress: F32, logits: F32, scale: float, px: float, py: float,
+           score_threshold: float, nms_iou: float) -> list[Detection]:
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))
+    keep = np.flatnonzero(scores >= score_threshold)
+    if keep.size == 0:
+        return []
+    raw = regress[keep].astype(np.float64) / INPUT
+    anchors = _ANCHORS[keep]
+    cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+    w, h = raw[:, 2], raw[:, 3]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    kps = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+    # letterbox space (0..1 of 192 px) -> image pixels
+    boxes = (boxes * INPUT - np.array([px, py, px, py])) / scale
+    kps = (kps * INPUT - np.array([px, py])) / scale
+    return _weighted_nms(boxes, kps, scores[keep], nms_iou)
+
+
+def _weighted_nms(boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], scores: F32,
+                  threshold: float) -> list[Detection]:
+    """MediaPipe-style blending: overlapping candidates are averaged by score instead of dropped."""
+    order = list(np.argsort(-scores))
+    out: list[Detection] = []
+    while order:
+        best = order[0]
+        b = tuple(boxes[best])
+        group = [i for i in order if iou(b, tuple(boxes[i])) > threshold]  # type: ignore[arg-type]
+        order = [i for i in order if i not in group]
+        wts = scores[group].astype(np.float64)
+        wts /= wts.sum()
+        box = (boxes[group] * wts[:, None]).sum(0)
+        kp = (kps[group] * wts[:, None, None]).sum(0)
+        out.append(Detection(float(box[0]), float(box[1]), float(box[2]), float(box[3]), float(scores[best]),
+                             kp.astype(np.float32)))
+    return out
