@@ -19,6 +19,10 @@ CONFIG_ENV = "DOORBELL_EDGE_CONFIG"
 STATE_DIR_ENV = "DOORBELL_EDGE_STATE_DIR"
 
 
+# Validators that check one key from a parent model start their message with "@dotted.key: " so the
+# loader can point at that key instead of the parent.
+
+
 class Section(BaseModel):
     """Base for every section: unknown keys are errors, values are validated on assignment too."""
 
@@ -322,13 +326,15 @@ class Config(Section):
     def _camera_names(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
         for name in cameras:
             if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
-                raise ValueError(f"camera name {name!r} may only use letters, digits, '_' and '-'")
+                raise ValueError(f"@cameras.{name}: camera name may only use letters, digits, '_' and '-'")
         return cameras
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         if self.button.camera is not None and self.button.camera not in self.cameras:
-            raise ValueError(f"button.camera {self.button.camera!r} is not one of the cameras")
+            raise ValueError(
+                f"@button.camera: {self.button.camera!r} is not one of the cameras ({', '.join(self.cameras)})"
+            )
         return self
 
     @property

@@ -189,6 +189,9 @@ def validation_problems(exc: ValidationError, positions: Positions) -> list[Prob
             message = f"unknown key '{loc[-1]}'" + _did_you_mean(loc)
         else:
             message = _message(err)
+            if message.startswith("@") and ": " in message:
+                target, message = message[1:].split(": ", 1)
+                known = tuple(int(p) if p.isdigit() else p for p in target.split("."))
         if known not in grouped:
             grouped[known] = []
             order.append(known)
