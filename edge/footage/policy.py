@@ -1,0 +1,354 @@
+"""The footage policy: one pure decide() from request, rules, clips, owner actions and time to a Decision."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import rfc8785
+
+from edge.clock import rfc3339
+from edge.config import Config, FootageRequestsConfig
+from edge.footage.request import FootageRequest, Intake, signature_problem
+
+Outcome = Literal["deny", "owner_review", "release", "hold"]
+Effect = Literal["deny", "owner_review", "release", "hold", "note"]
+
+# Every reason code, what it does to the request, and one plain line (the docs say more).
+CODES: dict[str, tuple[Effect, str]] = {
+    "INCOMPLETE": ("deny", "a required field is missing, has the wrong type, or the document does not parse"),
+    "UNKNOWN_AGENCY": ("deny", "the agency is not on the owner's list"),
+    "BAD_SIGNATURE": ("deny", "a signature does not verify"),
+    "REPLAY": ("deny", "this agency already submitted this request id"),
+    "NOT_YET_VALID": ("deny", "the request's validity has not started"),
+    "EXPIRED": ("deny", "the request has expired"),
+    "WARRANT_STALE": ("deny", "the warrant or court order is older than the policy allows"),
+    "PROSPECTIVE": ("deny", "a window reaches into the future; no live or future footage, ever"),
+    "SCOPE_TOO_BROAD": ("deny", "a window is empty or backwards, or the windows add up to too many hours"),
+    "BAD_CAMERA": ("deny", "no cameras, a wildcard, or a camera this device does not have"),
+    "BIOMETRICS_NEVER_EXPORTED": ("deny", "face data was requested; it never leaves the device"),
+    "SUBPOENA_NO_CONTENT": ("deny", "a subpoena may ask for event metadata only"),
+    "AUDIO_REQUIRES_WARRANT": ("deny", "audio needs a warrant"),
+    "EXIGENT_DISABLED": ("deny", "the owner does not accept emergency requests without a warrant"),
+    "EXIGENT_INCOMPLETE": ("deny", "an emergency request must describe the danger and give a callback number"),
+    "VERIFIED_WARRANT": ("owner_review", "a warrant or court order signed by a trusted court"),
+    "UNVERIFIED_WARRANT": ("owner_review", "a warrant or court order without a trusted court's signature"),
+    "CONSENT_REQUIRED": ("owner_review", "the agency asks for the owner's voluntary consent"),
+    "SUBPOENA_METADATA_ONLY": ("owner_review", "a subpoena for event metadata; the owner decides"),
+    "EXIGENT_REVIEW": ("owner_review", "an emergency request; the owner is notified at once and decides"),
+    "PRESERVATION_HOLD": ("hold", "existing clips in scope are kept from deletion; nothing is disclosed"),
+    "AUTO_RELEASED": ("release", "a verified warrant released without asking, as the owner configured"),
+    "OWNER_APPROVED": ("release", "the owner approved the release"),
+    "OWNER_DENIED": ("deny", "the owner refused"),
+    "APPROVAL_LAPSED": ("owner_review", "the owner's approval was not used in time and lapsed"),
+    "APPROVAL_USED": ("owner_review", "the owner's approval was already used for an export"),
+    "UNRATIFIED": ("note", "an emergency release not yet confirmed by a warrant or case reference"),
+    "RATIFIED": ("note", "an emergency release later confirmed by a warrant or case reference"),
+}
+
+CONTENT_KINDS = frozenset({"video", "audio", "snapshots"})
+COURT_BASES = frozenset({"warrant", "court_order"})
+WILDCARDS = frozenset({"*", "all", "any", "ALL", "ANY"})
+HOLD_DAYS = 90
+HOLD_RENEWALS = 1
+
+
+class ClipLike(Protocol):
+    """What the policy needs of a clip (edge.clipstore.ClipRef has these and more)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def camera(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The owner's rules plus the cameras this device has."""
+
+    rules: FootageRequestsConfig
+    cameras: frozenset[str]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Policy:
+        return cls(config.footage_requests, frozenset(config.cameras))
+
+    @property
+    def hash(self) -> str:
+        body = {"footage_requests": self.rules.model_dump(mode="json"), "cameras": sorted(self.cameras)}
+        return hashlib.sha256(bytes(rfc8785.dumps(body))).hexdigest()
+
+
+@dataclass(frozen=True)
+class OwnerAction:
+    """One owner decision on a request, as recorded (only the local CLI creates these)."""
+
+    kind: Literal["approve", "deny", "ratify"]
+    at: datetime
+    seq: int = 0
+    clips: frozenset[str] | None = None  # None: every in-scope clip
+    cameras: frozenset[str] | None = None
+    data: frozenset[str] | None = None
+    unblur: frozenset[str] = frozenset()
+    attest_original: bool = False
+    used: bool = False  # an export completed under this approval
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown reason code {self.code!r}")
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """The part [start, end) of one clip that falls inside the request's windows."""
+
+    camera: str
+    start: datetime
+    end: datetime
+    clip_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"clip": self.clip_id, "camera": self.camera, "start": rfc3339(self.start), "end": rfc3339(self.end)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    request_id: str | None
+    decision: Outcome
+    reasons: tuple[Reason, ...]
+    segments: tuple[Segment, ...] = ()
+    data: tuple[str, ...] = ()
+    unblur: frozenset[str] = frozenset()
+    approval_seq: int | None = None  # the owner approval this release rests on
+    policy_hash: str = ""
+    windows: tuple[tuple[datetime, datetime], ...] = field(default=())
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(r.code for r in self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "decision": self.decision,
+            "reasons": [{"code": r.code, "detail": r.detail} for r in self.reasons],
+            "clips": [s.to_dict() for s in self.segments],
+            "data": list(self.data),
+            "policy_hash": self.policy_hash,
+        }
+
+
+def merge_windows(windows: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The union of the non-empty windows, sorted and merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(w for w in windows if w[0] < w[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def in_scope(
+    clips: Iterable[ClipLike], cameras: Iterable[str], windows: Iterable[tuple[datetime, datetime]]
+) -> list[Segment]:
+    """Every piece of every clip on the cameras that overlaps the windows, cut to them."""
+    wanted = set(cameras)
+    merged = merge_windows(windows)
+    segments = []
+    for clip in clips:
+        if clip.camera not in wanted:
+            continue
+        for start, end in merged:
+            lo, hi = max(clip.start, start), min(clip.end, end)
+            if lo < hi:
+                segments.append(Segment(clip.camera, lo, hi, clip.id))
+    return sorted(segments)
+
+
+def _deny(request_id: str | None, policy: Policy, reasons: Sequence[Reason]) -> Decision:
+    return Decision(request_id, "deny", tuple(reasons), policy_hash=policy.hash)
+
+
+def _authenticate(doc: FootageRequest, signed: bytes, policy: Policy) -> list[Reason]:
+    agency = policy.rules.agencies.get(doc.agency.id)
+    if agency is None:
+        return [Reason("UNKNOWN_AGENCY", f"agency {doc.agency.id!r} is not in footage_requests.agencies")]
+    problem = signature_problem(agency.signing_key, doc.signatures.agency, signed)
+    if problem:
+        return [Reason("BAD_SIGNATURE", f"agency signature: {problem}")]
+    return []
+
+
+def court_verified(doc: FootageRequest, signed: bytes, policy: Policy) -> tuple[bool | None, str]:
+    """(True, why) verified; (False, why) not verifiable; (None, why) a trusted court's signature is forged."""
+    if doc.issued_by is None:
+        return False, "no issuing court named"
+    court = policy.rules.trusted_courts.get(doc.issued_by.court_id)
+    if court is None:
+        return False, f"court {doc.issued_by.court_id!r} is not in footage_requests.trusted_courts"
+    if doc.signatures.court is None:
+        return False, f"no signature from court {doc.issued_by.court_id!r}"
+    problem = signature_problem(court.signing_key, doc.signatures.court, signed)
+    if problem:
+        return None, f"court signature: {problem}"
+    return True, f"signed by trusted court {doc.issued_by.court_id!r} ({court.name})"
+
+
+def _rule_checks(doc: FootageRequest, policy: Policy, now: datetime, replay: bool) -> list[Reason]:
+    rules = policy.rules
+    basis = doc.legal_basis
+    out: list[Reason] = []
+    if replay:
+        out.append(Reason("REPLAY", f"request_id {doc.request_id!r} was already submitted by {doc.agency.id!r}"))
+    if now < doc.issued_at:
+        out.append(Reason("NOT_YET_VALID", f"issued_at {rfc3339(doc.issued_at)} is after now {rfc3339(now)}"))
+    if now >= doc.expires_at:
+        out.append(Reason("EXPIRED", f"expires_at {rfc3339(doc.expires_at)} is not after now {rfc3339(now)}"))
+    if basis in COURT_BASES and now - doc.issued_at > timedelta(days=rules.warrant_max_age_days):
+        out.append(Reason("WARRANT_STALE", f"issued more than {rules.warrant_max_age_days} days ago"))
+    future = [w for w in doc.scope.windows if w.end > now]
+    if future:
+        out.append(Reason("PROSPECTIVE", f"window ending {rfc3339(future[0].end)} reaches past now"))
+    backwards = [w for w in doc.scope.windows if w.start >= w.end]
+    if backwards:
+        out.append(Reason("SCOPE_TOO_BROAD", f"window starting {rfc3339(backwards[0].start)} has start >= end"))
+    else:
+        total = sum(((w.end - w.start) for w in doc.scope.windows), timedelta())
+        limit = getattr(rules.max_window_hours, basis)
+        if total > timedelta(hours=limit):
+            hours = total.total_seconds() / 3600
+            out.append(Reason("SCOPE_TOO_BROAD", f"windows cover {hours:g} h; a {basis} allows {limit:g} h"))
+    cameras = doc.scope.cameras
+    if not cameras:
+        out.append(Reason("BAD_CAMERA", "no cameras named"))
+    elif any(c.strip() in WILDCARDS or c.strip().lower() in WILDCARDS for c in cameras):
+        out.append(Reason("BAD_CAMERA", "wildcard cameras are not accepted; name each camera"))
+    else:
+        unknown = sorted(set(cameras) - policy.cameras)
+        if unknown:
+            out.append(Reason("BAD_CAMERA", f"this device has no camera {unknown[0]!r}"))
+    data = set(doc.scope.data)
+    if "face_data" in data:
+        out.append(Reason("BIOMETRICS_NEVER_EXPORTED", "face data is never exported, under any legal basis"))
+    if basis == "subpoena" and data & CONTENT_KINDS:
+        asked = ", ".join(sorted(data & CONTENT_KINDS))
+        out.append(Reason("SUBPOENA_NO_CONTENT", f"a subpoena may not ask for {asked}"))
+    if "audio" in data and basis != "warrant":
+        out.append(Reason("AUDIO_REQUIRES_WARRANT", f"audio requested under {basis}"))
+    if basis == "exigent":
+        if rules.exigent == "deny":
+            out.append(Reason("EXIGENT_DISABLED", "footage_requests.exigent is 'deny'"))
+        emergency = doc.emergency
+        if emergency is None or not (emergency.danger or "").strip() or not (emergency.callback or "").strip():
+            why = "an emergency request needs emergency.danger and emergency.callback"
+            out.append(Reason("EXIGENT_INCOMPLETE", why))
+    return out
+
+
+def _latest(consents: Sequence[OwnerAction], kinds: set[str]) -> OwnerAction | None:
+    found = [c for c in consents if c.kind in kinds]
+    return max(found, key=lambda c: (c.at, c.seq)) if found else None
+
+
+def decide(
+    request: Intake,
+    policy: Policy,
+    clips: Iterable[ClipLike],
+    consents: Sequence[OwnerAction],
+    now: datetime,
+    *,
+    replay: bool = False,
+) -> Decision:
+    """Deny by default; every branch names its reason code. `replay` says this agency already sent this id."""
+    request_id = request.request_id
+    if request.document is None or request.signed_bytes is None or request.problems:
+        detail = "; ".join(request.problems) or "document did not validate"
+        return _deny(request_id, policy, [Reason("INCOMPLETE", detail[:1000])])
+    doc, signed = request.document, request.signed_bytes
+
+    auth = _authenticate(doc, signed, policy)
+    if auth:
+        return _deny(request_id, policy, auth)
+    court_ok, court_why = (False, "")
+    if doc.legal_basis in COURT_BASES:
+        court_ok, court_why = court_verified(doc, signed, policy)
+        if court_ok is None:
+            return _deny(request_id, policy, [Reason("BAD_SIGNATURE", court_why)])
+
+    problems = _rule_checks(doc, policy, now, replay)
+    if problems:
+        return _deny(request_id, policy, problems)
+
+    windows = tuple((w.start, w.end) for w in doc.scope.windows)
+    segments = tuple(in_scope(clips, doc.scope.cameras, windows))
+    data = tuple(k for k in ("video", "audio", "snapshots", "event_metadata") if k in doc.scope.data)
+    base = Decision(request_id, "owner_review", (), segments, data, policy_hash=policy.hash, windows=windows)
+
+    basis = doc.legal_basis
+    if basis == "preservation":
+        reason = Reason("PRESERVATION_HOLD", f"{len({s.clip_id for s in segments})} clip(s) held {HOLD_DAYS} days")
+        return _replace(base, decision="hold", reasons=(reason,), data=())
+    if basis in COURT_BASES:
+        review = Reason("VERIFIED_WARRANT" if court_ok else "UNVERIFIED_WARRANT", court_why)
+    elif basis == "consent_request":
+        review = Reason("CONSENT_REQUIRED", "released only if the owner approves")
+    elif basis == "subpoena":
+        review = Reason("SUBPOENA_METADATA_ONLY", "event metadata only, if the owner approves")
+    else:
+        review = Reason("EXIGENT_REVIEW", "emergency: the owner decides")
+
+    owner = _latest(consents, {"approve", "deny"})
+    if owner is not None and owner.kind == "deny":
+        return _replace(base, decision="deny", reasons=(review, Reason("OWNER_DENIED", owner.note or "refused")),
+                        segments=(), data=())
+    auto = court_ok is True and basis in COURT_BASES and policy.rules.auto_release_verified_warrants
+    if owner is None:
+        if auto:
+            return _replace(base, decision="release", reasons=(review, Reason("AUTO_RELEASED", "policy allows")))
+        return _replace(base, reasons=(review,))
+    lapse_at = owner.at + timedelta(hours=policy.rules.approval_valid_hours)
+    if owner.used:
+        if auto:
+            return _replace(base, decision="release", reasons=(review, Reason("AUTO_RELEASED", "policy allows")))
+        return _replace(base, reasons=(review, Reason("APPROVAL_USED", f"approval {owner.seq} was used")))
+    if now >= lapse_at:
+        return _replace(base, reasons=(review, Reason("APPROVAL_LAPSED", f"approval lapsed at {rfc3339(lapse_at)}")))
+
+    # An approval may narrow the scope, never widen it.
+    kept = tuple(
+        s
+        for s in segments
+        if (owner.clips is None or s.clip_id in owner.clips) and (owner.cameras is None or s.camera in owner.cameras)
+    )
+    kept_data = tuple(k for k in data if owner.data is None or k in owner.data)
+    unblur = frozenset(owner.unblur) & {s.clip_id for s in kept}
+    detail = "approved" + (" after checking the paper original" if owner.attest_original else "")
+    reasons: tuple[Reason, ...] = (review, Reason("OWNER_APPROVED", detail))
+    if basis == "exigent":
+        ratified = _latest(consents, {"ratify"})
+        reasons += (
+            (Reason("RATIFIED", ratified.note or "confirmed"),)
+            if ratified
+            else (Reason("UNRATIFIED", "no warrant or case confirmation recorded yet"),)
+        )
+    return _replace(base, decision="release", reasons=reasons, segments=kept, data=kept_data, unblur=unblur,
+                    approval_seq=owner.seq)
+
+
+def _replace(base: Decision, **changes: Any) -> Decision:
+    return replace(base, **changes)
