@@ -1,4 +1,4 @@
-"""The clip store: clip files under <state_dir>/clips, their SQLite index (frames, events, snapshots) and legal holds."""
+"""The clip store: clip files under <state_dir>/clips, their SQLite index and legal holds."""
 
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ from edge.encoder import (
     RawStreamWriter,
     choose_codec,
     codec_by_name,
-    fsync_dir,
-    fsync_file,
     from_us,
+    fsync_dir,
     last_duration_us,
     make_encoder,
     read_sidecar,
@@ -400,8 +399,12 @@ class ClipStore:
                     to_us(window[1]) if window else None,
                 ),
             )
-            db.executemany("INSERT INTO hold_clips VALUES (?, ?)", [(hold_id, c) for c in dict.fromkeys(clip_ids or [])])
-            db.executemany("INSERT INTO hold_cameras VALUES (?, ?)", [(hold_id, c) for c in dict.fromkeys(cameras or [])])
+            db.executemany(
+                "INSERT INTO hold_clips VALUES (?, ?)", [(hold_id, c) for c in dict.fromkeys(clip_ids or [])]
+            )
+            db.executemany(
+                "INSERT INTO hold_cameras VALUES (?, ?)", [(hold_id, c) for c in dict.fromkeys(cameras or [])]
+            )
         log.info("hold %s placed until %s (reference %s)", hold_id, rfc3339(until), reference)
         return hold_id
 
@@ -606,7 +609,9 @@ class ClipStore:
 
     def _snap_bytes(self, clip_id: str) -> int:
         with self._connect() as db:
-            return int(db.execute("SELECT coalesce(sum(size), 0) FROM snapshots WHERE clip_id = ?", (clip_id,)).fetchone()[0])
+            return int(
+                db.execute("SELECT coalesce(sum(size), 0) FROM snapshots WHERE clip_id = ?", (clip_id,)).fetchone()[0]
+            )
 
     def apply_retention(self, policy: RetentionPolicy, free_bytes: int) -> RetentionReport:
         """Delete what retention.plan() chooses (re-checking each clip's holds as it goes)."""

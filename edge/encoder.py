@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -343,7 +344,7 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
 
 def _durations(ts_us: Sequence[int]) -> list[int]:
     """Each frame lasts until the next; the last one as long as the median gap (1/10 s for a single frame)."""
-    gaps = [b - a for a, b in zip(ts_us, ts_us[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ts_us)]
     tail = int(np.median(gaps)) if gaps else 100_000
     return [*gaps, tail]
 
@@ -360,7 +361,7 @@ def decode_frames(path: Path) -> Iterator[tuple[float, Image]]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
-                yield float(frame.time or 0.0), frame.to_ndarray(format="bgr24")
+                yield float(frame.time or 0.0), cast(Image, frame.to_ndarray(format="bgr24"))
     except av.FFmpegError as exc:
         raise StorageError(f"{path}: cannot decode: {exc}") from exc
 

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 # A clip's class is its most important event: a ring outranks a person or face, which outranks motion.
-CLASS_OF_EVENT = {"motion_start": "motion", "motion_end": "motion", "person": "person", "face": "person", "ring": "ring"}
+CLASS_OF_EVENT = {
+    "motion_start": "motion",
+    "motion_end": "motion",
+    "person": "person",
+    "face": "person",
+    "ring": "ring",
+}
 CLASS_RANK = {"motion": 0, "person": 1, "ring": 2}
 
 
