@@ -223,6 +223,58 @@ class PipelineConfig(Section):
     )
 
 
+class RecordingConfig(Section):
+    enabled: bool = Field(True, description="Record clips (and event snapshots) under <state_dir>/clips.")
+    pre_roll_s: float = Field(
+        5.0, ge=0, le=60, description="Seconds of video kept in memory and stored before the event that starts a clip."
+    )
+    post_roll_s: float = Field(
+        5.0, ge=0, le=300, description="Seconds recorded after the last activity (motion end, person, face, ring)."
+    )
+    max_clip_s: float = Field(
+        300.0, ge=10, le=3600, description="Longest clip; continuing activity rolls over into a new clip, no gap."
+    )
+    triggers: list[Literal["motion_start", "person", "face", "ring"]] = Field(
+        default_factory=lambda: ["motion_start", "person", "face", "ring"],
+        description="Event types that start or extend a clip.",
+    )
+    codec: Literal["auto", "h264", "vp9", "vp8"] = Field(
+        "auto", description="Video codec: auto picks H.264 MP4 when an encoder exists, else VP9/VP8 WebM."
+    )
+    quality: Literal["low", "medium", "high"] = Field("medium", description="Encoder quality/size trade-off.")
+    keyframe_interval_s: float = Field(
+        0.5, gt=0, le=10, description="Seconds between keyframes; a clip starts on one, so this bounds extra pre-roll."
+    )
+    queue_size: int = Field(
+        16, ge=2, le=256, description="Frames waiting for the recorder thread; when full the oldest is dropped."
+    )
+    snapshots: bool = Field(True, description="Store one JPEG snapshot per triggering event, beside its clip.")
+    snapshot_quality: int = Field(90, ge=10, le=100, description="JPEG quality of event snapshots.")
+    mask_margin_px: int = Field(
+        8, ge=0, le=64, description="Extra pixels blacked around each privacy mask in stored footage, so codec "
+        "ringing cannot carry masked content back in.",
+    )
+    disk_check_s: float = Field(
+        10.0, gt=0, le=3600, description="How often free disk space is checked while recording or paused."
+    )
+
+
+class RetentionConfig(Section):
+    motion_days: float = Field(7, gt=0, le=3650, description="Days clips with only motion are kept.")
+    person_days: float = Field(30, gt=0, le=3650, description="Days clips with a person or face event are kept.")
+    ring_days: float = Field(30, gt=0, le=3650, description="Days clips with a doorbell ring are kept.")
+    max_usage_mb: int | None = Field(
+        None, ge=1, description="Cap on clips plus snapshots in MB; oldest unheld clips go first. null: no cap."
+    )
+    min_free_mb: int = Field(
+        512, ge=0, description="Free disk space to keep; below it old clips are deleted, and if only held clips "
+        "remain, recording pauses (a system event) until space frees.",
+    )
+    sweep_interval_s: float = Field(
+        300.0, gt=0, le=86400, description="Seconds between retention sweeps (and legal-hold expiry)."
+    )
+
+
 def _key32(value: str, what: str) -> str:
     """A base64 32-byte public key (Ed25519 or X25519); the error names what is wrong."""
     import base64
@@ -317,6 +369,10 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="On-disk state.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="stdout events and stderr logs.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Stage queues and health.")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig, description="Clip recording.")
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="How long clips are kept and how much disk they may use."
+    )
     footage_requests: FootageRequestsConfig = Field(
         default_factory=FootageRequestsConfig, description="Who may ask for footage and the rules their requests meet."
     )
