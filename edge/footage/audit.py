@@ -1,0 +1,238 @@
+"""The footage audit log: append-only, hash-chained JSON lines, fsync'd before the step they record."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from edge.clock import Clock, rfc3339
+from edge.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+LOG_NAME = "footage.jsonl"
+HEAD_NAME = "footage.head"
+KINDS = frozenset(
+    {
+        "intake",  # a document arrived (its sha256, size, claimed agency and id)
+        "decision",  # what the policy decided, with every reason
+        "owner_approve",
+        "owner_deny",
+        "attestation",  # the owner checked the paper original of an unverified warrant
+        "unblur",  # the owner released a clip without face blurring
+        "ratify",  # an emergency release confirmed by a warrant or case reference
+        "export_start",
+        "export_complete",
+        "hold",
+        "hold_renew",
+        "hold_expired",
+        "expiry",  # an approval lapsed unused
+        "notification",
+    }
+)
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return bytes(rfc8785.dumps(record))
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """The hash a record carries: sha256 of its canonical JSON without the `hash` member."""
+    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    bad_record: int | None = None  # 1-based sequence number of the first bad record
+    problem: str = ""
+
+    def message(self, path: Path) -> str:
+        if self.ok:
+            return f"{path}: {self.records} record(s), chain intact"
+        return f"{path}: record {self.bad_record}: {self.problem}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """One writer at a time (flock); each append is written and fsync'd before append() returns."""
+
+    def __init__(self, state_dir: Path, clock: Clock) -> None:
+        self.dir = Path(state_dir) / "audit"
+        self.path = self.dir / LOG_NAME
+        self.head_path = self.dir / HEAD_NAME
+        self.clock = clock
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open the audit log in {self.dir}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _last(self) -> tuple[int, str]:
+        """(seq, hash) of the last complete record; refuses to extend a damaged tail."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return 0, GENESIS
+        with self.path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            chunk, pos = b"", size
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                chunk = fh.read(step) + chunk
+                if chunk.count(b"\n") >= 2 or pos == 0:
+                    break
+        if not chunk.endswith(b"\n"):
+            raise StorageError(f"{self.path}: the last record is incomplete; run `doorbell-edge audit verify`")
+        last = chunk[:-1].rsplit(b"\n", 1)[-1]
+        try:
+            record = json.loads(last)
+            return int(record["seq"]), str(record["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"{self.path}: the last record is unreadable; run `doorbell-edge audit verify`") from exc
+
+    def append(self, kind: str, **data: Any) -> dict[str, Any]:
+        """Write one record and fsync it; only then may the step it records take effect."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown audit record kind {kind!r}")
+        with self._locked():
+            seq, prev = self._last()
+            record: dict[str, Any] = {
+                "seq": seq + 1,
+                "ts": rfc3339(self.clock.now()),
+                "kind": kind,
+                "data": data,
+                "prev": prev,
+            }
+            record["hash"] = record_hash(record)
+            line = _canonical(record) + b"\n"
+            created = not self.path.exists()
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line)  # one write: a killed process leaves the whole line or none of it
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if created:
+                    _fsync_dir(self.dir)
+                self._write_head(record["seq"], record["hash"])
+            except OSError as exc:
+                raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
+        log.info("audit %s #%s %s", kind, record["seq"], data.get("request", ""))
+        return record
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        tmp = self.head_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps({"seq": seq, "hash": digest}).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.head_path)
+        _fsync_dir(self.dir)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    def head(self) -> tuple[int, str]:
+        with self._locked():
+            return self._last()
+
+    def verify(self) -> VerifyResult:
+        return verify_log(self.path, self.head_path)
+
+
+def verify_log(path: Path, head_path: Path | None = None) -> VerifyResult:
+    """Check the whole chain; name the first record that was edited, removed, reordered or cut off."""
+    if not path.exists():
+        return VerifyResult(True, 0) if head_path is None or not head_path.exists() else VerifyResult(
+            False, 0, 1, "the audit log is missing but its head file exists"
+        )
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    prev, count = GENESIS, 0
+    for index, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return VerifyResult(False, count, index, "not valid JSON (edited or damaged)")
+        if not isinstance(record, dict) or not {"seq", "ts", "kind", "data", "prev", "hash"} <= record.keys():
+            return VerifyResult(False, count, index, "fields missing (edited or damaged)")
+        if record["seq"] != index:
+            found = f"found record {record['seq']!r} where record {index} belongs (removed or reordered)"
+            return VerifyResult(False, count, index, found)
+        if record["hash"] != record_hash(record):
+            return VerifyResult(False, count, index, "contents do not match its hash (edited)")
+        try:
+            canonical = _canonical(record)
+        except Exception:
+            canonical = b""
+        if canonical != line:
+            return VerifyResult(False, count, index, "not in canonical form (edited)")
+        if record["prev"] != prev:
+            gap = f"does not follow record {index - 1} (removed, reordered or edited)"
+            return VerifyResult(False, count, index, gap)
+        prev, count = record["hash"], index
+    if tail:
+        return VerifyResult(False, count, count + 1, "incomplete last line (truncated)")
+    if head_path is not None:
+        problem = _check_head(head_path, lines, count)
+        if problem:
+            bad, text = problem
+            return VerifyResult(False, count, bad, text)
+    return VerifyResult(True, count)
+
+
+def _check_head(head_path: Path, lines: list[bytes], count: int) -> tuple[int, str] | None:
+    if not head_path.exists():
+        # The head is written right after each record; only a crash during the very first append lacks it.
+        return None if count <= 1 else (count, "the head file is missing (log replaced?)")
+    try:
+        head = json.loads(head_path.read_bytes())
+        seq, digest = int(head["seq"]), str(head["hash"])
+    except (ValueError, KeyError, TypeError):
+        return (count + 1, "the head file is unreadable")
+    if seq > count:
+        return (count + 1, f"missing: the log ends at record {count} but {seq} were written (truncated)")
+    if seq < count - 1:
+        return (seq + 1, f"the head file says the log ended at record {seq} (records appended behind its back)")
+    if seq >= 1 and json.loads(lines[seq - 1])["hash"] != digest:
+        return (seq, "does not match the hash the head file recorded (rewritten)")
+    return None

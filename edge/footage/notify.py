@@ -1,0 +1,49 @@
+"""The one place footage code publishes its `footage_request` events (never clip content) via the MQTT outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from edge.config import Config
+from edge.errors import EdgeError
+from edge.events import Event
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], Any]
+
+# Fields a footage event may carry: ids, states and codes. Never officer names, clip bytes or face data.
+ALLOWED_FIELDS = frozenset(
+    {"request", "state", "decision", "basis", "agency", "codes", "urgent", "clips", "export", "hold", "audit_seq",
+     "audit_hash"}
+)
+
+
+def outbox_emitter(config: Config) -> Emit:
+    """emit(event) into the durable outbox the daemon publishes; a logged no-op when that is unavailable."""
+    if not config.mqtt.enabled:
+        return lambda event: log.debug("mqtt disabled: footage event %s not queued", event.id)
+    try:
+        from edge.mqtt.outbox import emit
+    except ImportError:
+        log.warning("edge.mqtt.outbox is unavailable: footage events are not published")
+        return lambda event: None
+
+    def send(event: Event) -> Any:
+        try:
+            return emit(config, event)
+        except (EdgeError, ValueError) as exc:
+            # The audit log already holds the step; a full or broken outbox must not undo it.
+            log.warning("footage event %s not queued for MQTT: %s", event.id, exc)
+            return None
+
+    return send
+
+
+def footage_event(ts: Any, **fields: Any) -> Event:
+    unknown = set(fields) - ALLOWED_FIELDS
+    if unknown:
+        raise ValueError(f"footage events may not carry {sorted(unknown)}")
+    return Event("footage_request", None, ts, {k: v for k, v in fields.items() if v is not None})

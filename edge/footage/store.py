@@ -1,0 +1,248 @@
+"""Requests, owner actions, exports and holds in one SQLite file under <state_dir>/footage/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge.clock import rfc3339
+from edge.errors import RequestError, StorageError
+from edge.footage.policy import OwnerAction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    agency_id TEXT,
+    request_id TEXT,
+    basis TEXT,
+    verified INTEGER NOT NULL,
+    raw BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reasons TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    agency_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    first TEXT NOT NULL,
+    PRIMARY KEY (agency_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request TEXT NOT NULL REFERENCES requests(id),
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    id TEXT PRIMARY KEY,
+    request TEXT NOT NULL REFERENCES requests(id),
+    approval_seq INTEGER,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    path TEXT,
+    sha256 TEXT
+);
+CREATE TABLE IF NOT EXISTS holds (
+    request TEXT NOT NULL REFERENCES requests(id),
+    hold_id TEXT NOT NULL,
+    until TEXT NOT NULL,
+    renewal INTEGER NOT NULL,
+    expired_at TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: str
+    received_at: datetime
+    agency_id: str | None
+    request_id: str | None
+    basis: str | None
+    verified: bool
+    raw: bytes
+    sha256: str
+    decision: str
+    reasons: list[dict[str, str]]
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class RequestStore:
+    """Thin SQLite shell; every method is one transaction."""
+
+    def __init__(self, state_dir: Path, *, create: bool = True) -> None:
+        self.dir = Path(state_dir) / "footage"
+        self.path = self.dir / "requests.sqlite3"
+        self.readonly = not create
+        if create:
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise StorageError(f"cannot create {self.dir}: {exc}") from exc
+            with self._db() as db:
+                db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            if self.readonly:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            else:
+                db = sqlite3.connect(self.path, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            with db:
+                yield db
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def new_id(self) -> str:
+        while True:
+            candidate = "fr-" + secrets.token_hex(4)
+            with self._db() as db:
+                if db.execute("SELECT 1 FROM requests WHERE id=?", (candidate,)).fetchone() is None:
+                    return candidate
+
+    def was_seen(self, agency_id: str, request_id: str) -> str | None:
+        if self.readonly and not self.path.exists():
+            return None
+        with self._db() as db:
+            row = db.execute(
+                "SELECT first FROM seen WHERE agency_id=? AND request_id=?", (agency_id, request_id)
+            ).fetchone()
+        return row[0] if row else None
+
+    def add(self, item: StoredRequest, *, mark_seen: bool) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (item.id, rfc3339(item.received_at), item.agency_id, item.request_id, item.basis, int(item.verified),
+                 item.raw, item.sha256, item.decision, json.dumps(item.reasons)),
+            )
+            if mark_seen and item.agency_id and item.request_id:
+                db.execute("INSERT OR IGNORE INTO seen VALUES (?,?,?)", (item.agency_id, item.request_id, item.id))
+
+    def set_decision(self, request: str, decision: str, reasons: list[dict[str, str]]) -> None:
+        with self._db() as db:
+            db.execute("UPDATE requests SET decision=?, reasons=? WHERE id=?", (decision, json.dumps(reasons), request))
+
+    def get(self, request: str) -> StoredRequest:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM requests WHERE id=?", (request,)).fetchone()
+        if row is None:
+            raise RequestError(f"no footage request with id {request!r} (see `doorbell-edge requests list`)")
+        return _row(row)
+
+    def all(self, since: datetime | None = None) -> list[StoredRequest]:
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM requests ORDER BY received_at, id").fetchall()
+        items = [_row(r) for r in rows]
+        return [i for i in items if since is None or i.received_at >= since]
+
+    # --- owner actions -------------------------------------------------------------------------------------
+
+    def add_action(self, request: str, kind: str, at: datetime, data: dict[str, Any]) -> int:
+        with self._db() as db:
+            cur = db.execute(
+                "INSERT INTO actions (request, kind, at, data) VALUES (?,?,?,?)",
+                (request, kind, rfc3339(at), json.dumps(data, sort_keys=True)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def actions(self, request: str) -> list[tuple[int, str, datetime, dict[str, Any]]]:
+        with self._db() as db:
+            rows = db.execute("SELECT seq, kind, at, data FROM actions WHERE request=? ORDER BY seq", (request,))
+            return [(int(s), str(k), _ts(a), json.loads(d)) for s, k, a, d in rows.fetchall()]
+
+    def owner_actions(self, request: str) -> list[OwnerAction]:
+        """The consents decide() reads: approvals (marked used once an export completed), denials, ratifications."""
+        acts = self.actions(request)
+        used = {int(d["approval"]) for _, k, _, d in acts if k == "export_complete" and d.get("approval") is not None}
+        out = []
+        for seq, kind, at, data in acts:
+            if kind not in ("approve", "deny", "ratify"):
+                continue
+            out.append(
+                OwnerAction(
+                    kind,  # type: ignore[arg-type]
+                    at,
+                    seq=seq,
+                    clips=frozenset(data["clips"]) if data.get("clips") is not None else None,
+                    cameras=frozenset(data["cameras"]) if data.get("cameras") is not None else None,
+                    data=frozenset(data["data"]) if data.get("data") is not None else None,
+                    unblur=frozenset(data.get("unblur") or ()),
+                    attest_original=bool(data.get("attest_original")),
+                    used=seq in used,
+                    note=str(data.get("note") or data.get("reason") or data.get("reference") or ""),
+                )
+            )
+        return out
+
+    # --- exports and holds ---------------------------------------------------------------------------------
+
+    def start_export(self, export_id: str, request: str, approval_seq: int | None, at: datetime) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO exports (id, request, approval_seq, started_at) VALUES (?,?,?,?)",
+                (export_id, request, approval_seq, rfc3339(at)),
+            )
+
+    def complete_export(self, export_id: str, at: datetime, path: Path, sha256: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE exports SET completed_at=?, path=?, sha256=? WHERE id=?",
+                (rfc3339(at), str(path), sha256, export_id),
+            )
+
+    def exports(self, request: str | None = None) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            query = "SELECT * FROM exports" + (" WHERE request=?" if request else "") + " ORDER BY started_at, id"
+            return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
+
+    def add_hold(self, request: str, hold_id: str, until: datetime, renewal: int) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO holds VALUES (?,?,?,?,NULL)", (request, hold_id, rfc3339(until), renewal))
+
+    def holds(self, request: str | None = None) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            query = "SELECT * FROM holds" + (" WHERE request=?" if request else "") + " ORDER BY until"
+            return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
+
+    def expire_hold(self, hold_id: str, at: datetime) -> None:
+        with self._db() as db:
+            db.execute("UPDATE holds SET expired_at=? WHERE hold_id=?", (rfc3339(at), hold_id))
+
+
+def _row(row: tuple[Any, ...]) -> StoredRequest:
+    return StoredRequest(
+        id=row[0], received_at=_ts(row[1]), agency_id=row[2], request_id=row[3], basis=row[4], verified=bool(row[5]),
+        raw=bytes(row[6]), sha256=row[7], decision=row[8], reasons=json.loads(row[9]),
+    )

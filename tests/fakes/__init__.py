@@ -1,0 +1,1 @@
+"""Fakes for hardware that cannot exist on a CI machine, shaped like the real libraries' APIs."""
