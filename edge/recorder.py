@@ -1,0 +1,551 @@
+"""The recorder: masks every frame, keeps encoded pre-roll in memory, and turns activity into clips and snapshots."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.clipstore import ClipRef, ClipStore, ClipWriter, WriterLock
+from edge.clock import Clock
+from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
+from edge.encoder import CodecChoice, EncodedFrame, FrameEncoder, choose_codec, encode_jpeg, make_encoder
+from edge.errors import StorageError
+from edge.events import Event, EventBus
+from edge.masks import polygon_mask
+from edge.queues import Closed, DropOldestQueue
+from edge.retention import RetentionPolicy
+from edge.types import Frame, Image
+
+log = logging.getLogger(__name__)
+
+# Events reach the recorder after analysis; the ring keeps this much beyond the pre-roll so a late event
+# still gets its full pre-roll.
+EVENT_LATENCY_SLACK_S = 2.0
+SNAPSHOT_CANDIDATES = 4  # recent masked frames kept to pick the one nearest an event's time
+MiB = 1024 * 1024
+
+EncoderFactory = Callable[[CodecChoice, int, int, float, float, str], FrameEncoder]
+FreeBytes = Callable[[], int]
+
+
+def retention_policy(config: RetentionConfig) -> RetentionPolicy:
+    return RetentionPolicy(
+        days={"motion": config.motion_days, "person": config.person_days, "ring": config.ring_days},
+        max_bytes=config.max_usage_mb * MiB if config.max_usage_mb is not None else None,
+        min_free_bytes=config.min_free_mb * MiB,
+    )
+
+
+def storage_mask(polygons: Sequence[Sequence[Sequence[float]]], height: int, width: int, margin_px: int) -> np.ndarray:
+    """The privacy mask for stored footage: the configured polygons grown by `margin_px`, so the ringing of
+    a lossy codec at the mask's edge lands in the margin, never inside the polygon itself."""
+    mask = polygon_mask(polygons, height, width)
+    if margin_px > 0 and mask.any():
+        size = 2 * margin_px + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return mask
+
+
+@dataclass
+class RecorderStats:
+    frames: int = 0
+    dropped: int = 0  # frames dropped because the recorder thread fell behind
+    clips: int = 0
+    snapshots: int = 0
+    paused: bool = False
+    last_clip: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Recorder:
+    """One camera's recorder. on_frame/on_event never block (a bounded drop-oldest queue feeds a named thread);
+    handle_frame/handle_event do the work and can be driven directly, frame by frame, in tests."""
+
+    def __init__(
+        self,
+        camera: str,
+        camera_config: CameraConfig,
+        config: RecordingConfig,
+        retention: RetentionConfig,
+        store: ClipStore,
+        clock: Clock,
+        publish: Callable[[Event], Any] | None = None,
+        free_bytes: FreeBytes | None = None,
+        encoder_factory: EncoderFactory = make_encoder,
+    ) -> None:
+        self.camera = camera
+        self.camera_config = camera_config
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.policy = retention_policy(retention)
+        self._publish = publish or (lambda _event: None)
+        self._free_bytes = free_bytes or (lambda: shutil.disk_usage(store.root).free)
+        self._encoder_factory = encoder_factory
+        self._codec = choose_codec(config.codec)
+        self._pre = timedelta(seconds=config.pre_roll_s)
+        self._post = timedelta(seconds=config.post_roll_s)
+        self._max = timedelta(seconds=config.max_clip_s)
+        self._triggers = set(config.triggers)
+        self.stats = RecorderStats()
+
+        self._frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue_size)
+        self._events: collections.deque[Event] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+        self._encoder: FrameEncoder | None = None
+        self._mask: np.ndarray | None = None
+        self._ring: collections.deque[list[EncodedFrame]] = collections.deque()  # GOPs, each from a keyframe
+        self._recent: collections.deque[tuple[datetime, Image]] = collections.deque(maxlen=SNAPSHOT_CANDIDATES)
+        self._pending_snapshots: list[Event] = []
+        self._clip: ClipWriter | None = None
+        self._clip_events: list[Event] = []
+        self._want_clip = False  # an event came before any keyframe: start at the next one
+        self._motion_active = False
+        self._until: datetime | None = None
+        self._paused = False
+        self._next_disk_check = 0.0
+
+    # -- the component ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"recorder:{self.camera}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._frames.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("recorder %s did not stop within %.1f s; its clip is left for recovery", self.camera, timeout)
+                return
+        self.close()
+
+    def on_frame(self, frame: Frame) -> None:
+        """Called on the camera thread for every frame; never blocks."""
+        if frame.camera != self.camera:
+            return
+        self._idle.clear()
+        try:
+            if not self._frames.put(frame):
+                self.stats.dropped += 1
+        except Closed:
+            return
+
+    def on_event(self, event: Event) -> None:
+        """A bus sink: only this camera's trigger events (and motion_end) matter."""
+        if event.camera == self.camera and (event.type in self._triggers or event.type == "motion_end"):
+            self._idle.clear()
+            self._events.append(event)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once every queued frame and event has been handled (for tests and benchmarks)."""
+        return self._idle.wait(timeout)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "frames": self.stats.frames,
+            "dropped": self.stats.dropped,
+            "clips": self.stats.clips,
+            "recording": self._clip is not None,
+            "paused": self._paused,
+        }
+
+    def _run(self) -> None:
+        while True:
+            try:
+                frame = self._frames.get(timeout=0.2)
+            except Closed:
+                break
+            try:
+                while self._events:
+                    self.handle_event(self._events.popleft())
+                if frame is not None:
+                    self.handle_frame(frame)
+                else:
+                    self._maybe_check_disk()
+            except Exception:
+                log.exception("recorder %s failed on a frame; continuing", self.camera)
+            if frame is None or (len(self._frames) == 0 and not self._events):
+                self._idle.set()
+        while self._events:
+            self.handle_event(self._events.popleft())
+        self._idle.set()
+
+    def close(self) -> ClipRef | None:
+        """Finish the clip in progress and release the encoder (the thread has stopped)."""
+        ref = self._finish_clip()
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
+        return ref
+
+    # -- the work --------------------------------------------------------------------------------------------
+
+    def handle_event(self, event: Event) -> None:
+        if event.camera != self.camera:
+            return
+        if event.type == "motion_end":
+            self._motion_active = False
+            self._extend(event.ts + self._post)
+            if self._clip is not None:
+                self._clip.add_event(event.id, event.type, event.ts)
+            return
+        if event.type not in self._triggers:
+            return
+        if event.type == "motion_start":
+            self._motion_active = True
+        self._extend(event.ts + self._post)
+        if not self.config.enabled:
+            return
+        if self._paused:
+            log.warning("recording paused (disk full): event %s on %s not recorded", event.id, self.camera)
+            return
+        if self._clip is None:
+            self._start_clip(event.ts)
+        self._clip_events.append(event)
+        if self._clip is not None:
+            self._clip.add_event(event.id, event.type, event.ts)
+        if self.config.snapshots:
+            self._pending_snapshots.append(event)
+            self._serve_snapshots(final=False)
+
+    def handle_frame(self, frame: Frame) -> None:
+        if frame.camera != self.camera:
+            return
+        self.stats.frames += 1
+        image = self._masked(frame.image)
+        encoder = self._encoder_for(image)
+        self._recent.append((frame.ts, image))
+        self._serve_snapshots(final=False)
+        for packet in encoder.encode(image, frame.ts, frame.mono):
+            self._route(packet)
+        self._maybe_check_disk()
+
+    def _masked(self, image: Image) -> Image:
+        height, width = image.shape[:2]
+        if self._mask is None or self._mask.shape != (height, width):
+            self._mask = storage_mask(self.camera_config.privacy_masks, height, width, self.config.mask_margin_px)
+        if not self.camera_config.privacy_masks:
+            return image
+        # Applied here even though the camera stage masks at the source: nothing unmasked may be stored.
+        out = image.copy()
+        out[self._mask > 0] = 0
+        return out
+
+    def _encoder_for(self, image: Image) -> FrameEncoder:
+        height, width = image.shape[:2]
+        if self._encoder is not None and (self._encoder.width, self._encoder.height) == (width, height):
+            return self._encoder
+        if self._encoder is not None:
+            log.warning("camera %s changed size to %dx%d; restarting the encoder", self.camera, width, height)
+            self._finish_clip()
+            self._encoder.close()
+            self._ring.clear()
+        fps = self.camera_config.fps
+        self._encoder = self._encoder_factory(
+            self._codec, width, height, fps, self.config.keyframe_interval_s, self.config.quality
+        )
+        return self._encoder
+
+    def _route(self, packet: EncodedFrame) -> None:
+        clip = self._clip
+        if clip is not None and not self._motion_active and self._until is not None and packet.ts >= self._until:
+            self._finish_clip()
+        elif clip is not None and packet.keyframe and clip.first_ts and packet.ts - clip.first_ts >= self._max:
+            # Roll over at a keyframe: the next clip starts with this frame, so nothing is lost in between.
+            log.info("clip %s reached max_clip_s; continuing in a new clip", clip.id)
+            carried = list(self._clip_events)
+            self._finish_clip()
+            if self._begin(packet.ts):
+                for event in carried:
+                    self._note_event(event)
+        if self._want_clip and packet.keyframe and self._clip is None:
+            self._want_clip = False
+            waiting = list(self._clip_events)
+            if self._begin(packet.ts):
+                for event in waiting:
+                    self._note_event(event)
+        if self._clip is not None:
+            self._write(packet)
+        if packet.keyframe or not self._ring:
+            self._ring.append([packet])
+        else:
+            self._ring[-1].append(packet)
+        horizon = packet.ts - self._pre - timedelta(seconds=EVENT_LATENCY_SLACK_S)
+        while len(self._ring) > 1 and self._ring[1][0].ts <= horizon:
+            self._ring.popleft()
+
+    def _extend(self, until: datetime) -> None:
+        if self._until is None or until > self._until:
+            self._until = until
+
+    def _start_clip(self, trigger_ts: datetime) -> None:
+        if self._disk_low():
+            return
+        gops = [g for g in self._ring if g[0].keyframe]
+        if not gops:
+            self._want_clip = True
+            if self._encoder is not None:
+                self._encoder.request_keyframe()
+            return
+        target = trigger_ts - self._pre
+        start = next((i for i in range(len(gops) - 1, -1, -1) if gops[i][0].ts <= target), 0)
+        if not self._begin(gops[start][0].ts):
+            return
+        for gop in gops[start:]:
+            for packet in gop:
+                self._write(packet)
+
+    def _begin(self, start_ts: datetime) -> bool:
+        encoder = self._encoder
+        if encoder is None:
+            return False
+        try:
+            self._clip = self.store.begin(self.camera, start_ts, encoder.codec, encoder.width, encoder.height)
+        except StorageError as exc:
+            self._fail(f"cannot start a clip: {exc}")
+            return False
+        self._clip_events = []
+        log.info("clip %s started on %s", self._clip.id, self.camera)
+        return True
+
+    def _note_event(self, event: Event) -> None:
+        self._clip_events.append(event)
+        if self._clip is not None:
+            self._clip.add_event(event.id, event.type, event.ts)
+
+    def _write(self, packet: EncodedFrame) -> None:
+        if self._clip is None:
+            return
+        try:
+            self._clip.write(packet)
+        except StorageError as exc:
+            self._fail(str(exc))
+
+    def _finish_clip(self, truncated: bool = False) -> ClipRef | None:
+        clip, self._clip = self._clip, None
+        self._clip_events = []
+        self._want_clip = False
+        self._serve_snapshots(final=True, clip=clip)
+        if clip is None:
+            return None
+        try:
+            ref = clip.finish(truncated=truncated)
+        except StorageError as exc:
+            log.error("clip %s could not be finished (%s); left for recovery at the next start", clip.id, exc)
+            clip.abandon()
+            return None
+        if ref is not None:
+            self.stats.clips += 1
+            self.stats.last_clip = ref.id
+        return ref
+
+    def _fail(self, message: str) -> None:
+        """A write failed: keep what was recorded, then pause until the disk check says space is back."""
+        log.error("recording on %s failed: %s", self.camera, message)
+        self.stats.errors.append(message)
+        self._finish_clip(truncated=True)
+        self._pause(self._free_bytes(), reason="write_error")
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+
+    def _serve_snapshots(self, final: bool, clip: ClipWriter | None = None) -> None:
+        """Give each pending event the recent masked frame nearest its time, once a frame at or after the
+        event has arrived (or now, when its clip is ending)."""
+        target = clip or self._clip
+        if not self._pending_snapshots or not self._recent:
+            if final:
+                self._pending_snapshots.clear()
+            return
+        latest = self._recent[-1][0]
+        waiting = []
+        for event in self._pending_snapshots:
+            if latest < event.ts and not final:
+                waiting.append(event)
+                continue
+            if target is None:
+                if not final:
+                    waiting.append(event)  # its clip starts at the next keyframe
+                continue
+            ts, image = min(self._recent, key=lambda item: abs((item[0] - event.ts).total_seconds()))
+            try:
+                target.add_snapshot(event.id, ts, encode_jpeg(image, self.config.snapshot_quality))
+                self.stats.snapshots += 1
+            except StorageError as exc:
+                log.error("snapshot for event %s failed: %s", event.id, exc)
+        self._pending_snapshots = waiting
+
+    # -- disk space ------------------------------------------------------------------------------------------
+
+    def _maybe_check_disk(self) -> None:
+        now = self.clock.monotonic()
+        if now >= self._next_disk_check:
+            self._next_disk_check = now + self.config.disk_check_s
+            self._disk_low()
+
+    def _disk_low(self) -> bool:
+        """Check free space (sweeping old clips when short); pause or resume recording. True when paused."""
+        free = self._free_bytes()
+        if free < self.policy.min_free_bytes:
+            report = self.store.apply_retention(self.policy, free)
+            if report.deleted:
+                log.info("freed space: deleted %d clips", len(report.deleted))
+            free = self._free_bytes()
+        if free < self.policy.min_free_bytes:
+            if not self._paused:
+                self._finish_clip()
+                self._pause(free, reason="disk_full")
+        elif self._paused:
+            self._paused = False
+            self.stats.paused = False
+            log.warning("recording on %s resumed: %d MiB free", self.camera, free // MiB)
+            self._publish(
+                Event("system", self.camera, self.clock.now(), {"status": "recording_resumed", "free_bytes": free})
+            )
+        return self._paused
+
+    def _pause(self, free: int, reason: str) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        self.stats.paused = True
+        self._next_disk_check = self.clock.monotonic() + self.config.disk_check_s
+        log.warning(
+            "recording on %s paused (%s): %d MiB free, %d MiB needed; held clips cannot be deleted",
+            self.camera,
+            reason,
+            free // MiB,
+            self.policy.min_free_bytes // MiB,
+        )
+        self._publish(
+            Event(
+                "system",
+                self.camera,
+                self.clock.now(),
+                {
+                    "status": "recording_paused",
+                    "reason": reason,
+                    "free_bytes": free,
+                    "min_free_bytes": self.policy.min_free_bytes,
+                },
+            )
+        )
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def recording(self) -> bool:
+        return self._clip is not None
+
+
+class RetentionSweeper:
+    """Expires legal holds and applies retention every sweep_interval_s on its own thread."""
+
+    def __init__(self, store: ClipStore, config: RetentionConfig, clock: Clock, free_bytes: FreeBytes) -> None:
+        self.store = store
+        self.config = config
+        self.policy = retention_policy(config)
+        self.clock = clock
+        self._free_bytes = free_bytes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep_once(self) -> None:
+        self.store.expire_holds()
+        report = self.store.apply_retention(self.policy, self._free_bytes())
+        if report.deleted:
+            log.info("retention deleted %d clips", len(report.deleted))
+        if report.shortfall_bytes:
+            log.warning("retention cannot meet its targets: %d MiB short (held clips)", report.shortfall_bytes // MiB)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.sweep_interval_s):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("retention sweep failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+
+class Recording:
+    """Everything recording needs, as one daemon component: the store, its writer lock, one recorder per
+    camera and the retention sweeper. start() recovers the store before anything records."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ClipStore,
+        publish: Callable[[Event], Any] | None,
+        clock: Clock,
+        free_bytes: FreeBytes | None = None,
+    ) -> None:
+        self.store = store
+        self.lock: WriterLock = store.writer_lock()
+        free = free_bytes or (lambda: shutil.disk_usage(store.root).free)
+        self.recorders = {
+            name: Recorder(name, cam, config.recording, config.retention, store, clock, publish, free)
+            for name, cam in config.cameras.items()
+        }
+        self.sweeper = RetentionSweeper(store, config.retention, clock, free)
+
+    def start(self) -> None:
+        self.lock.acquire()
+        report = self.store.recover()
+        if report.recovered or report.removed or report.orphans:
+            log.warning(
+                "clip store recovered: %d truncated clips kept, %d removed, %d stray files deleted",
+                len(report.recovered),
+                len(report.removed),
+                len(report.orphans),
+            )
+        self.sweeper.sweep_once()
+        self.sweeper.start()
+        for recorder in self.recorders.values():
+            recorder.start()
+
+    def stop(self) -> None:
+        for recorder in self.recorders.values():
+            recorder.stop()
+        self.sweeper.stop()
+        self.lock.release()
+
+    def on_frame(self, frame: Frame) -> None:
+        recorder = self.recorders.get(frame.camera)
+        if recorder is not None:
+            recorder.on_frame(frame)
+
+    def on_event(self, event: Event) -> None:
+        recorder = self.recorders.get(event.camera or "")
+        if recorder is not None:
+            recorder.on_event(event)
+
+    def state(self) -> dict[str, Any]:
+        return {"recording": {name: r.state() for name, r in self.recorders.items()}}
+
+
+def build(config: Config, bus: EventBus, clock: Clock, free_bytes: FreeBytes | None = None) -> Recording:
+    """The recording component for the daemon. The caller subscribes `on_event` to the bus, feeds every
+    camera frame to `on_frame`, and starts/stops it with the other components."""
+    return Recording(config, ClipStore(config.state_dir, clock), bus.publish, clock, free_bytes)
