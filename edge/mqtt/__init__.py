@@ -1,0 +1,1 @@
+"""Events over MQTT that are never lost: durable outbox, publisher, Home Assistant discovery, commands."""

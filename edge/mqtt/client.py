@@ -1,0 +1,351 @@
+"""The only paho-mqtt user: one broker connection at a time, TLS and auth, reconnect with back-off, PUBACK callbacks."""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = {"mqttv5": paho.MQTTv5, "mqttv311": paho.MQTTv311}
+CONNACK_TIMEOUT_S = 10.0
+INFLIGHT = 20  # QoS 1 messages paho keeps in flight; more wait in paho's queue, in order
+# CONNACK codes that mean "your credentials are wrong": 3.1.1 (4, 5) and 5.0 (134, 135).
+AUTH_FAILURES = {4, 5, 134, 135}
+
+Ack = Callable[[bool, str], None]  # (delivered, reason)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Everything the connection needs; `password` is read on every attempt (files and credentials change)."""
+
+    host: str
+    port: int
+    client_id: str
+    will_topic: str
+    will_payload: str
+    protocol: str = "mqttv5"
+    keepalive_s: int = 60
+    username: str | None = None
+    password: Callable[[], str | None] | None = None
+    tls: TlsSettings | None = None
+    subscriptions: tuple[str, ...] = ()
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    password_hint: str = field(default="the password file", compare=False)
+
+
+def next_delay(previous: float | None, low: float, high: float) -> float:
+    """Back-off base: `low` after the first failure, doubling after each further one, never above `high`."""
+    return low if previous is None else min(high, previous * 2.0)
+
+
+def jittered(base: float, r: float, high: float) -> float:
+    """Spread reconnects of many devices: +-20 % around the base (`r` in [0, 1)), still never above `high`."""
+    return min(high, base * (0.8 + 0.4 * r))
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Verification on unless `insecure`: the broker certificate must chain to ca_file and match the host name."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Link:
+    """A broker connection kept alive by its own thread: connect, serve, and after any failure back off and retry.
+
+    A fresh paho client is made for every attempt, so nothing paho buffers survives a disconnect: the outbox is the
+    only queue, and the publisher re-sends what was not acknowledged. Callbacks run on the link's thread and must
+    return quickly.
+    """
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        on_connected: Callable[[], None] = lambda: None,
+        on_disconnected: Callable[[], None] = lambda: None,
+        on_message: Callable[[str, bytes], None] = lambda topic, payload: None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_message = on_message
+        self._rng = rng
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._client: paho.Client | None = None  # set only while connected
+        self._pending: dict[int, Ack | None] = {}
+        self._early: dict[int, tuple[bool, str]] = {}
+        self._refused: str | None = None
+        self._got_connack = False
+        self._inflight = INFLIGHT
+        self.attempts = 0
+        self.connections = 0
+        self.last_error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._client is not None
+
+    # --- publishing ---------------------------------------------------------------------------------
+
+    def publish(
+        self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False, on_ack: Ack | None = None
+    ) -> bool:
+        """Hand a message to the current connection; False when there is none (nothing is buffered here).
+
+        `on_ack(delivered, reason)` runs when the broker acknowledges a QoS 1 message (delivered is False when an
+        MQTT 5 broker answered with a failure reason code).
+        """
+        with self._lock:
+            client = self._client
+        if client is None:
+            return False
+        try:
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+        except (ValueError, OSError) as exc:
+            log.error("MQTT: cannot publish to %s: %s", topic, exc)
+            return False
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        if qos == 0:
+            with self._lock:
+                self._early.pop(info.mid, None)
+            if on_ack is not None:
+                on_ack(True, "qos0")
+            return True
+        early: tuple[bool, str] | None
+        with self._lock:
+            # The PUBACK may have been processed before publish() returned: then it waits in _early.
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = on_ack
+        if early is not None and on_ack is not None:
+            on_ack(*early)
+        return True
+
+    # --- the connection thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay: float | None = None
+        while not self._stop.is_set():
+            self.attempts += 1
+            healthy = self._attempt()
+            if self._stop.is_set():
+                break
+            if healthy:
+                delay = None  # a connection that worked starts the back-off afresh
+            delay = next_delay(delay, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+            wait = jittered(delay, self._rng(), self.settings.reconnect_max_s)
+            log.warning("MQTT: reconnecting to %s:%s in %.1fs (attempt %d)", self.settings.host,
+                        self.settings.port, wait, self.attempts + 1)
+            self._stop.wait(wait)
+
+    def _attempt(self) -> bool:
+        """One connection attempt and, if it works, the session; True if the broker accepted us."""
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        try:
+            client = self._make_client()
+        except (EdgeError, OSError, ssl.SSLError, ValueError) as exc:
+            self._fail(f"MQTT: cannot prepare the connection to {where}: {exc}")
+            return False
+        try:
+            if s.protocol == "mqttv5":
+                client.connect(s.host, s.port, s.keepalive_s, clean_start=True)
+            else:
+                client.connect(s.host, s.port, s.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            self._fail(
+                f"MQTT: TLS certificate of broker {where} NOT trusted, refusing to connect: "
+                f"{exc.verify_message or exc} (check mqtt.tls.ca_file and that the certificate names {s.host})"
+            )
+            return False
+        except ssl.SSLError as exc:
+            self._fail(f"MQTT: TLS handshake with broker {where} failed: {exc}")
+            return False
+        except OSError as exc:
+            self._fail(f"MQTT: cannot reach broker {where}: {exc}", level=logging.WARNING)
+            return False
+        return self._serve(client)
+
+    def _serve(self, client: paho.Client) -> bool:
+        s = self.settings
+        self._refused = None
+        self._got_connack = False
+        accepted = False
+        waited = 0.0
+        try:
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.1)
+                if self._refused is not None:
+                    break
+                if self._got_connack and not accepted:
+                    accepted = True
+                    self.connections += 1
+                    self.last_error = None
+                    with self._lock:
+                        self._client = client
+                        self._pending.clear()
+                        self._early.clear()
+                    log.info("MQTT: connected to %s:%s as %s (%s%s)", s.host, s.port, s.client_id, s.protocol,
+                             ", TLS" if s.tls else "")
+                    self._on_connected()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    if accepted:
+                        self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({paho.error_string(rc)})",
+                                   level=logging.WARNING)
+                    elif self._refused is None:
+                        self._fail(f"MQTT: broker {s.host}:{s.port} closed the connection before accepting it "
+                                   f"({paho.error_string(rc)})")
+                    break
+                if not accepted:
+                    waited += 0.1
+                    if waited > CONNACK_TIMEOUT_S:
+                        self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s")
+                        break
+        finally:
+            with self._lock:
+                self._client = None
+                self._pending.clear()
+                self._early.clear()
+            # Sends DISCONNECT if still connected (no last will then) and closes the socket; paho keeps nothing
+            # we rely on, since the next attempt uses a new client.
+            client.disconnect()
+            if accepted:
+                self._on_disconnected()
+        return accepted
+
+    def _fail(self, message: str, level: int = logging.ERROR) -> None:
+        self.last_error = message
+        log.log(level, "%s", message)
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        protocol = PROTOCOLS.get(s.protocol)
+        if protocol is None:
+            raise ValueError(f"unknown MQTT protocol {s.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=protocol,
+            clean_session=True if protocol == paho.MQTTv311 else None,
+            reconnect_on_failure=False,
+        )
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.max_inflight_messages_set(self._inflight)
+        client.max_queued_messages_set(0)
+        client.will_set(s.will_topic, s.will_payload, qos=1, retain=True)
+        if s.username is not None:
+            password = s.password() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls is not None:
+            if s.tls.insecure:
+                log.warning(
+                    "MQTT: TLS VERIFICATION IS OFF (mqtt.tls.insecure): anyone between this device and %s can read "
+                    "and forge events. Use it for testing only.", s.host
+                )
+            client.tls_set_context(tls_context(s.tls))
+            client.tls_insecure_set(s.tls.insecure)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
+        return client
+
+    # --- paho callbacks (on this thread) -------------------------------------------------------------
+
+    def _handle_connect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode,
+                        properties: object) -> None:
+        if reason.is_failure:
+            s = self.settings
+            hint = ""
+            if reason.value in AUTH_FAILURES:
+                hint = (f" (check mqtt.username {s.username!r} and {s.password_hint})" if s.username
+                        else " (the broker wants a username: set mqtt.username and a password)")
+            self._refused = str(reason)
+            self._fail(f"MQTT: broker {s.host}:{s.port} refused the connection: {reason}{hint}")
+            return
+        # paho does not honour an MQTT 5 broker's Receive Maximum, and cannot change its window once connected:
+        # remember it for the next connection (the default window of 20 fits mosquitto's default).
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and 0 < receive_maximum < self._inflight:
+            log.info("MQTT: broker accepts %d messages in flight; using that from the next connection",
+                     receive_maximum)
+            self._inflight = receive_maximum
+        for topic in self.settings.subscriptions:
+            client.subscribe(topic, qos=1)
+        self._got_connack = True
+
+    def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode,
+                           properties: object) -> None:
+        if reason.is_failure and not self._stop.is_set():
+            log.debug("MQTT: disconnected: %s", reason)
+
+    def _handle_publish(self, client: paho.Client, userdata: object, mid: int, reason: ReasonCode,
+                        properties: object) -> None:
+        outcome = (not reason.is_failure, str(reason))
+        with self._lock:
+            if mid in self._pending:
+                ack = self._pending.pop(mid)
+            else:
+                self._early[mid] = outcome
+                return
+        if ack is not None:
+            ack(*outcome)
+
+    def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            log.warning("MQTT: ignored a message whose topic is not UTF-8")
+            return
+        try:
+            self._on_message(topic, bytes(message.payload))
+        except Exception:
+            log.exception("MQTT: message handler failed on %s", topic)

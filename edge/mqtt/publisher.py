@@ -1,0 +1,306 @@
+"""Drains the outbox to the broker in seq order, removing an event only on its PUBACK; also availability, state,
+discovery, snapshots and the harmless commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+from edge.clock import Clock
+from edge.errors import StorageError
+from edge.mqtt.client import Link, LinkSettings
+from edge.mqtt.commands import Command, Rejected, parse_command
+from edge.mqtt.discovery import DeviceInfo, discovery_payloads, doorbell_payload, encode, state_payload
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.topics import OFFLINE, ONLINE, Topics
+
+log = logging.getLogger(__name__)
+
+# A ring that reaches Home Assistant two minutes late is not a doorbell press any more: the full event still goes
+# to .../events, but the event entity (which notifies phones) only hears about fresh ones.
+DOORBELL_FRESH_S = 120.0
+# Events that change what the retained state says: publish the state right after them.
+STATEFUL_TYPES = frozenset({"motion_start", "motion_end", "person", "face", "footage_request"})
+PRUNE_EVERY_S = 60.0
+
+StateProvider = Callable[[], Mapping[str, Any]]
+SnapshotProvider = Callable[[], bytes | None]
+
+
+class Publisher:
+    """One thread; wakes on a new event, an ack, a (re)connection, a command, or every `poll_s` to pick up events
+    other processes appended to the outbox.
+
+    After every (re)connection it re-sends everything not yet acknowledged, from the lowest seq: a subscriber may
+    see an event twice (same id and seq), never a gap or a reordering.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        settings: LinkSettings,
+        topics: Topics,
+        device: DeviceInfo,
+        clock: Clock,
+        *,
+        state_provider: StateProvider = dict,
+        snapshot_provider: SnapshotProvider | None = None,
+        discovery: bool = True,
+        snapshot: bool = False,
+        state_interval_s: float = 60.0,
+        window: int = 50,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.outbox = outbox
+        self.topics = topics
+        self.device = device
+        self._clock = clock
+        self._state_provider = state_provider
+        self._snapshot_provider = snapshot_provider
+        self._discovery = discovery
+        self._snapshot = snapshot
+        self._state_interval_s = state_interval_s
+        self._window = window
+        self._poll_s = poll_s
+        subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()))
+        self.link = Link(
+            replace(settings, will_topic=topics.availability, will_payload=OFFLINE, subscriptions=subscriptions),
+            on_connected=self._connected_cb,
+            on_disconnected=self._disconnected_cb,
+            on_message=self._message_cb,
+        )
+        self._cond = threading.Condition()
+        self._wake = False
+        self._stopping = False
+        self._connected = False
+        self._session_new = False
+        self._acks: list[tuple[int, bool, str]] = []
+        self._requests: set[str] = set()
+        self._thread: threading.Thread | None = None
+        # publisher-thread state
+        self._inflight: set[int] = set()
+        self._sent_upto = 0
+        self._next_state = 0.0
+        self._next_prune = 0.0
+        self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
+                         "discovery": 0, "state": 0, "snapshots": 0}
+        outbox.add_listener(self._poke)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+        self.link.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending; say `offline` (retained) if connected; close the connection. Unacked events stay queued."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        said = threading.Event()
+        if self.link.publish(self.topics.availability, OFFLINE, qos=1, retain=True,
+                             on_ack=lambda ok, reason: said.set()):
+            said.wait(min(2.0, timeout))
+        self.link.stop(timeout)
+
+    # --- called by the app --------------------------------------------------------------------------
+
+    def publish_snapshot(self, jpeg: bytes) -> bool:
+        """Send a JPEG on .../snapshot if snapshots are on and the broker is there; never queued or retained."""
+        if not self._snapshot:
+            log.debug("snapshot not sent: mqtt.snapshot is off")
+            return False
+        if not jpeg.startswith(b"\xff\xd8"):
+            log.error("snapshot not sent: not a JPEG")
+            return False
+        sent = self.link.publish(self.topics.snapshot, jpeg, qos=0, retain=False)
+        if sent:
+            self.counters["snapshots"] += 1
+        return sent
+
+    # --- callbacks from the link thread and the outbox ------------------------------------------------
+
+    def _poke(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
+    def _connected_cb(self) -> None:
+        with self._cond:
+            self._connected = True
+            self._session_new = True
+            self._wake = True
+            self._cond.notify_all()
+
+    def _disconnected_cb(self) -> None:
+        with self._cond:
+            self._connected = False
+            self._wake = True
+            self._cond.notify_all()
+
+    def _ack(self, seq: int, delivered: bool, reason: str) -> None:
+        with self._cond:
+            self._acks.append((seq, delivered, reason))
+            self._wake = True
+            self._cond.notify_all()
+
+    def _message_cb(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.ha_status:
+            if payload.strip() == ONLINE.encode():
+                log.info("Home Assistant is online: re-sending discovery and state")
+                self._request("discovery")
+                self._request("state")
+            return
+        if topic.startswith(self.topics.command_prefix):
+            result = parse_command(topic[len(self.topics.command_prefix):], payload)
+        else:
+            result = Rejected("not a command topic")
+        if isinstance(result, Rejected):
+            self.counters["rejected_commands"] += 1
+            log.warning("MQTT: rejected command on %r: %s", topic[:120], result.reason)
+            return
+        self._accept(result)
+
+    def _accept(self, command: Command) -> None:
+        if command.name == "snapshot" and (not self._snapshot or self._snapshot_provider is None):
+            self.counters["rejected_commands"] += 1
+            log.warning("MQTT: rejected command snapshot: snapshots are off (mqtt.snapshot)")
+            return
+        self.counters["commands"] += 1
+        log.info("MQTT: command %s accepted (request_id=%s)", command.name, command.request_id)
+        self._request(command.name)
+
+    def _request(self, name: str) -> None:
+        with self._cond:
+            self._requests.add(name)
+            self._wake = True
+            self._cond.notify_all()
+
+    # --- the publisher thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._wake and not self._stopping:
+                    self._cond.wait(self._poll_s)
+                self._wake = False
+                if self._stopping:
+                    return
+                connected, session_new = self._connected, self._session_new
+                self._session_new = False
+                acks, self._acks = self._acks, []
+                requests, self._requests = self._requests, set()
+            try:
+                self._step(connected, session_new, acks, requests)
+            except StorageError as exc:
+                log.error("MQTT publisher: %s", exc)
+                self._pause(1.0)
+            except Exception:
+                log.exception("MQTT publisher step failed")
+                self._pause(1.0)
+
+    def _pause(self, seconds: float) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(seconds)
+
+    def _step(self, connected: bool, session_new: bool, acks: list[tuple[int, bool, str]],
+              requests: set[str]) -> None:
+        now = self._clock.monotonic()
+        self._settle(acks)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY_S
+            self.outbox.prune()
+        if not connected:
+            self._inflight.clear()
+            self._sent_upto = 0
+            return
+        state_due = "state" in requests or now >= self._next_state
+        if session_new:
+            # Whatever was in flight on the old connection may be lost: send it all again, in order.
+            self._inflight.clear()
+            self._sent_upto = 0
+            self.link.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+            requests.add("discovery")
+            state_due = True
+        if "discovery" in requests and self._discovery:
+            self._send_discovery()
+        if "snapshot" in requests and self._snapshot_provider is not None:
+            self._send_snapshot()
+        state_due = self._send_events() or state_due
+        if state_due:
+            self._send_state()
+            self._next_state = now + self._state_interval_s
+
+    def _settle(self, acks: list[tuple[int, bool, str]]) -> None:
+        done = []
+        for seq, delivered, reason in acks:
+            self._inflight.discard(seq)
+            if delivered:
+                done.append(seq)
+            else:
+                # Kept: it goes again after the next reconnection. A broker ACL denying our own topic is a
+                # configuration problem the owner must see.
+                self.counters["nacked"] += 1
+                log.error("MQTT: broker refused event seq=%s: %s (kept in the outbox)", seq, reason)
+        if done:
+            self.counters["acked"] += len(done)
+            self.outbox.remove(done)
+
+    def _send_events(self) -> bool:
+        stateful = False
+        while len(self._inflight) < self._window:
+            rows = self.outbox.pending(self._sent_upto, self._window - len(self._inflight))
+            if not rows:
+                break
+            for row in rows:
+                if not self.link.publish(self.topics.events, row.payload, qos=1, retain=False,
+                                         on_ack=partial(self._ack, row.seq)):
+                    return stateful
+                self._inflight.add(row.seq)
+                self._sent_upto = row.seq
+                self.counters["sent"] += 1
+                stateful = stateful or row.type in STATEFUL_TYPES
+                if row.type in ("ring", "face") and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S:
+                    feed = doorbell_payload(json.loads(row.payload))
+                    if feed is not None:
+                        self.link.publish(self.topics.doorbell, encode(feed), qos=1, retain=False)
+        return stateful
+
+    def _send_discovery(self) -> None:
+        for topic, payload in discovery_payloads(self.device):
+            self.link.publish(topic, payload, qos=1, retain=True)
+        self.counters["discovery"] += 1
+        log.info("MQTT: discovery published under %s/", self.topics.discovery_prefix)
+
+    def _send_state(self) -> None:
+        try:
+            provided = dict(self._state_provider())
+        except Exception:
+            log.exception("state provider failed; publishing outbox figures only")
+            provided = {}
+        stats = self.outbox.stats()
+        body = state_payload(provided, stats.waiting, stats.dropped, stats.last_seq)
+        self.link.publish(self.topics.state, encode(body), qos=1, retain=True)
+        self.counters["state"] += 1
+
+    def _send_snapshot(self) -> None:
+        assert self._snapshot_provider is not None
+        try:
+            jpeg = self._snapshot_provider()
+        except Exception:
+            log.exception("snapshot provider failed")
+            return
+        if jpeg:
+            self.publish_snapshot(jpeg)

@@ -1,0 +1,122 @@
+"""The publisher against a real mosquitto: schema-valid events in order, availability, state, discovery, HA feed."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.clock import SystemClock
+from edge.events import Event, EventBus
+from edge.mqtt.outbox import Outbox
+from edge.mqtt.service import build
+from edge.mqtt.topics import topics_for
+from tests.mqtt.conftest import check_sequence, make_config, wait_until
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "edge/schemas/event.schema.json").read_text())
+
+STATE = {"motion": True, "occupancy": False, "recording": False, "fps": 9.87, "inference_ms": 31.4,
+         "pending_requests": 1}
+
+
+def sample_events(clock: SystemClock) -> list[Event]:
+    now = clock.now()
+    return [
+        Event("system", None, now, {"status": "started", "version": "0.1.0"}),
+        Event("motion_start", "front_door", now, {"score": 0.12}),
+        Event("person", "front_door", now, {"confidence": 0.91}),
+        Event("face", "front_door", now, {"result": "known", "person": "alice", "confidence": 0.88}),
+        Event("face", "front_door", now, {"result": "unknown", "visit_id": "v-7f3a2c"}),
+        Event("ring", "front_door", now, {"source": "button"}),
+        Event("footage_request", None, now, {"request": "req-20260101-0001", "state": "received"}),
+        Event("motion_end", "front_door", now, {"peak_score": 0.4}),
+        # Happened ten minutes ago (e.g. recorded while the broker was away): too old for the HA doorbell feed.
+        Event("ring", "front_door", now - timedelta(minutes=10), {"source": "cli"}),
+    ]
+
+
+@pytest.mark.parametrize("protocol", ["mqttv5", "mqttv311"])
+def test_events_arrive_schema_valid_in_order(tmp_path: Path, broker, subscribe, protocol: str) -> None:
+    config = make_config(tmp_path / "state", broker.port, protocol=protocol)
+    topics = topics_for(config)
+    sub = subscribe([f"{topics.prefix}/#", "homeassistant/#"])
+    clock = SystemClock()
+    bus = EventBus()
+    service = build(config, bus, clock, lambda: STATE)
+    service.start()
+    try:
+        stamped = [bus.publish(e) for e in sample_events(clock)]
+        wait_until(lambda: len(sub.json_on(topics.events)) >= len(stamped), what="all events")
+        wait_until(lambda: service.journal.stats().waiting == 0, what="outbox drained by PUBACKs")
+        events = sub.json_on(topics.events)
+        validator = jsonschema.Draft202012Validator(SCHEMA)
+        for body in events:
+            errors = sorted(validator.iter_errors(body), key=str)
+            assert not errors, f"{body['type']}: {errors[0].message}"
+        check_sequence(events, 1, len(stamped))
+        assert [e["id"] for e in events[: len(stamped)]] == [e.id for e in stamped]
+        # The ts is when it happened, not when it was sent.
+        assert events[-1]["ts"] < events[0]["ts"]
+
+        wait_until(lambda: sub.on(topics.availability) == [b"online"], what="availability online")
+        late = subscribe([topics.availability, topics.state], client_id="late-subscriber")
+        wait_until(lambda: len(late.messages) >= 2, what="retained availability and state")
+        assert all(retain for _, _, retain in late.messages)
+        service.publisher.link.publish(topics.command("state"), b"", qos=1)  # ask for a fresh summary
+        wait_until(lambda: any(s["last_seq"] == len(stamped) and s["outbox"] == 0 for s in sub.json_on(topics.state)),
+                   what="state")
+        state = sub.json_on(topics.state)[-1]
+        assert state["motion"] is True and state["occupancy"] is False and state["fps"] == 9.87
+        assert state["pending_requests"] == 1 and state["outbox"] == 0 and state["dropped"] == 0
+
+        # The HA event entity hears fresh rings and faces only; never an embedding.
+        wait_until(lambda: len(sub.json_on(topics.doorbell)) >= 3, what="doorbell feed")
+        feed = sub.json_on(topics.doorbell)
+        assert [f["event_type"] for f in feed] == ["known_face", "unknown_face", "ring"]
+        assert feed[0]["person"] == "alice" and "visit_id" not in feed[0]
+        assert feed[1]["visit_id"] == "v-7f3a2c" and "person" not in feed[1]
+        assert all(not retain for t, _, retain in sub.messages if t in (topics.events, topics.doorbell))
+    finally:
+        service.stop()
+    wait_until(lambda: sub.on(topics.availability)[-1:] == [b"offline"], what="offline on clean stop")
+
+
+def test_ha_status_online_resends_discovery(tmp_path: Path, broker, subscribe) -> None:
+    config = make_config(tmp_path / "state", broker.port)
+    sub = subscribe(["homeassistant/+/testbell/+/config"])
+    service = build(config, EventBus(), SystemClock(), dict)
+    service.start()
+    try:
+        wait_until(lambda: len(sub.messages) >= 10, what="first discovery")
+        first = len(sub.messages)
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        wait_until(lambda: len(sub.messages) >= 2 * first, what="discovery re-sent")
+        assert service.publisher is not None and service.publisher.counters["discovery"] == 2
+    finally:
+        service.stop()
+
+
+def test_cli_process_events_are_published(tmp_path: Path, broker, subscribe) -> None:
+    """Another Outbox on the same file (what `emit` does in a CLI process) shares the seq; the daemon sends it."""
+    config = make_config(tmp_path / "state", broker.port)
+    topics = topics_for(config)
+    sub = subscribe([topics.events])
+    bus = EventBus()
+    service = build(config, bus, SystemClock(), dict)
+    service.start()
+    try:
+        from edge.mqtt.outbox import emit
+
+        bus.publish(Event("ring", "front_door", SystemClock().now(), {"source": "button"}))
+        other = emit(config, Event("footage_request", None, SystemClock().now(), {"request": "r1"}))
+        assert other.seq == 2
+        bus.publish(Event("ring", "front_door", SystemClock().now(), {"source": "button"}))
+        wait_until(lambda: len(sub.json_on(topics.events)) >= 3, what="events from both processes")
+        check_sequence(sub.json_on(topics.events), 1, 3)
+    finally:
+        service.stop()
+    with Outbox(tmp_path / "state" / "mqtt-outbox.sqlite3") as outbox:
+        assert outbox.stats().waiting == 0
