@@ -1,6 +1,7 @@
 """Typed configuration: one pydantic model per YAML section, strict, with a description on every field.
 
-Regenerate the JSON schema after changing a model:  python -m edge.config > config/config.schema.json
+Regenerate after changing a model:  python -m edge.config > config/config.schema.json
+                                    python -m edge.config --markdown > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -424,5 +425,65 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+def markdown_reference() -> str:
+    """docs/configuration.md: every option with its type, default and description, from the models."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the config models by `python -m edge.config --markdown`; do not edit by hand.",
+        "Every option is also shown, with comments, in `config/example.yaml`.",
+        "",
+    ]
+    for name, field in Config.model_fields.items():
+        lines += [f"## `{name}`", "", field.description or "", ""]
+        annotation = field.annotation
+        model = _section_model(annotation)
+        if model is None:
+            continue
+        prefix = f"{name}.<name>." if typing_get_origin(annotation) is dict else f"{name}."
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        for key, sub in model.model_fields.items():
+            default = "(computed)" if sub.default_factory is not None else json.dumps(_jsonable(sub.default))
+            kind = sub.annotation.__name__ if isinstance(sub.annotation, type) else str(sub.annotation)
+            kind = kind.replace("typing.", "").replace("pathlib.", "").replace("|", "\\|")
+            if len(kind) > 40:
+                kind = "see schema"
+            desc = (sub.description or "").replace("|", "\\|")
+            lines.append(f"| `{prefix}{key}` | {kind} | `{default}` | {desc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def typing_get_origin(tp: Any) -> Any:
+    import typing
+
+    return typing.get_origin(tp)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) is dict:
+        value = typing.get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
 if __name__ == "__main__":
-    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    import sys
+
+    if sys.argv[1:] == ["--markdown"]:
+        print(markdown_reference())
+    else:
+        print(json.dumps(json_schema(), indent=2, sort_keys=True))
