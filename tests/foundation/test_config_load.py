@@ -219,3 +219,12 @@ def test_json_schema_is_current() -> None:
 def test_defaults_validate_against_the_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(Config().model_dump(mode="json"), json_schema())
+
+
+def test_configuration_reference_is_current() -> None:
+    from edge.config import markdown_reference
+
+    on_disk = (REPO / "docs" / "configuration.md").read_text()
+    assert on_disk.strip() == markdown_reference().strip(), (
+        "docs/configuration.md is stale: run `python -m edge.config --markdown > docs/configuration.md`"
+    )
