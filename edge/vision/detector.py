@@ -52,8 +52,8 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[F32, float, float, float]:
-    """Scale the longer side to 192, centre on black, RGB in [-1, 1]; returns (tensor, scale, pad_x, pad_y)."""
+def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], float, float, float]:
+    """Scale the longer side to 192 and centre on black: (RGB uint8 192x192, scale, pad_x, pad_y)."""
     h, w = image_bgr.shape[:2]
     scale = INPUT / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -61,21 +61,26 @@ def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[F32, float, float, floa
     px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
     canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
     canvas[py : py + nh, px : px + nw] = small
-    tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) * (2.0 / 255.0) - 1.0
-    return tensor[None], scale, float(px), float(py)
+    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), scale, float(px), float(py)
+
+
+def to_float(canvas_rgb: npt.NDArray[np.uint8]) -> F32:
+    """The float model input for a letterboxed canvas: RGB in [-1, 1], batch of one."""
+    return (canvas_rgb.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
 
 
 class FaceDetector:
     """Finds faces in one BGR frame with the shipped BlazeFace full-range model."""
 
-    def __init__(self, model: Model, score_threshold: float = 0.6, nms_iou: float = 0.3) -> None:
+    def __init__(self, model: Model, score_threshold: float = 0.5, nms_iou: float = 0.3) -> None:
         self.model = model
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
+        self._lut = model.pixel_lut(2.0 / 255.0, -1.0)
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
-        tensor, scale, px, py = letterbox(image_bgr)
-        regress, logits = self.model.run(tensor)
+        canvas, scale, px, py = letterbox(image_bgr)
+        regress, logits = self.model.run(cv2.LUT(canvas, self._lut)[None])
         return decode(regress[0], logits[0, :, 0], scale, px, py, self.score_threshold, self.nms_iou)
 
 

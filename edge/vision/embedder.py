@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -16,9 +17,10 @@ class Embedder:
 
     def __init__(self, model: Model) -> None:
         self.model = model
+        self._lut = model.pixel_lut(1.0, 0.0)
 
     def embed(self, chip_rgb: npt.NDArray[np.uint8]) -> F32:
-        (out,) = self.model.run(chip_rgb.astype(np.float32)[None])
+        (out,) = self.model.run(cv2.LUT(chip_rgb, self._lut)[None])
         return out[0].astype(np.float32)
 
 

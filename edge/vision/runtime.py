@@ -79,12 +79,48 @@ class Model:
     def input_dtype(self) -> np.dtype[Any]:
         return np.dtype(self._inputs[0]["dtype"])
 
+    def input_quantization(self) -> tuple[float, int] | None:
+        """(scale, zero_point) of an integer input, None for a float input."""
+        scale, zero = self._inputs[0]["quantization"]
+        return (float(scale), int(zero)) if self.input_dtype.kind in "iu" and scale else None
+
+    def pixel_lut(self, gain: float, offset: float) -> npt.NDArray[Any]:
+        """A 256-entry table taking a uint8 pixel v to the model input for v * gain + offset.
+
+        For an int8 model the table holds the quantized value, so preprocessing is one cv2.LUT.
+        """
+        values = np.arange(256, dtype=np.float64) * gain + offset
+        q = self.input_quantization()
+        if q is None:
+            return values.astype(self.input_dtype)
+        scale, zero = q
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.rint(values / scale) + zero, info.min, info.max).astype(self.input_dtype)
+
     def run(self, *arrays: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
-        """Invoke on the given inputs (in model input order) and return copies of every output."""
+        """Invoke on the given inputs (in model input order) and return every output as float32.
+
+        Float inputs given to an integer-input model are quantized with its input scale; integer
+        outputs are dequantized, so int8 and float models are called the same way.
+        """
         for detail, arr in zip(self._inputs, arrays, strict=True):
+            dtype = np.dtype(detail["dtype"])
+            if arr.dtype != dtype:
+                scale, zero = detail["quantization"]
+                info = np.iinfo(dtype)
+                arr = np.clip(np.rint(arr / scale) + zero, info.min, info.max).astype(dtype)
             self._it.set_tensor(detail["index"], arr)
         self._it.invoke()
-        return [self._it.get_tensor(d["index"]).copy() for d in self._outputs]
+        outs = []
+        for d in self._outputs:
+            out = self._it.get_tensor(d["index"])
+            if out.dtype.kind in "iu":
+                scale, zero = d["quantization"]
+                out = (out.astype(np.float32) - zero) * np.float32(scale)
+            else:
+                out = out.copy()
+            outs.append(out)
+        return outs
 
     def ops(self) -> list[OpInfo]:
         """The original graph's nodes (DELEGATE nodes excluded) with their input dtypes."""
