@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # Feature packages register their subcommands here: each module exposes register(subparsers), and every
 # parser it adds sets `func(args) -> int`. Add one line per module.
 COMMAND_MODULES: list[str] = [
+    "edge.footage.cli",
 ]
 
 

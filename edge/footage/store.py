@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS holds (
     hold_id TEXT NOT NULL,
     until TEXT NOT NULL,
     renewal INTEGER NOT NULL,
+    clips TEXT NOT NULL,
     expired_at TEXT
 );
 """
@@ -224,9 +225,12 @@ class RequestStore:
             query = "SELECT * FROM exports" + (" WHERE request=?" if request else "") + " ORDER BY started_at, id"
             return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
 
-    def add_hold(self, request: str, hold_id: str, until: datetime, renewal: int) -> None:
+    def add_hold(self, request: str, hold_id: str, until: datetime, renewal: int, clips: list[str]) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO holds VALUES (?,?,?,?,NULL)", (request, hold_id, rfc3339(until), renewal))
+            db.execute(
+                "INSERT INTO holds VALUES (?,?,?,?,?,NULL)",
+                (request, hold_id, rfc3339(until), renewal, json.dumps(clips)),
+            )
 
     def holds(self, request: str | None = None) -> list[dict[str, Any]]:
         if not self.path.exists():

@@ -1,0 +1,339 @@
+"""`doorbell-edge requests | exports | audit` subcommands: the owner's local interface to footage requests."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge.errors import RequestError
+
+OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold"})
+
+
+def register(subparsers: Any) -> None:
+    from edge.cli import add_config_arg
+
+    requests = subparsers.add_parser("requests", help="footage requests: evaluate, submit, approve, deny, report")
+    rsub = requests.add_subparsers(dest="requests_command", metavar="ACTION")
+    rsub.required = True
+
+    p = rsub.add_parser("evaluate", help="print the decision a request would get; records nothing")
+    p.add_argument("file", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("--now", default=None, help="judge as of this RFC 3339 time (default: now)")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    add_config_arg(p)
+    p.set_defaults(func=_evaluate)
+
+    p = rsub.add_parser("submit", help="record a request (audited) and print its decision")
+    p.add_argument("file", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
+    add_config_arg(p)
+    p.set_defaults(func=_submit)
+
+    p = rsub.add_parser("approve", help="owner: approve a request under review (may narrow, never widen)")
+    p.add_argument("id")
+    p.add_argument("--clips", nargs="+", default=None, metavar="CLIP", help="release only these clips")
+    p.add_argument("--cameras", nargs="+", default=None, metavar="CAMERA", help="release only these cameras")
+    p.add_argument("--data", nargs="+", default=None, metavar="KIND", help="release only these data kinds")
+    p.add_argument("--unblur", action="append", default=[], metavar="CLIP",
+                   help="release this clip without face blurring (audited; repeatable)")
+    p.add_argument("--attest-original", action="store_true",
+                   help="record that you checked the paper original of an unverified warrant (audited)")
+    p.add_argument("--json", action="store_true")
+    add_config_arg(p)
+    p.set_defaults(func=_approve)
+
+    p = rsub.add_parser("deny", help="owner: refuse a request")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.add_argument("--json", action="store_true")
+    add_config_arg(p)
+    p.set_defaults(func=_deny)
+
+    p = rsub.add_parser("ratify", help="owner: record the warrant or case confirmation of an emergency release")
+    p.add_argument("id")
+    p.add_argument("--reference", required=True, help="warrant number or case confirmation")
+    add_config_arg(p)
+    p.set_defaults(func=_ratify)
+
+    p = rsub.add_parser("export", help="owner: write the signed, encrypted bundle of a released request")
+    p.add_argument("id")
+    p.add_argument("--out", default=None, help="directory for the bundle (default: <state_dir>/footage/exports)")
+    p.add_argument("--json", action="store_true")
+    add_config_arg(p)
+    p.set_defaults(func=_export)
+
+    p = rsub.add_parser("renew-hold", help="owner: renew a preservation hold once for another 90 days")
+    p.add_argument("id")
+    add_config_arg(p)
+    p.set_defaults(func=_renew)
+
+    p = rsub.add_parser("list", help="every request with its current decision")
+    p.add_argument("--json", action="store_true")
+    add_config_arg(p)
+    p.set_defaults(func=_list)
+
+    p = rsub.add_parser("show", help="one request: document summary, decisions, owner actions, exports, holds")
+    p.add_argument("id")
+    add_config_arg(p)
+    p.set_defaults(func=_show)
+
+    p = rsub.add_parser("report", help="transparency report: counts by basis and decision, exigent, holds")
+    p.add_argument("--since", default=None, help="only requests received at or after this RFC 3339 time")
+    p.add_argument("--json", action="store_true")
+    add_config_arg(p)
+    p.set_defaults(func=_report)
+
+    exports = subparsers.add_parser("exports", help="export bundles: verify (agency side), keygen")
+    esub = exports.add_subparsers(dest="exports_command", metavar="ACTION")
+    esub.required = True
+    p = esub.add_parser("verify", help="decrypt a bundle and check its signature and every file's hash")
+    p.add_argument("bundle")
+    p.add_argument("--identity", default=None, help="file holding the agency's base64 X25519 private key")
+    p.add_argument("--device-key", default=None, help="expected base64 Ed25519 public key of the device")
+    p.add_argument("--extract", default=None, help="after a clean check, write the files into this directory")
+    p.set_defaults(func=_verify_bundle)
+    p = esub.add_parser("keygen", help="agency side: make an X25519 identity file; prints its public key")
+    p.add_argument("identity", help="where to write the private key (created with mode 0600)")
+    p.set_defaults(func=_keygen)
+
+    audit = subparsers.add_parser("audit", help="the footage audit log")
+    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    asub.required = True
+    p = asub.add_parser("verify", help="check the hash chain; non-zero exit naming the first bad record")
+    add_config_arg(p)
+    p.set_defaults(func=_audit_verify)
+    p = asub.add_parser("show", help="print the audit records as JSON lines")
+    add_config_arg(p)
+    p.set_defaults(func=_audit_show)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _desk(args: argparse.Namespace) -> Any:
+    from edge.config_load import load_config
+    from edge.footage.service import FootageDesk
+
+    config = load_config(args.config)
+    if getattr(args, "requests_command", None) in OWNER_COMMANDS:
+        _check_owner(Path(config.state_dir))
+    return FootageDesk(config)
+
+
+def _check_owner(state_dir: Path) -> None:
+    """Owner commands run locally as the service user (who owns the state directory) or root."""
+    uid = os.geteuid()
+    if uid == 0 or not state_dir.exists():
+        return
+    if state_dir.stat().st_uid != uid:
+        raise RequestError(
+            f"only the owner may decide on footage requests: run as the service user that owns {state_dir} "
+            "(e.g. sudo -u doorbell-edge doorbell-edge requests ...)"
+        )
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise RequestError(f"cannot read request document {path}: {exc.strerror or exc}") from exc
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    from edge.footage.request import parse_rfc3339
+
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise RequestError(f"--now: {exc}") from exc
+
+
+def _print_decision(decision: Any, as_json: bool, request: str | None = None) -> None:
+    body = decision.to_dict()
+    if request is not None:
+        body = {"id": request, **body}
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return
+    head = f"{request}: " if request else ""
+    print(f"{head}{body['decision'].upper()}  (request_id {body['request_id']})")
+    for reason in body["reasons"]:
+        print(f"  {reason['code']}: {reason['detail']}")
+    for clip in body["clips"]:
+        print(f"  clip {clip['clip']} on {clip['camera']}: {clip['start']} .. {clip['end']}")
+    if body["data"]:
+        print(f"  data: {', '.join(body['data'])}")
+
+
+# --- commands ----------------------------------------------------------------------------------------------
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    _print_decision(desk.evaluate(_read(args.file), _parse_now(args.now)), args.json)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    request, decision = desk.submit(_read(args.file))
+    _print_decision(decision, args.json, request)
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    decision = desk.approve(args.id, clips=args.clips, cameras=args.cameras, data=args.data, unblur=args.unblur,
+                            attest_original=args.attest_original)
+    _print_decision(decision, args.json, args.id)
+    if decision.decision == "release" and not args.json:
+        print(f"  next: doorbell-edge requests export {args.id}")
+    return 0
+
+
+def _deny(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    _print_decision(desk.deny(args.id, args.reason), args.json, args.id)
+    return 0
+
+
+def _ratify(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    _print_decision(desk.ratify(args.id, args.reference), False, args.id)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    result = desk.export(args.id, Path(args.out) if args.out else None)
+    if args.json:
+        print(json.dumps({"path": str(result.path), "sha256": result.sha256, "export_id": result.export_id,
+                          "files": result.manifest["files"]}, indent=2))
+    else:
+        print(f"{result.path}\n  sha256 {result.sha256}\n  {len(result.manifest['files'])} file(s)")
+    return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    hold = desk.renew_hold(args.id)
+    print(f"{args.id}: hold renewed ({hold or 'no clips in scope'})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    desk.sweep()
+    rows = desk.rows() if desk.store.exists() else []
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['id']}  {row['received_at']}  {row['agency'] or '-'}  {row['request_id'] or '-'}  "
+              f"{row['basis'] or '-'}  {row['decision']}  {','.join(row['codes'])}")
+    if not rows:
+        print("no footage requests")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    desk.sweep()
+    print(json.dumps(desk.summary(args.id), indent=2, default=str))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    desk.sweep()
+    report = desk.report(_parse_now(args.since))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"Footage requests{' since ' + report['since'] if report['since'] else ''}: {report['requests']}")
+    for title, key in (("By legal basis", "by_basis"), ("By decision", "by_decision"),
+                       ("By basis and decision", "by_basis_and_decision")):
+        print(f"{title}:")
+        for name, count in report[key].items():
+            print(f"  {name}: {count}")
+    print(f"Exports: {report['exports']}")
+    print(f"Emergency releases: {report['exigent_releases']} (UNRATIFIED: {report['unratified']})")
+    print(f"Preservation holds: {report['holds']} ({report['holds_active']} active)")
+    return 0
+
+
+def _verify_bundle(args: argparse.Namespace) -> int:
+    from edge.footage.export import load_identity, verify_bundle
+
+    try:
+        data = Path(args.bundle).read_bytes()
+        identity = load_identity(Path(args.identity).read_text()) if args.identity else None
+    except OSError as exc:
+        raise RequestError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    check = verify_bundle(data, identity, args.device_key)
+    if not check.ok:
+        for problem in check.problems:
+            print(f"{args.bundle}: {problem}", file=sys.stderr)
+        return 1
+    manifest = check.manifest or {}
+    print(f"{args.bundle}: OK, signed by device {manifest['device']['id']} key {manifest['device']['signing_key']}")
+    for entry in manifest["files"]:
+        print(f"  {entry['path']}  {entry['camera'] or '-'}  {entry['start']} .. {entry['end']}  {entry['sha256']}")
+    if args.extract:
+        root = Path(args.extract)
+        for name, body in check.files.items():
+            target = (root / name).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise RequestError(f"refusing to extract {name!r} outside {root}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from nacl.public import PrivateKey
+
+    key = PrivateKey.generate()
+    try:
+        fd = os.open(args.identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise RequestError(f"{args.identity} exists; not overwriting an identity") from exc
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(bytes(key)).decode() + "\n")
+    print(base64.b64encode(bytes(key.public_key)).decode())
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.footage.audit import HEAD_NAME, LOG_NAME, verify_log
+
+    config = load_config(args.config)
+    folder = Path(config.state_dir) / "audit"
+    result = verify_log(folder / LOG_NAME, folder / HEAD_NAME)
+    message = result.message(folder / LOG_NAME)
+    print(message, file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.footage.audit import LOG_NAME
+
+    config = load_config(args.config)
+    path = Path(config.state_dir) / "audit" / LOG_NAME
+    if path.exists():
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    return 0

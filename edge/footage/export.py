@@ -1,0 +1,328 @@
+"""Export bundles: in-scope segments cut to the windows, faces blurred, a signed manifest, sealed to the agency."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from edge.clock import rfc3339
+from edge.errors import RequestError, StorageError
+from edge.footage.policy import Decision, Segment
+from edge.footage.redact import FindFaces, blur_boxes
+from edge.types import Image
+
+log = logging.getLogger(__name__)
+
+FORMAT = "doorbell-edge-export/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+AUDIO_NOTE = "audio: this device records no audio, so none is exported"
+
+
+class ClipSource(Protocol):
+    """The part of edge.clipstore.ClipStore an export reads."""
+
+    def get(self, clip_id: str) -> Any: ...
+    def frame_times(self, clip_id: str) -> list[datetime]: ...
+    def verify(self, clip_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    name: str
+    kind: str  # video | snapshots | event_metadata
+    camera: str | None
+    clip: str | None
+    start: datetime
+    end: datetime
+    data: bytes = field(repr=False)
+    frames: int = 0
+    faces_blurred: bool = True
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "path": self.name,
+            "kind": self.kind,
+            "camera": self.camera,
+            "clip": self.clip,
+            "start": rfc3339(self.start),
+            "end": rfc3339(self.end),
+            "frames": self.frames,
+            "faces_blurred": self.faces_blurred,
+            "size": len(self.data),
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+        }
+
+
+# --- pure cutting ------------------------------------------------------------------------------------------
+
+
+def select_frames(times: Sequence[datetime], start: datetime, end: datetime) -> list[int]:
+    """Indices of the frames captured inside [start, end) (times ascending)."""
+    lo = bisect.bisect_left(times, start)
+    hi = bisect.bisect_left(times, end)
+    return list(range(lo, hi))
+
+
+def covered_range(times: Sequence[datetime], picked: Sequence[int], segment: Segment) -> tuple[datetime, datetime]:
+    """The UTC range the picked frames show: first frame to the next frame's time, never past the segment."""
+    first, last = picked[0], picked[-1]
+    end = times[last + 1] if last + 1 < len(times) else segment.end
+    return times[first], min(end, segment.end)
+
+
+# --- building ----------------------------------------------------------------------------------------------
+
+
+def _stem(segment: Segment) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in segment.clip_id)[:80]
+    return f"{segment.camera}/{safe}_{segment.start.strftime('%Y%m%dT%H%M%S%fZ')}"
+
+
+def _frames(clips: ClipSource, segment: Segment) -> tuple[list[datetime], list[Image]]:
+    """Decoded frames of the segment's clip with their capture times (from the clip store's frame list)."""
+    from edge.encoder import decode_frames
+
+    ref = clips.get(segment.clip_id)
+    if not clips.verify(segment.clip_id):
+        raise StorageError(f"clip {segment.clip_id} does not match its recorded sha256; not exported")
+    times = clips.frame_times(segment.clip_id)
+    decoded = list(decode_frames(Path(ref.path)))
+    if len(decoded) != len(times):
+        raise StorageError(
+            f"clip {segment.clip_id}: {len(decoded)} decodable frames but {len(times)} frame times; not exported"
+        )
+    return times, [image for _, image in decoded]
+
+
+def _encode_video(images: Sequence[Image], times: Sequence[datetime], workdir: Path, stem: str) -> bytes:
+    from edge.encoder import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
+
+    codec = choose_codec("auto")
+    height, width = images[0].shape[:2]
+    span = (times[-1] - times[0]).total_seconds()
+    fps = (len(times) - 1) / span if len(times) > 1 and span > 0 else 10.0
+    base = workdir / stem.replace("/", "_")
+    raw, side, out = base.with_suffix(".raw"), base.with_suffix(".frames"), base.with_suffix(codec.suffix)
+    for path in (raw, side, out):
+        path.unlink(missing_ok=True)
+    encoder = make_encoder(codec, width, height, fps, 1.0, "medium")
+    writer = RawStreamWriter(raw, side, codec, width, height)
+    try:
+        encoder.request_keyframe()
+        for image, ts in zip(images, times, strict=True):
+            for packet in encoder.encode(image, ts, 0.0):
+                writer.write(packet)
+    finally:
+        encoder.close()
+        writer.close()
+    remux(raw, read_sidecar(side), out, codec)
+    return out.read_bytes()
+
+
+def build_files(
+    decision: Decision,
+    clips: ClipSource,
+    find_faces: FindFaces | None,
+    workdir: Path,
+    events_for: Any = None,
+) -> tuple[list[ExportFile], list[str]]:
+    """Every file the decision allows, and notes for the manifest. Faces are blurred unless the owner
+    unblurred that clip; when blurring is needed and no detector is given, nothing is built."""
+    files: list[ExportFile] = []
+    notes: list[str] = []
+    wants_images = any(k in decision.data for k in ("video", "snapshots"))
+    if wants_images and find_faces is None and any(s.clip_id not in decision.unblur for s in decision.segments):
+        raise RequestError("no face detector available: refusing to export footage with faces unblurred")
+    if "audio" in decision.data:
+        notes.append(AUDIO_NOTE)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for segment in decision.segments:
+        if not wants_images:
+            break
+        times, images = _frames(clips, segment)
+        picked = select_frames(times, segment.start, segment.end)
+        if not picked:
+            span = f"{rfc3339(segment.start)}..{rfc3339(segment.end)}"
+            notes.append(f"{segment.clip_id}: no frame captured inside {span}")
+            continue
+        blur = segment.clip_id not in decision.unblur
+        kept_times = [times[i] for i in picked]
+        kept = []
+        for i in picked:
+            image = images[i]
+            kept.append(blur_boxes(image, find_faces(image)) if blur and find_faces is not None else image)
+        start, end = covered_range(times, picked, segment)
+        stem = _stem(segment)
+        if "video" in decision.data:
+            data = _encode_video(kept, kept_times, workdir, stem)
+            suffix = ".mp4" if data[4:8] == b"ftyp" else ".webm"
+            files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
+                                    data, len(kept), blur))
+        if "snapshots" in decision.data:
+            from edge.encoder import encode_jpeg
+
+            first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
+            files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
+                                    kept_times[0], min(first_end, segment.end), encode_jpeg(kept[0], 90), 1, blur))
+    if "event_metadata" in decision.data and decision.segments:
+        entries = []
+        for segment in decision.segments:
+            entry: dict[str, Any] = segment.to_dict()
+            ref = clips.get(segment.clip_id)
+            # Event ids are only listed when the whole clip lies inside the window: a clip's events carry no
+            # times here, so one from a partly covered clip could be from outside the window.
+            inside = ref.start >= segment.start and ref.end <= segment.end
+            entry["events"] = list(ref.events) if inside else None
+            entries.append(entry)
+        body = json.dumps({"segments": entries}, indent=2, sort_keys=True).encode()
+        starts = [s.start for s in decision.segments]
+        ends = [s.end for s in decision.segments]
+        files.append(ExportFile("event_metadata.json", "event_metadata", None, None, min(starts), max(ends), body,
+                                0, True))
+    return files, notes
+
+
+def build_manifest(
+    *,
+    export_id: str,
+    created: datetime,
+    device_id: str,
+    device_public: str,
+    request: dict[str, Any],
+    decision: Decision,
+    approval: dict[str, Any] | None,
+    files: Sequence[ExportFile],
+    notes: Sequence[str],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "export_id": export_id,
+        "created_at": rfc3339(created),
+        "device": {"id": device_id, "signing_key": device_public},
+        "request": request,
+        "decision": decision.to_dict(),
+        "reasons": [{"code": r.code, "detail": r.detail} for r in decision.reasons],
+        "policy_hash": decision.policy_hash,
+        "approval": approval,
+        "files": [f.entry() for f in files],
+        "notes": list(notes),
+    }
+
+
+def _zip(members: Sequence[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def seal_bundle(
+    manifest: dict[str, Any], files: Sequence[ExportFile], device_key: Ed25519PrivateKey, agency_public_b64: str
+) -> bytes:
+    """Zip the manifest, its Ed25519 signature and the files; seal the zip to the agency's X25519 key."""
+    manifest_bytes = bytes(rfc8785.dumps(manifest))
+    signature = base64.b64encode(device_key.sign(manifest_bytes))
+    members = [(MANIFEST, manifest_bytes), (SIGNATURE, signature), *[(f.name, f.data) for f in files]]
+    recipient = PublicKey(base64.b64decode(agency_public_b64, validate=True))
+    return bytes(SealedBox(recipient).encrypt(_zip(members)))
+
+
+# --- verifying (what the agency runs) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    ok: bool
+    problems: tuple[str, ...]
+    manifest: dict[str, Any] | None = None
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+def load_identity(text: str) -> PrivateKey:
+    """An agency identity: the base64 X25519 private key (32 bytes), as written by `exports keygen`."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError("identity is not base64") from exc
+    if len(raw) != 32:
+        raise RequestError(f"identity must be a 32-byte X25519 private key, not {len(raw)} bytes")
+    return PrivateKey(raw)
+
+
+def verify_bundle(data: bytes, identity: PrivateKey | None = None, device_key_b64: str | None = None) -> BundleCheck:
+    """Decrypt (when given the agency identity), then check the manifest signature, every file's hash and
+    size, that nothing unlisted is inside, and that each file lies inside its released segment."""
+    if identity is not None:
+        try:
+            data = SealedBox(identity).decrypt(data)
+        except CryptoError:
+            return BundleCheck(False, ("cannot decrypt: wrong identity, or the bundle was altered",))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+    except (zipfile.BadZipFile, ValueError, OSError):
+        hint = "" if identity is not None else " (an encrypted bundle needs --identity)"
+        return BundleCheck(False, (f"not a bundle archive{hint}",))
+    problems: list[str] = []
+    if MANIFEST not in members or SIGNATURE not in members:
+        return BundleCheck(False, ("manifest.json or manifest.sig missing",))
+    try:
+        manifest = json.loads(members[MANIFEST])
+        signing_key = manifest["device"]["signing_key"]
+    except (ValueError, KeyError, TypeError):
+        return BundleCheck(False, ("manifest unreadable",))
+    if device_key_b64 is not None and signing_key != device_key_b64:
+        problems.append("manifest is signed by a different device key than expected")
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(signing_key, validate=True))
+        public.verify(base64.b64decode(members[SIGNATURE], validate=True), members[MANIFEST])
+    except (InvalidSignature, ValueError, binascii.Error):
+        problems.append("manifest signature does not verify")
+    if members[MANIFEST] != bytes(rfc8785.dumps(manifest)):
+        problems.append("manifest is not in canonical form")
+    listed = {f.get("path"): f for f in manifest.get("files", []) if isinstance(f, dict)}
+    for name in sorted(set(members) - {MANIFEST, SIGNATURE} - set(listed)):
+        problems.append(f"{name}: in the bundle but not in the manifest")
+    segments = manifest.get("decision", {}).get("clips", [])
+    allowed = set(manifest.get("decision", {}).get("data", []))
+    for name, entry in listed.items():
+        body = members.get(name)
+        if body is None:
+            problems.append(f"{name}: listed but missing")
+            continue
+        if hashlib.sha256(body).hexdigest() != entry.get("sha256") or len(body) != entry.get("size"):
+            problems.append(f"{name}: sha256 or size does not match the manifest")
+        if entry.get("kind") not in allowed or entry.get("kind") == "face_data":
+            problems.append(f"{name}: kind {entry.get('kind')!r} was not released")
+        if entry.get("clip") is not None and not any(
+            s.get("clip") == entry.get("clip")
+            and s.get("camera") == entry.get("camera")
+            and s.get("start") <= entry.get("start")
+            and entry.get("end") <= s.get("end")
+            for s in segments
+        ):
+            problems.append(f"{name}: its time range is outside the released segments")
+    files = {n: b for n, b in members.items() if n not in (MANIFEST, SIGNATURE)}
+    return BundleCheck(not problems, tuple(problems), manifest, files)

@@ -1,0 +1,510 @@
+"""The footage desk: the I/O shell around decide() - intake, owner actions, holds, exports - audit first."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edge.clock import Clock, SystemClock, rfc3339
+from edge.config import Config
+from edge.errors import RequestError, StorageError
+from edge.footage import export as exporting
+from edge.footage.audit import AuditLog
+from edge.footage.keys import device_key, public_key_b64
+from edge.footage.notify import Emit, footage_event, outbox_emitter
+from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Policy, Reason, decide
+from edge.footage.redact import FindFaces, default_find_faces
+from edge.footage.request import Intake, parse_request
+from edge.footage.store import RequestStore, StoredRequest
+
+log = logging.getLogger(__name__)
+
+AUTH_CODES = frozenset({"INCOMPLETE", "UNKNOWN_AGENCY", "BAD_SIGNATURE"})
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    sha256: str
+    export_id: str
+    manifest: dict[str, Any]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FootageDesk:
+    """Every footage command goes through here; decide() is the only judge, re-run at every step."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        *,
+        clips: Any = None,
+        find_faces: FindFaces | Callable[[], FindFaces] | None = None,
+        emit: Emit | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.policy = Policy.from_config(config)
+        self.state_dir = Path(config.state_dir)
+        self.audit = AuditLog(self.state_dir, self.clock)
+        self._clips = clips
+        self._find_faces = find_faces
+        self._emit = emit
+        self._store: RequestStore | None = None
+        self.actor = actor or _local_user()
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> RequestStore:
+        if self._store is None:
+            self._store = RequestStore(self.state_dir)
+        return self._store
+
+    def clip_source(self, *, create: bool = True) -> Any:
+        if self._clips is None:
+            from edge.clipstore import INDEX_NAME, ClipStore
+
+            if not create and not (self.state_dir / INDEX_NAME).exists():
+                return None
+            self._clips = ClipStore(self.state_dir, self.clock)
+        return self._clips
+
+    def _clips_for(self, intake: Intake, *, create: bool = True) -> list[ClipLike]:
+        doc = intake.document
+        if doc is None:
+            return []
+        windows = [(w.start, w.end) for w in doc.scope.windows if w.start < w.end]
+        if not windows:
+            return []
+        source = self.clip_source(create=create)
+        if source is None:
+            return []
+        start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+        found: list[ClipLike] = []
+        for camera in sorted(set(doc.scope.cameras) & self.policy.cameras):
+            found.extend(source.list(camera=camera, start=start, end=end))
+        return found
+
+    def _publish(self, request: str, state: str, decision: Decision | None = None, **extra: Any) -> None:
+        emit = self._emit or outbox_emitter(self.config)
+        seq, digest = self.audit.head()
+        event = footage_event(
+            self.clock.now(),
+            request=request,
+            state=state,
+            decision=decision.decision if decision else None,
+            codes=list(decision.codes) if decision else None,
+            audit_seq=seq,
+            audit_hash=digest,
+            **extra,
+        )
+        emit(event)
+
+    def find_faces(self) -> FindFaces:
+        if self._find_faces is None:
+            self._find_faces = default_find_faces()
+        return self._find_faces  # type: ignore[return-value]
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def evaluate(self, raw: bytes, now: datetime | None = None) -> Decision:
+        """The decision a submission would get, with no side effects (nothing created or written)."""
+        intake = parse_request(raw)
+        store = RequestStore(self.state_dir, create=False)
+        replay = False
+        if intake.agency_id and intake.request_id and store.exists():
+            replay = store.was_seen(intake.agency_id, intake.request_id) is not None
+        return decide(intake, self.policy, self._clips_for(intake, create=False), [], now or self.clock.now(),
+                      replay=replay)
+
+    def load(self, request: str) -> tuple[StoredRequest, Intake]:
+        stored = self.store.get(request)
+        return stored, parse_request(stored.raw)
+
+    def current(self, request: str, now: datetime | None = None) -> tuple[StoredRequest, Intake, Decision]:
+        stored, intake = self.load(request)
+        if stored.decision == "deny":
+            # A denial at intake is final: a later clock or policy never revives it (the agency sends a new one).
+            reasons = tuple(Reason(r["code"], r["detail"]) for r in stored.reasons)
+            return stored, intake, Decision(stored.request_id, "deny", reasons, policy_hash=self.policy.hash)
+        decision = decide(
+            intake, self.policy, self._clips_for(intake), self.store.owner_actions(request), now or self.clock.now()
+        )
+        return stored, intake, decision
+
+    # --- intake --------------------------------------------------------------------------------------------
+
+    def submit(self, raw: bytes) -> tuple[str, Decision]:
+        now = self.clock.now()
+        intake = parse_request(raw)
+        replay = False
+        if intake.agency_id and intake.request_id:
+            replay = self.store.was_seen(intake.agency_id, intake.request_id) is not None
+        decision = decide(intake, self.policy, self._clips_for(intake), [], now, replay=replay)
+        request = self.store.new_id()
+        basis = intake.document.legal_basis if intake.document else None
+        self.audit.append(
+            "intake", request=request, sha256=intake.sha256, bytes=len(raw), agency=intake.agency_id,
+            request_id=intake.request_id, basis=basis,
+        )
+        self.audit.append("decision", request=request, **decision.to_dict())
+        verified = not (AUTH_CODES & set(decision.codes))
+        self.store.add(
+            StoredRequest(request, now, intake.agency_id, intake.request_id, basis, verified, raw, intake.sha256,
+                          decision.decision, [{"code": r.code, "detail": r.detail} for r in decision.reasons]),
+            mark_seen=verified and not replay,
+        )
+        log.info("footage request %s: %s %s", request, decision.decision, ",".join(decision.codes))
+        self._publish(request, "submitted", decision, basis=basis, agency=intake.agency_id)
+        if decision.decision == "hold":
+            self._hold(request, intake, decision, renewal=0)
+        if basis == "exigent" and decision.decision == "owner_review":
+            self.audit.append("notification", request=request, urgent=True, channel="mqtt",
+                              text="emergency footage request waiting for the owner's decision")
+            self._publish(request, "owner_notified", decision, basis=basis, urgent=True)
+        return request, decision
+
+    def _hold(self, request: str, intake: Intake, decision: Decision, renewal: int) -> str | None:
+        assert intake.document is not None
+        now = self.clock.now()
+        until = now + timedelta(days=HOLD_DAYS)
+        clip_ids = sorted({s.clip_id for s in decision.segments})
+        reference = f"{intake.document.agency.id}:{intake.document.request_id} case {intake.document.case_number}"
+        self.audit.append("hold_renew" if renewal else "hold", request=request, clips=clip_ids, until=rfc3339(until),
+                          renewal=renewal)
+        hold_id = None
+        if clip_ids:
+            hold_id = self.clip_source().hold(clip_ids=clip_ids, until=until, reason="preservation request",
+                                              reference=reference)
+        self.store.add_hold(request, hold_id or f"none-{secrets.token_hex(4)}", until, renewal, clip_ids)
+        self._publish(request, "held", decision, hold=hold_id, clips=len(clip_ids))
+        return hold_id
+
+    def renew_hold(self, request: str) -> str | None:
+        _stored, intake, decision = self.current(request)
+        if decision.decision != "hold":
+            raise RequestError(f"request {request} is not a preservation hold (decision {decision.decision})")
+        holds = self.store.holds(request)
+        renewals = max((h["renewal"] for h in holds), default=0)
+        if renewals >= HOLD_RENEWALS:
+            raise RequestError(f"request {request}: the hold was already renewed {HOLD_RENEWALS} time(s)")
+        return self._hold(request, intake, decision, renewal=renewals + 1)
+
+    # --- owner actions -------------------------------------------------------------------------------------
+
+    def approve(
+        self,
+        request: str,
+        *,
+        clips: Sequence[str] | None = None,
+        cameras: Sequence[str] | None = None,
+        data: Sequence[str] | None = None,
+        unblur: Sequence[str] = (),
+        attest_original: bool = False,
+    ) -> Decision:
+        self.sweep()
+        _stored, intake, decision = self.current(request)
+        if decision.decision not in ("owner_review", "release"):
+            raise RequestError(
+                f"request {request} cannot be approved: the decision is {decision.decision} "
+                f"({', '.join(decision.codes)})"
+            )
+        assert intake.document is not None
+        full = decide(intake, self.policy, self._clips_for(intake), [], self.clock.now())
+        in_scope = {s.clip_id for s in full.segments}
+        for clip in clips or ():
+            if clip not in in_scope:
+                raise RequestError(f"clip {clip!r} is not in request {request}'s scope: an approval may narrow it, "
+                                   "never widen it")
+        for camera in cameras or ():
+            if camera not in intake.document.scope.cameras:
+                raise RequestError(f"camera {camera!r} is not in request {request}'s scope")
+        for kind in data or ():
+            if kind not in full.data:
+                raise RequestError(f"data kind {kind!r} is not released by request {request} (allowed: "
+                                   f"{', '.join(full.data) or 'none'})")
+        approved = set(clips) if clips is not None else in_scope
+        for clip in unblur:
+            if clip not in approved:
+                raise RequestError(f"--unblur {clip!r}: that clip is not part of this approval")
+        unverified = "UNVERIFIED_WARRANT" in decision.codes
+        if attest_original and not unverified:
+            raise RequestError("--attest-original is only for a warrant or court order without a trusted court "
+                               "signature")
+        body: dict[str, Any] = {
+            "clips": sorted(clips) if clips is not None else None,
+            "cameras": sorted(cameras) if cameras is not None else None,
+            "data": sorted(data) if data is not None else None,
+            "unblur": sorted(unblur),
+            "attest_original": attest_original,
+            "by": self.actor,
+        }
+        self.audit.append("owner_approve", request=request, **body)
+        if attest_original:
+            self.audit.append("attestation", request=request, by=self.actor,
+                              text="the owner checked the paper original of the warrant")
+        for clip in sorted(unblur):
+            self.audit.append("unblur", request=request, clip=clip, by=self.actor)
+        self.store.add_action(request, "approve", self.clock.now(), body)
+        _, _, after = self.current(request)
+        self._publish(request, "approved", after)
+        return after
+
+    def deny(self, request: str, reason: str) -> Decision:
+        if not reason.strip():
+            raise RequestError("a denial needs a --reason")
+        _, _, decision = self.current(request)
+        if decision.decision == "hold":
+            raise RequestError(f"request {request} is a preservation hold: it discloses nothing, so there is "
+                               "nothing to deny")
+        self.audit.append("owner_deny", request=request, reason=reason, by=self.actor)
+        self.store.add_action(request, "deny", self.clock.now(), {"reason": reason, "by": self.actor})
+        _, _, after = self.current(request)
+        self._publish(request, "denied", after)
+        return after
+
+    def ratify(self, request: str, reference: str) -> Decision:
+        stored, _intake, _ = self.current(request)
+        if stored.basis != "exigent":
+            raise RequestError(f"request {request} is not an emergency request; nothing to ratify")
+        if not reference.strip():
+            raise RequestError("ratifying needs a --reference (the warrant or case confirmation)")
+        self.audit.append("ratify", request=request, reference=reference, by=self.actor)
+        self.store.add_action(request, "ratify", self.clock.now(), {"reference": reference, "by": self.actor})
+        _, _, after = self.current(request)
+        self._publish(request, "ratified", after)
+        return after
+
+    # --- time passing --------------------------------------------------------------------------------------
+
+    def sweep(self) -> list[str]:
+        """Audit approvals that lapsed unused and preservation holds that ran out (each once)."""
+        if not self.store.exists():
+            return []
+        now = self.clock.now()
+        done: list[str] = []
+        valid = timedelta(hours=self.policy.rules.approval_valid_hours)
+        for item in self.store.all():
+            actions = self.store.actions(item.id)
+            noted = {d.get("approval") for _, k, _, d in actions if k == "expiry"}
+            for action in self.store.owner_actions(item.id):
+                if action.kind != "approve" or action.used or action.seq in noted:
+                    continue
+                if now >= action.at + valid:
+                    self.audit.append("expiry", request=item.id, approval=action.seq,
+                                      lapsed_at=rfc3339(action.at + valid))
+                    self.store.add_action(item.id, "expiry", now, {"approval": action.seq})
+                    self._publish(item.id, "approval_lapsed")
+                    done.append(f"{item.id}: approval {action.seq} lapsed")
+        for hold in self.store.holds():
+            until = datetime.fromisoformat(hold["until"].replace("Z", "+00:00"))
+            if hold["expired_at"] is None and until <= now:
+                self.audit.append("hold_expired", request=hold["request"], hold=hold["hold_id"], until=hold["until"])
+                self.store.expire_hold(hold["hold_id"], now)
+                self._publish(hold["request"], "hold_expired", hold=hold["hold_id"])
+                done.append(f"{hold['request']}: hold {hold['hold_id']} expired")
+        return done
+
+    # --- exports -------------------------------------------------------------------------------------------
+
+    def exports_dir(self) -> Path:
+        return self.state_dir / "footage" / "exports"
+
+    def export(self, request: str, out_dir: Path | None = None) -> ExportResult:
+        """Audit the start, build in a private temp dir, audit completion, then rename into place."""
+        self.sweep()
+        stored, intake, decision = self.current(request)
+        if decision.decision != "release":
+            raise RequestError(
+                f"request {request} is not released (decision {decision.decision}: {', '.join(decision.codes)}); "
+                "nothing leaves the device"
+            )
+        assert intake.document is not None
+        doc = intake.document
+        agency = self.policy.rules.agencies[doc.agency.id]
+        needs_faces = any(k in decision.data for k in ("video", "snapshots")) and any(
+            s.clip_id not in decision.unblur for s in decision.segments
+        )
+        find_faces = self._resolve_find_faces() if needs_faces else None
+        key = device_key(self.state_dir)
+        final_dir = Path(out_dir) if out_dir else self.exports_dir()
+        partial_root = self.exports_dir() / ".partial"
+        export_id = "ex-" + secrets.token_hex(4)
+        self.audit.append(
+            "export_start", request=request, export=export_id, approval=decision.approval_seq,
+            clips=[s.to_dict() for s in decision.segments], data=list(decision.data), unblur=sorted(decision.unblur),
+        )
+        self.store.start_export(export_id, request, decision.approval_seq, self.clock.now())
+        self._publish(request, "export_started", decision, export=export_id)
+        try:
+            final_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            partial_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._clean_partials(partial_root)
+            work = partial_root / export_id
+            work.mkdir(mode=0o700)
+            files, notes = exporting.build_files(decision, self.clip_source(), find_faces, work / "media")
+            manifest = exporting.build_manifest(
+                export_id=export_id,
+                created=self.clock.now(),
+                device_id=self.config.device.id,
+                device_public=public_key_b64(key),
+                request={
+                    "id": request,
+                    "agency": doc.agency.id,
+                    "request_id": doc.request_id,
+                    "legal_basis": doc.legal_basis,
+                    "case_number": doc.case_number,
+                    "document_sha256": stored.sha256,
+                    "cameras": list(doc.scope.cameras),
+                    "windows": [{"start": rfc3339(w.start), "end": rfc3339(w.end)} for w in doc.scope.windows],
+                },
+                decision=decision,
+                approval=self._approval_summary(request, decision),
+                files=files,
+                notes=notes,
+            )
+            sealed = exporting.seal_bundle(manifest, files, key, agency.encryption_key)
+            digest = hashlib.sha256(sealed).hexdigest()
+            name = f"{request}-{export_id}.bundle"
+            temp = work / (name + ".part")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(sealed)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final = final_dir / name
+            self.audit.append("export_complete", request=request, export=export_id, sha256=digest, size=len(sealed),
+                              path=str(final), files=[{"path": f["path"], "sha256": f["sha256"]}
+                                                      for f in manifest["files"]])
+            os.replace(temp, final)
+            _fsync_dir(final_dir)
+            shutil.rmtree(work, ignore_errors=True)
+        except OSError as exc:
+            raise StorageError(f"export {export_id} of {request} failed: {exc}") from exc
+        self.store.complete_export(export_id, self.clock.now(), final, digest)
+        self.store.add_action(request, "export_complete", self.clock.now(),
+                              {"approval": decision.approval_seq, "export": export_id})
+        self._publish(request, "exported", decision, export=export_id)
+        log.info("export %s of %s written: %s", export_id, request, final)
+        return ExportResult(final, digest, export_id, manifest)
+
+    def _resolve_find_faces(self) -> FindFaces:
+        try:
+            return self.find_faces()
+        except Exception as exc:
+            raise RequestError(f"cannot blur faces, so nothing is exported: {exc}") from exc
+
+    def _approval_summary(self, request: str, decision: Decision) -> dict[str, Any] | None:
+        if decision.approval_seq is None:
+            return None
+        for seq, kind, at, data in self.store.actions(request):
+            if seq == decision.approval_seq and kind == "approve":
+                return {"seq": seq, "at": rfc3339(at), "attest_original": bool(data.get("attest_original")),
+                        "unblurred": sorted(decision.unblur)}
+        return None
+
+    @staticmethod
+    def _clean_partials(root: Path) -> None:
+        # Leftovers of a killed export: never a bundle (bundles appear only by rename), removed on retry.
+        for stale in root.iterdir():
+            log.warning("removing the remains of an interrupted export: %s", stale)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+    # --- reporting -----------------------------------------------------------------------------------------
+
+    def summary(self, request: str) -> dict[str, Any]:
+        stored, intake, decision = self.current(request)
+        doc = intake.document
+        return {
+            "id": stored.id,
+            "received_at": rfc3339(stored.received_at),
+            "agency": stored.agency_id,
+            "request_id": stored.request_id,
+            "legal_basis": stored.basis,
+            "case_number": doc.case_number if doc else None,
+            "document_sha256": stored.sha256,
+            "decision_at_intake": {"decision": stored.decision, "reasons": stored.reasons},
+            "now": decision.to_dict(),
+            "owner_actions": [
+                {"seq": s, "kind": k, "at": rfc3339(a), **d} for s, k, a, d in self.store.actions(request)
+            ],
+            "exports": self.store.exports(request),
+            "holds": self.store.holds(request),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for item in self.store.all():
+            _, _, decision = self.current(item.id)
+            out.append({"id": item.id, "received_at": rfc3339(item.received_at), "agency": item.agency_id,
+                        "request_id": item.request_id, "basis": item.basis, "decision": decision.decision,
+                        "codes": list(decision.codes)})
+        return out
+
+    def report(self, since: datetime | None = None) -> dict[str, Any]:
+        """The transparency report: counts by basis and decision, exigent releases, holds, UNRATIFIED."""
+        items = self.store.all(since) if self.store.exists() else []
+        by_basis: Counter[str] = Counter()
+        by_decision: Counter[str] = Counter()
+        pairs: Counter[str] = Counter()
+        exported_requests = {e["request"] for e in self.store.exports() if e["completed_at"]}
+        exigent_released = unratified = 0
+        for item in items:
+            _, _, decision = self.current(item.id)
+            basis = item.basis or "unreadable"
+            by_basis[basis] += 1
+            by_decision[decision.decision] += 1
+            pairs[f"{basis}/{decision.decision}"] += 1
+            if basis == "exigent" and item.id in exported_requests:
+                exigent_released += 1
+                ratified = any(k == "ratify" for _, k, _, _ in self.store.actions(item.id))
+                unratified += 0 if ratified else 1
+        ids = {i.id for i in items}
+        holds = [h for h in self.store.holds() if h["request"] in ids]
+        now = self.clock.now()
+        return {
+            "since": rfc3339(since) if since else None,
+            "generated_at": rfc3339(now),
+            "requests": len(items),
+            "by_basis": dict(sorted(by_basis.items())),
+            "by_decision": dict(sorted(by_decision.items())),
+            "by_basis_and_decision": dict(sorted(pairs.items())),
+            "exports": sum(1 for e in self.store.exports() if e["completed_at"] and e["request"] in ids),
+            "exigent_releases": exigent_released,
+            "unratified": unratified,
+            "holds": len(holds),
+            "holds_active": sum(1 for h in holds if h["expired_at"] is None),
+        }
+
+
+def _local_user() -> str:
+    try:
+        return f"{getpass.getuser()} (uid {os.geteuid()})"
+    except (KeyError, OSError):
+        return f"uid {os.geteuid()}"
