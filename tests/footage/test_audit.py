@@ -32,7 +32,7 @@ def test_intact_chain_verifies(tmp_path: Path) -> None:
 def test_every_flipped_byte_names_its_record(tmp_path: Path) -> None:
     audit = _log(tmp_path, 3)
     original = audit.path.read_bytes()
-    starts = [0] + [i + 1 for i, b in enumerate(original) if b == 0x0A][:-1]
+    starts = [0, *[i + 1 for i, b in enumerate(original) if b == 0x0A][:-1]]
     for pos in range(len(original)):
         data = bytearray(original)
         data[pos] ^= 0x01
