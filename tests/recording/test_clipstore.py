@@ -203,7 +203,8 @@ def test_retention_deletes_expired_keeps_held_and_never_touches_audit(store: Cli
 
     motion = write_test_clip(store, "front", T0, _frames(5), fps=10, events=[("m", "motion_start")])
     ring = write_test_clip(store, "front", T0 + timedelta(minutes=1), _frames(5), fps=10, events=[("r", "ring")])
-    held = write_test_clip(store, "front", T0 + timedelta(minutes=2), _frames(5), fps=10, events=[("m2", "motion_start")])
+    later = T0 + timedelta(minutes=2)
+    held = write_test_clip(store, "front", later, _frames(5), fps=10, events=[("m2", "motion_start")])
     store.hold(clip_ids=[held.id], until=T0 + 365 * DAY, reason="case", reference="W-9")
 
     clock.advance((6 * DAY).total_seconds())
@@ -219,7 +220,9 @@ def test_retention_deletes_expired_keeps_held_and_never_touches_audit(store: Cli
 
 
 def test_disk_cap_is_honoured_oldest_first_and_holds_win(store: ClipStore) -> None:
-    refs = [write_test_clip(store, "front", T0 + timedelta(minutes=i), _frames(10, shade=i * 40), fps=10) for i in range(5)]
+    refs = [
+        write_test_clip(store, "front", T0 + timedelta(minutes=i), _frames(10, shade=i * 40), fps=10) for i in range(5)
+    ]
     store.hold(clip_ids=[refs[0].id], until=T0 + DAY, reason="r", reference="W")
     sizes = [r.size for r in refs]
     cap = sum(sizes[3:]) + sizes[0]  # room for the held oldest and the two newest
@@ -242,9 +245,7 @@ def test_writer_lock_is_exclusive(store: ClipStore) -> None:
     first.acquire()
     try:
         with pytest.raises(StorageError, match="another recorder"):
-            again = store.writer_lock()
-    again.acquire()
-    again.release()
+            store.writer_lock().acquire()
     finally:
         first.release()
     again = store.writer_lock()
