@@ -136,7 +136,9 @@ class App:
             )
         first_camera = next(iter(self.config.cameras))
         ring_camera = self.config.button.camera or first_camera
-        self.components.append(GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic))
+        self.components.append(
+            GpioButton(self.config.button, lambda: self._ring_quietly(ring_camera, "button"), self.clock.monotonic)
+        )
         self.control_handlers["ring"] = self._handle_ring
         self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
         self.components.append(ControlServer(self.config.state_dir, self.control_handlers))
@@ -164,6 +166,9 @@ class App:
     def ring(self, camera: str, source: str) -> Event:
         log.info("ring on %s (%s)", camera, source)
         return self.bus.publish(Event("ring", camera, self.clock.now(), {"source": source}))
+
+    def _ring_quietly(self, camera: str, source: str) -> None:
+        self.ring(camera, source)
 
     def _handle_ring(self, request: dict[str, Any]) -> dict[str, Any]:
         camera = request.get("camera") or next(iter(self.config.cameras))
@@ -197,10 +202,10 @@ class App:
         self._started_mono = self.clock.monotonic()
         for component in self.components:
             component.start()
-        for stage in self.motion.values():
-            stage.start()
-        for stage in self.cameras.values():
-            stage.start()
+        for motion in self.motion.values():
+            motion.start()
+        for camera in self.cameras.values():
+            camera.start()
         self.bus.publish(Event("system", None, self.clock.now(), {"status": "started", "version": __version__}))
         self.notifier.ready(self._status_line())
         self._watchdog_thread = threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True)
@@ -238,14 +243,14 @@ class App:
         self.stop_event.set()
         self.notifier.stopping()
         share = STOP_TIMEOUT_S / 3
-        for stage in self.cameras.values():
-            stage.stop()
-        for stage in self.cameras.values():
-            stage.join(share / max(1, len(self.cameras)))
-        for stage in self.motion.values():
-            stage.queue.close()
-        for stage in self.motion.values():
-            stage.join(share / max(1, len(self.motion)))
+        for camera in self.cameras.values():
+            camera.stop()
+        for camera in self.cameras.values():
+            camera.join(share / max(1, len(self.cameras)))
+        for motion in self.motion.values():
+            motion.queue.close()
+        for motion in self.motion.values():
+            motion.join(share / max(1, len(self.motion)))
         self.bus.publish(Event("system", None, self.clock.now(), {"status": "stopping"}))
         for component in reversed(self.components):
             try:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # parser it adds sets `func(args) -> int`. Add one line per module.
 COMMAND_MODULES: list[str] = [
     "edge.footage.cli",
+    "edge.vision.cli",
 ]
 
 

@@ -21,9 +21,9 @@ PathKey = tuple[str | int, ...]
 Positions = dict[PathKey, tuple[int, int]]  # 1-based line, column of the key (or list item)
 
 
-def resolve_config_path(cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> tuple[
-    Path, bool
-]:
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
     """Which file to read, and whether the user asked for it explicitly (then it must exist)."""
     env = os.environ if environ is None else environ
     if cli_path is not None:
@@ -33,9 +33,7 @@ def resolve_config_path(cli_path: str | os.PathLike[str] | None, environ: Mappin
     return DEFAULT_CONFIG_PATH, False
 
 
-def load_config(
-    cli_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(cli_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate the configuration; raise ConfigError with every problem at once."""
     env = dict(os.environ if environ is None else environ)
     path, explicit = resolve_config_path(cli_path, env)
@@ -149,7 +147,10 @@ def _to_data(
             if key in out:
                 first = positions[child]
                 problems.append(
-                    ((line, col), f"{_dotted(child)}: duplicate key (first defined at line {first[0]}, column {first[1]})")
+                    (
+                        (line, col),
+                        f"{_dotted(child)}: duplicate key (first defined at line {first[0]}, column {first[1]})",
+                    )
                 )
                 continue
             positions[child] = (line, col)
@@ -197,7 +198,9 @@ def validation_problems(exc: ValidationError, positions: Positions) -> list[Prob
             order.append(known)
         if message not in grouped[known]:
             grouped[known].append(message)
-    return [(_position(path, positions), f"{_dotted(path) or '(root)'}: {'; or '.join(grouped[path])}") for path in order]
+    return [
+        (_position(path, positions), f"{_dotted(path) or '(root)'}: {'; or '.join(grouped[path])}") for path in order
+    ]
 
 
 def _is_data_path(path: PathKey, positions: Positions) -> bool:

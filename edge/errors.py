@@ -1,11 +1,11 @@
 """The project's error tree: one root, a few families, each carrying a process exit code.
 
-    EdgeError                    anything doorbell-edge raises on purpose (exit 1)
-    ├── ConfigError              configuration cannot be used (exit 78, EX_CONFIG; systemd won't restart)
-    ├── SourceError              a camera source failed (the runner reconnects with back-off)
-    ├── ModelError               a shipped model is missing or unusable
-    ├── StorageError             the state directory or a database cannot be used
-    └── RequestError             a footage-request document or command is unusable
+EdgeError                    anything doorbell-edge raises on purpose (exit 1)
+├── ConfigError              configuration cannot be used (exit 78, EX_CONFIG; systemd won't restart)
+├── SourceError              a camera source failed (the runner reconnects with back-off)
+├── ModelError               a shipped model is missing or unusable
+├── StorageError             the state directory or a database cannot be used
+└── RequestError             a footage-request document or command is unusable
 """
 
 from __future__ import annotations

@@ -32,9 +32,7 @@ def luma(image: Image, width: int) -> np.ndarray:
     return image
 
 
-def watched_area(
-    height: int, width: int, zones: Sequence[Polygon], masks: Sequence[Polygon]
-) -> np.ndarray:
+def watched_area(height: int, width: int, zones: Sequence[Polygon], masks: Sequence[Polygon]) -> np.ndarray:
     """Pixels that count for motion: inside a zone (or everywhere without zones), never inside a mask."""
     watch = polygon_mask(zones, height, width) if zones else np.full((height, width), 255, np.uint8)
     if masks:
@@ -54,7 +52,7 @@ def score_motion(
 
     The first frame only seeds the background and reports no motion.
     """
-    gray = luma(image, analysis_width)
+    gray: np.ndarray = luma(image, analysis_width)
     if config.blur > 1:
         gray = cv2.GaussianBlur(gray, (config.blur, config.blur), 0)
     if state.watch is None or state.watch.shape != gray.shape:
@@ -71,12 +69,12 @@ def score_motion(
     moving = score >= config.min_area
     boxes: tuple[tuple[int, int, int, int], ...] = ()
     if moving:
-        binary = changed.astype(np.uint8) * 255
-        binary = cv2.dilate(binary, None, iterations=2)
+        binary: np.ndarray = changed.astype(np.uint8) * 255
+        binary = cv2.dilate(binary, np.ones((3, 3), np.uint8), iterations=2)
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        boxes = tuple(
-            sorted((tuple(int(v) for v in cv2.boundingRect(c)) for c in contours), key=lambda b: -b[2] * b[3])[:8]
-        )  # type: ignore[misc]
+        rects = [cv2.boundingRect(c) for c in contours]
+        rects.sort(key=lambda b: -b[2] * b[3])
+        boxes = tuple((int(x), int(y), int(w), int(h)) for x, y, w, h in rects[:8])
     return MotionResult(moving=moving, score=score, boxes=boxes)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
-Image = npt.NDArray[np.uint8]
+# uint8 pixels by convention; typed loosely because OpenCV returns its own MatLike alias.
+Image = npt.NDArray[Any]
 
 
 @dataclass(frozen=True, eq=False)

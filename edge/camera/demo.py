@@ -145,13 +145,26 @@ def draw_porch(width: int, height: int) -> Image:
         y = door[1] + 20 + i * (door[3] - door[1] - 40) // 3
         cv2.rectangle(img, (door[0] + 15, y), (door[2] - 15, y + (door[3] - door[1] - 80) // 3), (35, 52, 105), 2)
     cv2.circle(img, (door[2] - int(20 * s), (door[1] + door[3]) // 2), max(3, int(6 * s)), (60, 190, 220), -1)
-    cv2.rectangle(img, (int(60 * s), int(110 * height / 480)), (int(180 * s), int(230 * height / 480)),
-                  (200, 160, 120), -1)  # window
+    cv2.rectangle(
+        img, (int(60 * s), int(110 * height / 480)), (int(180 * s), int(230 * height / 480)), (200, 160, 120), -1
+    )  # window
     cv2.line(img, (int(120 * s), int(110 * height / 480)), (int(120 * s), int(230 * height / 480)), (240, 240, 240), 3)
     cv2.rectangle(img, (0, height - int(40 * height / 480)), (width, height), (120, 120, 125), -1)  # step
-    cv2.rectangle(img, (int(470 * s), height - int(110 * height / 480)), (int(530 * s), height - int(40 * height / 480)),
-                  (40, 80, 160), -1)  # pot
+    cv2.rectangle(
+        img,
+        (int(470 * s), height - int(110 * height / 480)),
+        (int(530 * s), height - int(40 * height / 480)),
+        (40, 80, 160),
+        -1,
+    )  # pot
     cv2.circle(img, (int(500 * s), height - int(130 * height / 480)), int(40 * s), (50, 130, 50), -1)  # plant
-    cv2.putText(img, "42", (door[0] + int(50 * s), door[1] - 20 if door[1] > 30 else door[1] + 30),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.8 * s, (30, 30, 30), 2)
+    cv2.putText(
+        img,
+        "42",
+        (door[0] + int(50 * s), door[1] - 20 if door[1] > 30 else door[1] + 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.8 * s,
+        (30, 30, 30),
+        2,
+    )
     return img

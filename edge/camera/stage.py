@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import cv2
 
@@ -60,7 +61,7 @@ class CameraStage:
         self.frames = 0
         self.reconnects = 0
         self.thread = threading.Thread(target=self.run, name=f"camera:{name}", daemon=True)
-        self._last_ts = None
+        self._last_ts: datetime | None = None
 
     def start(self) -> None:
         self.thread.start()
@@ -138,8 +139,6 @@ class CameraStage:
             main, lores = got
             ts = self.clock.now()
             if self._last_ts is not None and ts <= self._last_ts:
-                from datetime import timedelta
-
                 ts = self._last_ts + timedelta(microseconds=1)  # capture times strictly increase
             self._last_ts = ts
             image = prepare(main, self.config)

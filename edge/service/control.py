@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -88,10 +89,8 @@ class ControlServer:
                 except Exception as exc:  # a bad client must never take the daemon down
                     log.warning("control: bad request: %s", exc)
                     reply = {"ok": False, "error": str(exc)}
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(reply).encode() + b"\n")
-                except OSError:
-                    pass
 
     @staticmethod
     def _read_line(conn: socket.socket) -> bytes:
@@ -123,7 +122,5 @@ class ControlServer:
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        except FileNotFoundError:
-            pass

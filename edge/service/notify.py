@@ -16,7 +16,9 @@ class Notifier:
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
         watchdog_for_us = pid is None or pid == str(os.getpid())
-        self.watchdog_interval_s: float | None = int(usec) / 2e6 if usec and usec.isdigit() and watchdog_for_us else None
+        self.watchdog_interval_s: float | None = (
+            int(usec) / 2e6 if usec and usec.isdigit() and watchdog_for_us else None
+        )
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -52,8 +53,15 @@ def run_stage(config: CameraConfig, source, until: int, timeout: float = 30.0) -
         if len(frames) >= until:
             done.set()
 
-    stage = CameraStage("cam", config, source, emit, SystemClock(), beat=lambda: None,
-                        report=lambda what, details: reports.append((what, details)))
+    stage = CameraStage(
+        "cam",
+        config,
+        source,
+        emit,
+        SystemClock(),
+        beat=lambda: None,
+        report=lambda what, details: reports.append((what, details)),
+    )
     stage.start()
     deadline = time.monotonic() + timeout
     while not (done.is_set() or stage.ended.is_set()) and time.monotonic() < deadline:
@@ -70,8 +78,8 @@ def test_stage_over_a_real_file_counts_frames_and_timestamps_increase(shared_dat
     assert stage.ended.is_set()
     assert len(frames) == 35
     assert [f.seq for f in frames] == list(range(1, 36))
-    assert all(b.ts > a.ts for a, b in zip(frames, frames[1:], strict=False))
-    assert all(b.mono >= a.mono for a, b in zip(frames, frames[1:], strict=False))
+    assert all(b.ts > a.ts for a, b in itertools.pairwise(frames))
+    assert all(b.mono >= a.mono for a, b in itertools.pairwise(frames))
     assert frames[0].analysis.shape[1] == 160
     assert reports[-1][0] == "camera_ended"
 
@@ -79,7 +87,7 @@ def test_stage_over_a_real_file_counts_frames_and_timestamps_increase(shared_dat
 def test_looping_file_keeps_going(shared_data: Path) -> None:
     path = shared_data / "video" / "intel_face-demographics-walking.gif"
     config = CameraConfig(source="opencv", url=str(path), loop=True, fps=60, width=480, height=270)
-    frames, _, stage = run_stage(config, make_source("cam", config), until=80)
+    frames, _, _stage = run_stage(config, make_source("cam", config), until=80)
     assert len(frames) >= 80
     assert np.array_equal(frames[0].image, frames[35].image)  # the 36th frame is the first again
 
@@ -126,7 +134,7 @@ def test_a_source_failing_mid_run_reconnects_with_back_off_and_reports() -> None
 
 def test_missing_file_is_a_clear_error() -> None:
     source = OpenCVSource(CameraConfig(source="opencv", url="/nonexistent/clip.mp4"))
-    with pytest.raises(SourceError, match="video file not found: /nonexistent/clip.mp4"):
+    with pytest.raises(SourceError, match=r"video file not found: /nonexistent/clip\.mp4"):
         source.open()
 
 
@@ -144,7 +152,7 @@ def test_demo_scene_has_a_visitor_who_comes_pauses_and_leaves() -> None:
     assert np.abs(visiting.astype(int) - empty.astype(int)).mean() > 10
     visible = [pose_at(t / 10).visible for t in range(int(LOOP_S * 10))]
     # One visit per loop: absent, present, absent.
-    changes = sum(1 for a, b in zip(visible, visible[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(visible) if a != b)
     assert changes == 2
     assert pose_at(1.0) == pose_at(1.0 + LOOP_S)
 

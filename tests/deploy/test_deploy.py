@@ -46,7 +46,7 @@ def test_every_hardening_directive_has_a_comment() -> None:
     start = next(i for i, line in enumerate(lines) if "Hardening" in line)
     for i in range(start + 1, len(lines)):
         line = lines[i].strip()
-        if line.startswith("[") :
+        if line.startswith("["):
             break
         if line and not line.startswith("#"):
             assert lines[i - 1].strip().startswith("#"), f"no comment above: {line}"
@@ -72,14 +72,20 @@ def test_install_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -
     calls = tmp_path / "calls.log"
     for name in ("apt-get", "useradd", "usermod", "groupadd", "install", "cp", "mkdir", "systemctl", "python3"):
         shim = shims / name
-        shim.write_text(f"#!/bin/sh\necho {name} \"$@\" >> {calls}\n")
+        shim.write_text(f'#!/bin/sh\necho {name} "$@" >> {calls}\n')
         shim.chmod(0o755)
     env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}")
     proc = subprocess.run([str(REPO / "deploy" / "install.sh"), "--dry-run"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for step in ("Installing apt packages", "Creating the service user", "Installing the application",
-                 "Configuration in /etc/doorbell-edge", "Installing the systemd unit", "Done"):
+    for step in (
+        "Installing apt packages",
+        "Creating the service user",
+        "Installing the application",
+        "Configuration in /etc/doorbell-edge",
+        "Installing the systemd unit",
+        "Done",
+    ):
         assert f"==> {step}" in out
     assert "python3 -m venv --system-site-packages /opt/doorbell-edge/venv" in out or "venv exists" in out
     assert not calls.exists(), f"dry run executed: {calls.read_text()}"

@@ -7,14 +7,14 @@ and "YUV420" as a (H*3/2)xW plane stack; stop(); close().
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 
 class Picamera2:
-    instances: list[Picamera2] = []
+    instances: ClassVar[list[Picamera2]] = []
     fail_after: int | None = None  # capture_array raises after this many main captures
 
     def __init__(self, camera_num: int = 0) -> None:
@@ -24,10 +24,16 @@ class Picamera2:
         self.captures = 0
         Picamera2.instances.append(self)
 
-    def create_video_configuration(self, main: dict | None = None, lores: dict | None = None,
-                                   controls: dict | None = None, **kwargs: Any) -> dict[str, Any]:
-        return {"use_case": "video", "main": dict(main or {}), "lores": dict(lores) if lores else None,
-                "controls": dict(controls or {}), **kwargs}
+    def create_video_configuration(
+        self, main: dict | None = None, lores: dict | None = None, controls: dict | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return {
+            "use_case": "video",
+            "main": dict(main or {}),
+            "lores": dict(lores) if lores else None,
+            "controls": dict(controls or {}),
+            **kwargs,
+        }
 
     def configure(self, config: dict[str, Any]) -> None:
         if config["lores"] is not None:

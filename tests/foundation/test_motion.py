@@ -75,5 +75,8 @@ def test_masks_black_out_exactly_the_polygon_at_any_resolution() -> None:
 
 def test_tracker_emits_start_once_and_end_after_quiet() -> None:
     tracker = MotionTracker(end_after_s=3.0)
-    seen = [tracker.update(moving, t) for t, moving in [(0, True), (1, True), (2, False), (3.9, False), (4.1, False), (5, False)]]
+    seen = [
+        tracker.update(moving, t)
+        for t, moving in [(0, True), (1, True), (2, False), (3.9, False), (4.1, False), (5, False)]
+    ]
     assert seen == ["motion_start", None, None, None, "motion_end", None]

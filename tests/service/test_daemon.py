@@ -65,7 +65,7 @@ def test_default_run_prints_motion_events_and_stops_cleanly_on_sigterm(tmp_path:
     )
     try:
         events = read_lines_until(proc, lambda e: e["type"] == "motion_start", timeout=30)
-        assert [e["type"] for e in events][0] == "system"
+        assert next(e["type"] for e in events) == "system"
         assert events[-1]["type"] == "motion_start", f"no motion within 30 s: {events}"
         assert events[-1]["camera"] == "front_door"
         seqs = [e["seq"] for e in events]
@@ -136,9 +136,7 @@ class HangingSource:
         pass
 
 
-def test_sd_notify_ready_and_watchdog_stop_when_a_stage_stalls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sd_notify_ready_and_watchdog_stop_when_a_stage_stalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sock_path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(sock_path))
