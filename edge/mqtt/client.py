@@ -182,7 +182,7 @@ class Link:
                 delay = None  # a connection that worked starts the back-off afresh
             delay = next_delay(delay, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
             wait = jittered(delay, self._rng(), self.settings.reconnect_max_s)
-            log.warning("MQTT: reconnecting to %s:%s in %.1fs (attempt %d)", self.settings.host,
+            log.warning("MQTT: reconnecting to %s:%s in %.2fs (attempt %d)", self.settings.host,
                         self.settings.port, wait, self.attempts + 1)
             self._stop.wait(wait)
 
