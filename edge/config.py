@@ -351,6 +351,43 @@ class FootageRequestsConfig(Section):
     )
 
 
+class FacesConfig(Section):
+    """On-device face detection and recognition (edge/vision)."""
+
+    enabled: bool = Field(True, description="Detect faces in motion frames and emit person/face events.")
+    model: Literal["int8", "float"] = Field(
+        "int8", description="Model precision: int8 (shipped default, fast) or float (reference, ~3x slower)."
+    )
+    threads: int = Field(2, ge=1, le=8, description="TFLite (XNNPACK) threads per model.")
+    detector_score: float = Field(0.5, gt=0, lt=1, description="Minimum BlazeFace score for a face detection.")
+    recognise_distance: float = Field(
+        0.55, gt=0, le=2, description="Embedding distance at or below which a face is named as an enrolled person."
+    )
+    unknown_distance: float = Field(
+        0.62, gt=0, le=2, description="Distance above which a face is unknown; between the two no vote is cast."
+    )
+    min_face_px: int = Field(40, ge=8, description="Smallest face (box width, frame pixels) that is embedded.")
+    min_sharpness: float = Field(
+        15.0, ge=0, description="Smallest variance of the Laplacian of the face chip; blurrier faces are skipped."
+    )
+    vote_frames: int = Field(3, ge=1, le=20, description="Faces embedded per visit before deciding on a name.")
+    vote_min: int = Field(2, ge=1, le=20, description="Agreeing frames needed to name a visitor (or call them unknown).")
+    visit_end_s: float = Field(2.0, gt=0, le=60, description="A face unseen this long ends its visit (IoU track).")
+    stranger_ttl_s: float = Field(
+        30.0, ge=0, le=60, description="Embeddings of unknown visitors are kept in memory only, at most this long "
+        "after their visit ends (never written to disk)."
+    )
+    max_faces: int = Field(4, ge=1, le=16, description="Most faces embedded per frame (largest first).")
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> FacesConfig:
+        if self.unknown_distance < self.recognise_distance:
+            raise ValueError("@faces.unknown_distance: must be >= recognise_distance")
+        if self.vote_min > self.vote_frames:
+            raise ValueError("@faces.vote_min: must be <= vote_frames")
+        return self
+
+
 def _default_cameras() -> dict[str, CameraConfig]:
     return {"front_door": CameraConfig()}
 
@@ -377,6 +414,7 @@ class Config(Section):
     footage_requests: FootageRequestsConfig = Field(
         default_factory=FootageRequestsConfig, description="Who may ask for footage and the rules their requests meet."
     )
+    faces: FacesConfig = Field(default_factory=FacesConfig, description="Face detection and recognition.")
 
     @field_validator("cameras")
     @classmethod
