@@ -52,7 +52,7 @@ class Topics:
 
     @property
     def command_filter(self) -> str:
-        return f"{self.prefix}/cmd/+"
+        return f"{self.prefix}/cmd/#"  # deeper topics too, so they are rejected loudly
 
     def command(self, name: str) -> str:
         return f"{self.command_prefix}{name}"
