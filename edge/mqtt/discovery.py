@@ -56,7 +56,6 @@ def _common(info: DeviceInfo, object_id: str, name: str | None) -> dict[str, Any
         "payload_not_available": OFFLINE,
         "device": _device(info),
         "name": name,
-        "object_id": f"{info.topics.device_id}_{object_id}",
         "unique_id": f"doorbell-edge_{info.topics.device_id}_{object_id}",
         "origin": {"name": "doorbell-edge", "sw_version": info.sw_version},
         "qos": 1,

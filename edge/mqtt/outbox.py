@@ -119,7 +119,7 @@ class Outbox:
                 for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"outbox {self.path}: cannot open: {exc}") from exc
 
     # --- the Journal --------------------------------------------------------------------------------
