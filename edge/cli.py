@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES: list[str] = [
     "edge.footage.cli",
     "edge.vision.cli",
+    "edge.clips_cli",
 ]
 
 

@@ -1,0 +1,161 @@
+"""`doorbell-edge clips list | show ID | copy ID DEST`: the owner's view of the clip store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge.clipstore import INDEX_NAME, ClipRef, ClipStore, sha256_file
+from edge.clock import SystemClock, rfc3339
+from edge.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge.cli import add_config_arg
+
+    clips = subparsers.add_parser("clips", help="list, inspect and copy recorded clips")
+    sub = clips.add_subparsers(dest="clips_command", metavar="ACTION")
+    sub.required = True
+
+    lister = sub.add_parser("list", help="recorded clips, oldest first")
+    add_config_arg(lister)
+    lister.add_argument("--camera", default=None, help="only this camera")
+    lister.add_argument("--since", type=_time, default=None, help="clips ending after this RFC 3339 time")
+    lister.add_argument("--until", type=_time, default=None, help="clips starting before this RFC 3339 time")
+    lister.add_argument("--json", action="store_true", help="one JSON object per line")
+    lister.set_defaults(func=_cmd_list)
+
+    show = sub.add_parser("show", help="one clip: times, events, hash check, snapshots, holds")
+    add_config_arg(show)
+    show.add_argument("clip_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_cmd_show)
+
+    copy = sub.add_parser("copy", help="copy a clip (hash-checked) to a file or directory: the owner's own copy")
+    add_config_arg(copy)
+    copy.add_argument("clip_id", metavar="ID")
+    copy.add_argument("dest", metavar="DEST", type=Path)
+    copy.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
+    copy.set_defaults(func=_cmd_copy)
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time such as 2026-03-01T12:00:00Z") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z for UTC")
+    return value
+
+
+def _store(args: argparse.Namespace) -> ClipStore:
+    from edge.config_load import load_config
+
+    state_dir = load_config(args.config).state_dir
+    if not (state_dir / INDEX_NAME).exists():
+        raise StorageError(f"no clip store in {state_dir} (nothing recorded yet, or the wrong storage.state_dir)")
+    return ClipStore(state_dir, SystemClock())
+
+
+def _summary(ref: ClipRef) -> dict[str, Any]:
+    return {
+        "id": ref.id,
+        "camera": ref.camera,
+        "start": rfc3339(ref.start),
+        "end": rfc3339(ref.end),
+        "seconds": round((ref.end - ref.start).total_seconds(), 3),
+        "frames": ref.frames,
+        "size": ref.size,
+        "class": ref.klass,
+        "events": list(ref.events),
+        "truncated": ref.truncated,
+        "held": ref.held,
+    }
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    refs = _store(args).list(args.camera, args.since, args.until)
+    if args.json:
+        for ref in refs:
+            print(json.dumps(_summary(ref)))
+        return 0
+    if not refs:
+        print("no clips")
+        return 0
+    print(f"{'ID':<40} {'CAMERA':<12} {'START (UTC)':<24} {'SECONDS':>7} {'MB':>7} {'CLASS':<6} FLAGS")
+    for ref in refs:
+        flags = ",".join(f for f, on in (("held", ref.held), ("truncated", ref.truncated)) if on) or "-"
+        seconds = (ref.end - ref.start).total_seconds()
+        print(
+            f"{ref.id:<40} {ref.camera:<12} {rfc3339(ref.start):<24} {seconds:>7.1f} {ref.size / 1e6:>7.2f} "
+            f"{ref.klass:<6} {flags}"
+        )
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    ref = store.get(args.clip_id)
+    body = _summary(ref)
+    body["path"] = str(ref.path)
+    body["mime"] = ref.mime
+    body["sha256"] = ref.sha256
+    body["sha256_ok"] = store.verify(ref.id)
+    body["snapshots"] = [
+        {"event": s.event_id, "ts": rfc3339(s.ts), "path": str(s.path)} for s in store.snapshots(ref.id)
+    ]
+    body["holds"] = [
+        {"id": h.id, "until": rfc3339(h.until), "reference": h.reference}
+        for h in store.holds()
+        if h.active and _covers(h, ref)
+    ]
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        for key, value in body.items():
+            print(f"{key:>10}: {value}")
+    return 0 if body["sha256_ok"] else 1
+
+
+def _covers(hold: Any, ref: ClipRef) -> bool:
+    if ref.id in hold.clip_ids:
+        return True
+    if hold.window is None or (hold.cameras is not None and ref.camera not in hold.cameras):
+        return False
+    return bool(ref.start < hold.window[1] and ref.end > hold.window[0])
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    store = _store(args)
+    ref = store.get(args.clip_id)
+    dest: Path = args.dest / ref.path.name if args.dest.is_dir() else args.dest
+    if dest.exists() and not args.force:
+        raise StorageError(f"{dest} exists; use --force to overwrite it")
+    if not dest.parent.is_dir():
+        raise StorageError(f"destination folder {dest.parent} does not exist")
+    if not store.verify(ref.id):
+        raise StorageError(f"clip {ref.id} does not match its recorded sha256; not copying a damaged file")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        shutil.copyfile(ref.path, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        if sha256_file(tmp) != ref.sha256:
+            raise StorageError(f"the copy of {ref.id} at {tmp} does not match the clip's sha256")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise StorageError(f"cannot copy clip {ref.id} to {dest}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("owner copied clip %s (sha256 %s) to %s", ref.id, ref.sha256, dest)
+    print(f"copied {ref.id} to {dest} (sha256 {ref.sha256})")
+    return 0

@@ -1,0 +1,73 @@
+"""`doorbell-edge clips list | show | copy` against a real store in an isolated state directory."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.clipstore import ClipStore, write_test_clip
+from edge.clock import FakeClock
+from tests.recording.helpers import T0
+
+
+@pytest.fixture
+def clips(state_dir: Path):
+    store = ClipStore(state_dir, FakeClock(T0))
+    frames = [np.full((64, 96, 3), 10 * i, np.uint8) for i in range(10)]
+    a = write_test_clip(store, "front", T0, frames, fps=10, events=[("e1", "ring")])
+    b = write_test_clip(store, "side", T0 + timedelta(minutes=1), frames, fps=10)
+    store.hold(clip_ids=[a.id], until=T0 + timedelta(days=3650), reason="r", reference="W-1")
+    return store, a, b
+
+
+def test_list_json_and_filters(clips, capsys: pytest.CaptureFixture[str]) -> None:
+    _, a, b = clips
+    assert main(["clips", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == [a.id, b.id]
+    assert rows[0]["held"] is True and rows[0]["class"] == "ring" and rows[0]["seconds"] == 1.0
+    assert main(["clips", "list", "--camera", "side"]) == 0
+    out = capsys.readouterr().out
+    assert b.id in out and a.id not in out
+    assert main(["clips", "list", "--since", "2026-03-01T12:00:30Z", "--json"]) == 0
+    assert [json.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [b.id]
+
+
+def test_show_reports_hash_snapshots_and_holds(clips, capsys: pytest.CaptureFixture[str]) -> None:
+    _, a, _ = clips
+    assert main(["clips", "show", a.id, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["sha256_ok"] is True and body["sha256"] == a.sha256
+    assert [h["reference"] for h in body["holds"]] == ["W-1"]
+    assert main(["clips", "show", "nope"]) == 1
+    assert "no clip with id 'nope'" in capsys.readouterr().err
+
+
+def test_copy_is_hash_checked_and_never_overwrites_silently(
+    clips, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, a, _ = clips
+    dest = tmp_path / "out"
+    dest.mkdir()
+    assert main(["clips", "copy", a.id, str(dest)]) == 0
+    copied = dest / a.path.name
+    assert copied.read_bytes() == a.path.read_bytes()
+    assert main(["clips", "copy", a.id, str(copied)]) == 1
+    assert "exists; use --force" in capsys.readouterr().err
+    assert main(["clips", "copy", a.id, str(copied), "--force"]) == 0
+    a.path.write_bytes(b"damaged")
+    assert main(["clips", "copy", a.id, str(tmp_path / "x.mp4")]) == 1
+    assert "does not match its recorded sha256" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_missing_store_is_a_clear_error(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOORBELL_EDGE_STATE_DIR", str(tmp_path / "empty"))
+    monkeypatch.delenv("DOORBELL_EDGE_CONFIG", raising=False)
+    assert main(["clips", "list"]) == 1
+    assert "no clip store in" in capsys.readouterr().err
