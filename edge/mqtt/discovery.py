@@ -168,6 +168,12 @@ def state_payload(provided: Mapping[str, Any], outbox: int, dropped: int, last_s
     body: dict[str, Any] = {}
     for key, kind in STATE_KEYS.items():
         body[key] = _coerce(provided.get(key), kind)
+    cameras = provided.get("cameras")
+    if body["fps"] is None and isinstance(cameras, Mapping):
+        # The app reports per camera; the device sensor shows their mean.
+        rates = [c.get("fps") for c in cameras.values() if isinstance(c, Mapping)]
+        numbers = [float(r) for r in rates if isinstance(r, int | float) and math.isfinite(r)]
+        body["fps"] = round(sum(numbers) / len(numbers), 2) if numbers else None
     for key in ("motion", "occupancy", "recording"):
         body[key] = bool(body[key])  # explicit OFF
     body.update({"outbox": outbox, "dropped": dropped, "last_seq": last_seq})

@@ -95,3 +95,8 @@ def test_doorbell_feed_and_state_payloads() -> None:
     state = state_payload({"motion": 1, "fps": "bad", "inference_ms": float("inf"), "pending_requests": "2"}, 4, 1, 9)
     assert state == {"motion": True, "occupancy": False, "recording": False, "fps": None, "inference_ms": None,
                      "pending_requests": 2, "outbox": 4, "dropped": 1, "last_seq": 9}
+
+
+def test_state_takes_fps_from_the_app_cameras() -> None:
+    provided = {"motion": False, "cameras": {"a": {"fps": 10.0}, "b": {"fps": 5.0}}}
+    assert state_payload(provided, 0, 0, 0)["fps"] == 7.5
