@@ -41,10 +41,9 @@ def parse_rfc3339(value: object) -> datetime:
         digits = rest[: len(rest) - 6]
         text = f"{head}.{(digits + '000000')[:6]}{rest[-6:]}"
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"{value!r} is not a real date and time ({exc})") from exc
-    return parsed.astimezone(UTC)
 
 
 Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
