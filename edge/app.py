@@ -146,6 +146,10 @@ class App:
 
     def _build_features(self) -> None:
         """Feature packages (MQTT, vision, recording) add their components and consumers here."""
+        if self.config.faces.enabled:
+            from edge.vision.pipeline import attach as attach_faces
+
+            attach_faces(self)  # loads the models once; consumes motion frames, publishes person/face
 
     def _beater(self, stage: str) -> Callable[[], None]:
         self.health.register(stage)
