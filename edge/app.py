@@ -150,6 +150,16 @@ class App:
             from edge.vision.pipeline import attach as attach_faces
 
             attach_faces(self)  # loads the models once; consumes motion frames, publishes person/face
+        if self.config.recording.enabled:
+            from edge.recorder import build as build_recording
+
+            # Started before the cameras (its start() recovers the clip store), stopped after them.
+            recording = build_recording(self.config, self.bus, self.clock)
+            self.components.append(recording)
+            self.bus.subscribe(recording.on_event)
+            for name in self.config.cameras:
+                self.frame_consumers[name].append(recording.on_frame)
+            self.state_providers.append(recording.state)
 
     def _beater(self, stage: str) -> Callable[[], None]:
         self.health.register(stage)
