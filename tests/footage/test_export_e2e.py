@@ -4,6 +4,7 @@ in-scope segments, faces blurred; the audit verifies, and one flipped byte makes
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nacl.public import SealedBox
 
 from edge.cli import main
@@ -252,3 +255,36 @@ def test_evaluate_has_no_side_effects(tmp_path: Path, capsys: pytest.CaptureFixt
     # Without --now the real clock judges; the fixed test document's validity is long over by then.
     late = json.loads(capsys.readouterr().out)
     assert late["decision"] == "deny" and {r["code"] for r in late["reasons"]} >= {"EXPIRED"}
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(st.integers(0, 40), st.integers(1, 40), st.sampled_from([["front_door"], ["side_gate"],
+                                                               ["front_door", "side_gate"]]))
+def test_random_windows_export_exactly_the_frames_inside(
+    recorded: dict[str, Any], offset_tenths: int, length_tenths: int, cameras: list[str]
+) -> None:
+    """Windows around the recorded clips, cut at tenths of a second: each exported file holds exactly the frames
+    captured inside the window on the requested cameras, and its time range lies inside the window."""
+    desk: FootageDesk = recorded["desk"]
+    store: ClipStore = recorded["store"]
+    base = WIN_START + timedelta(seconds=60)
+    start = base + timedelta(seconds=offset_tenths / 10 - 1)
+    end = start + timedelta(seconds=length_tenths / 10)
+    doc = document("warrant", request_id=f"MPD-{uuid.uuid4().hex}",
+                   scope={"cameras": cameras, "windows": [{"start": z(start), "end": z(end)}], "data": ["video"]})
+    request, _ = desk.submit(signed(doc))
+    desk.approve(request)
+    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX)
+    assert check.ok and check.manifest is not None
+    expected = {}
+    for clip in store.list(start=start, end=end):
+        if clip.camera in cameras:
+            inside = [t for t in store.frame_times(clip.id) if start <= t < end]
+            if inside:
+                expected[clip.id] = len(inside)
+    got = {f["clip"]: f["frames"] for f in check.manifest["files"]}
+    assert got == expected
+    for entry in check.manifest["files"]:
+        assert entry["camera"] in cameras
+        assert start <= parse_rfc3339(entry["start"]) and parse_rfc3339(entry["end"]) <= end
