@@ -222,7 +222,7 @@ class RequestStore:
             return []
         with self._db() as db:
             db.row_factory = sqlite3.Row
-            query = "SELECT * FROM exports" + (" WHERE request=?" if request else "") + " ORDER BY started_at, id"
+            query = "SELECT * FROM exports" + (" WHERE request=?" if request else "") + " ORDER BY rowid"
             return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
 
     def add_hold(self, request: str, hold_id: str, until: datetime, renewal: int, clips: list[str]) -> None:
