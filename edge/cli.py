@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "edge.footage.cli",
     "edge.vision.cli",
     "edge.clips_cli",
+    "edge.mqtt.cli",
 ]
 
 

@@ -1,0 +1,92 @@
+"""`doorbell-edge mqtt ...`: look at the outbox, print the discovery payloads, check the broker connection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any
+
+from edge import __version__
+
+
+def register(subparsers: Any) -> None:
+    from edge.cli import add_config_arg
+
+    mqtt = subparsers.add_parser("mqtt", help="MQTT: outbox status, discovery payloads, connection check")
+    sub = mqtt.add_subparsers(dest="mqtt_command", metavar="ACTION")
+    sub.required = True
+
+    p = sub.add_parser("outbox", help="events waiting for the broker, dropped counts, last seq")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    add_config_arg(p)
+    p.set_defaults(func=_outbox)
+
+    p = sub.add_parser("discovery", help="print the Home Assistant discovery payloads this config publishes")
+    add_config_arg(p)
+    p.set_defaults(func=_discovery)
+
+    p = sub.add_parser("check", help="connect to the broker once with the configured TLS and credentials")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    add_config_arg(p)
+    p.set_defaults(func=_check)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.mqtt.outbox import open_outbox
+
+    config = load_config(args.config)
+    with open_outbox(config) as outbox:
+        stats = outbox.stats()
+        drops = outbox.drops()
+        oldest = outbox.pending(limit=1)
+    report = {
+        "path": str(outbox.path),
+        "waiting": stats.waiting,
+        "dropped": stats.dropped,
+        "dropped_by": {f"{reason}:{kind}": n for (reason, kind), n in sorted(drops.items())},
+        "last_seq": stats.last_seq,
+        "oldest_waiting_seq": oldest[0].seq if oldest else None,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _discovery(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.mqtt.discovery import DeviceInfo, discovery_payloads
+    from edge.mqtt.topics import topics_for
+
+    config = load_config(args.config)
+    info = DeviceInfo(topics_for(config), config.device.name, __version__, config.mqtt.snapshot)
+    for topic, payload in discovery_payloads(info):
+        print(topic)
+        print(json.dumps(json.loads(payload), indent=2, sort_keys=True) if payload else "(empty: removes the entity)")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.mqtt.client import Link
+    from edge.mqtt.service import link_settings
+
+    config = load_config(args.config)
+    connected = threading.Event()
+    link = Link(link_settings(config), on_connected=connected.set)
+    link.start()
+    try:
+        ok = connected.wait(args.timeout)
+    finally:
+        link.stop()
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    if ok:
+        print(f"connected to {where}")
+        return 0
+    print(f"could not connect to {where}: {link.last_error or 'no answer'}", file=sys.stderr)
+    return 1
