@@ -146,6 +146,12 @@ class App:
 
     def _build_features(self) -> None:
         """Feature packages (MQTT, vision, recording) add their components and consumers here."""
+        # First: the durable MQTT outbox becomes the bus's journal (seq shared with CLI processes), and the
+        # publisher starts before and stops after everything that emits events.
+        from edge.mqtt.service import build as build_mqtt
+
+        self.mqtt = build_mqtt(self.config, self.bus, self.clock, self.state)
+        self.components.append(self.mqtt)
         if self.config.faces.enabled:
             from edge.vision.pipeline import attach as attach_faces
 
