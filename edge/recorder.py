@@ -103,6 +103,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._idle_lock = threading.Lock()
 
         self._encoder: FrameEncoder | None = None
         self._mask: np.ndarray | None = None
@@ -136,18 +137,20 @@ class Recorder:
         """Called on the camera thread for every frame; never blocks."""
         if frame.camera != self.camera:
             return
-        self._idle.clear()
-        try:
-            if not self._frames.put(frame):
-                self.stats.dropped += 1
-        except Closed:
-            return
+        with self._idle_lock:
+            self._idle.clear()
+            try:
+                if not self._frames.put(frame):
+                    self.stats.dropped += 1
+            except Closed:
+                return
 
     def on_event(self, event: Event) -> None:
         """A bus sink: only this camera's trigger events (and motion_end) matter."""
         if event.camera == self.camera and (event.type in self._triggers or event.type == "motion_end"):
-            self._idle.clear()
-            self._events.append(event)
+            with self._idle_lock:
+                self._idle.clear()
+                self._events.append(event)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once every queued frame and event has been handled (for tests and benchmarks)."""
@@ -177,8 +180,9 @@ class Recorder:
                     self._maybe_check_disk()
             except Exception:
                 log.exception("recorder %s failed on a frame; continuing", self.camera)
-            if frame is None or (len(self._frames) == 0 and not self._events):
-                self._idle.set()
+            with self._idle_lock:  # atomic with on_frame's clear-and-put: idle never hides a queued frame
+                if len(self._frames) == 0 and not self._events:
+                    self._idle.set()
         while self._events:
             self.handle_event(self._events.popleft())
         self._idle.set()
