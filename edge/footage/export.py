@@ -302,17 +302,19 @@ def verify_bundle(data: bytes, identity: PrivateKey | None = None, device_key_b6
         problems.append("manifest signature does not verify")
     if members[MANIFEST] != bytes(rfc8785.dumps(manifest)):
         problems.append("manifest is not in canonical form")
-    listed = {f.get("path"): f for f in manifest.get("files", []) if isinstance(f, dict)}
-    for name in sorted(set(members) - {MANIFEST, SIGNATURE} - set(listed)):
-        problems.append(f"{name}: in the bundle but not in the manifest")
+    listed: dict[str, Any] = {
+        str(f.get("path")): f for f in manifest.get("files", []) if isinstance(f, dict)
+    }
+    for extra in sorted(set(members) - {MANIFEST, SIGNATURE} - set(listed)):
+        problems.append(f"{extra}: in the bundle but not in the manifest")
     segments = manifest.get("decision", {}).get("clips", [])
     allowed = set(manifest.get("decision", {}).get("data", []))
     for name, entry in listed.items():
-        body = members.get(name)
-        if body is None:
+        content = members.get(name)
+        if content is None:
             problems.append(f"{name}: listed but missing")
             continue
-        if hashlib.sha256(body).hexdigest() != entry.get("sha256") or len(body) != entry.get("size"):
+        if hashlib.sha256(content).hexdigest() != entry.get("sha256") or len(content) != entry.get("size"):
             problems.append(f"{name}: sha256 or size does not match the manifest")
         if entry.get("kind") not in allowed or entry.get("kind") == "face_data":
             problems.append(f"{name}: kind {entry.get('kind')!r} was not released")

@@ -82,7 +82,7 @@ class Policy:
 
     @property
     def hash(self) -> str:
-        body = {"footage_requests": self.rules.model_dump(mode="json"), "cameras": sorted(self.cameras)}
+        body: dict[str, Any] = {"footage_requests": self.rules.model_dump(mode="json"), "cameras": sorted(self.cameras)}
         return hashlib.sha256(bytes(rfc8785.dumps(body))).hexdigest()
 
 
@@ -284,7 +284,8 @@ def decide(
     auth = _authenticate(doc, signed, policy)
     if auth:
         return _deny(request_id, policy, auth)
-    court_ok, court_why = (False, "")
+    court_ok: bool | None = False
+    court_why = ""
     if doc.legal_basis in COURT_BASES:
         court_ok, court_why = court_verified(doc, signed, policy)
         if court_ok is None:
