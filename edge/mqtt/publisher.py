@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -87,6 +88,7 @@ class Publisher:
         self._sent_upto = 0
         self._next_state = 0.0
         self._next_prune = 0.0
+        self._fed: OrderedDict[str, None] = OrderedDict()
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0}
         outbox.add_listener(self._poke)
@@ -100,8 +102,17 @@ class Publisher:
         self._thread.start()
         self.link.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop sending; say `offline` (retained) if connected; close the connection. Unacked events stay queued."""
+    def stop(self, timeout: float = 5.0, drain_s: float = 1.0) -> None:
+        """Give the backlog up to `drain_s` to go out, then stop sending, say `offline` (retained) if connected and
+        close the connection. Whatever is still unacknowledged stays in the outbox for the next start."""
+        deadline = self._clock.monotonic() + drain_s
+        while self.link.connected and self._clock.monotonic() < deadline:
+            try:
+                if self.outbox.stats().waiting == 0:
+                    break
+            except StorageError:
+                break
+            self._pause(0.02)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -272,9 +283,14 @@ class Publisher:
                 self._sent_upto = row.seq
                 self.counters["sent"] += 1
                 stateful = stateful or row.type in STATEFUL_TYPES
-                if row.type in ("ring", "face") and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S:
+                if (row.type in ("ring", "face") and row.id not in self._fed
+                        and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S):
                     feed = doorbell_payload(json.loads(row.payload))
                     if feed is not None:
+                        # A re-sent ring must not ring Home Assistant's phones twice.
+                        self._fed[row.id] = None
+                        while len(self._fed) > 256:
+                            self._fed.popitem(last=False)
                         self.link.publish(self.topics.doorbell, encode(feed), qos=1, retain=False)
         return stateful
 
