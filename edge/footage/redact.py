@@ -17,7 +17,8 @@ Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 FindFaces = Callable[[Image], Sequence[Box]]
 
 MARGIN = 0.25  # grow each box so hair, ears and chin go too
-BLOCKS = 6  # a face becomes at most 6x6 flat tiles: nothing left to recognise
+BLOCKS = 3  # a face becomes at most 3x3 flat tiles: nothing left to detect or recognise
+REDACT_SCORE = 0.3  # below the recognition pipeline's detector score: redaction favours recall
 
 
 def blur_boxes(image: Image, boxes: Sequence[Box]) -> Image:
@@ -40,27 +41,22 @@ def blur_boxes(image: Image, boxes: Sequence[Box]) -> Image:
     return out
 
 
-def default_find_faces() -> FindFaces:
-    """The vision package's detector as a find_faces callable; ModelError when it cannot run (exports then
-    refuse to go ahead rather than ship unblurred faces)."""
+def default_find_faces(score_threshold: float = REDACT_SCORE) -> FindFaces:
+    """The vision package's shipped detector as a find_faces callable, tuned for recall (a blurred patch of
+    wall costs nothing; a missed face costs privacy). ModelError when it cannot run: exports then refuse to
+    go ahead rather than ship unblurred faces."""
     try:
-        from edge.vision import detector as vision_detector
         from edge.vision import runtime
+        from edge.vision.detector import FaceDetector
+        from edge.vision.engine import FILES
     except ImportError as exc:  # pragma: no cover - the vision package ships with the project
         raise ModelError(f"face detector unavailable: {exc}") from exc
-    factory = getattr(vision_detector, "load_detector", None) or getattr(vision_detector, "default_detector", None)
-    if factory is not None:
-        found = factory()
-    else:
-        name = getattr(vision_detector, "MODEL_NAME", None) or getattr(vision_detector, "MODEL", None)
-        if not name:
-            raise ModelError("face detector unavailable: edge.vision.detector names no model to load")
-        found = vision_detector.FaceDetector(runtime.load(name))
+    detector = FaceDetector(runtime.load(FILES["int8"]["detector"], 1), score_threshold=score_threshold)
 
     def find_faces(image: Image) -> list[Box]:
         return [
             (int(np.floor(d.x0)), int(np.floor(d.y0)), int(np.ceil(d.width)), int(np.ceil(d.height)))
-            for d in found.detect(image)
+            for d in detector.detect(image)
         ]
 
     return find_faces
