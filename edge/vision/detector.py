@@ -57,7 +57,10 @@ def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], 
     h, w = image_bgr.shape[:2]
     scale = INPUT / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    src = image_bgr
+    while src.shape[1] * 0.5 >= nw and src.shape[0] * 0.5 >= nh:
+        src = cv2.pyrDown(src)  # anti-aliased halving; INTER_AREA costs ~1 ms on a 640x480 frame
+    small = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
     px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
     canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
     canvas[py : py + nh, px : px + nw] = small

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Face pipeline benchmark: detector, embedder (alignment included) and end-to-end ms, fps, peak RSS,
+int8 vs float at 1 and 2 threads, and the delay until an enrolled visitor is named.
+
+    python bench/vision.py [--json] [--data ../shared/data] [--repeat 30]
+
+Frames are 640x480 crops of the one-face photos in ../shared/data/gallery.  face_recognition (dlib)
+runs on the same frames only when that optional package is importable.  Prints median and p90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.clock import FakeClock  # noqa: E402
+from edge.config import FacesConfig  # noqa: E402
+from edge.types import Frame  # noqa: E402
+from edge.vision import recognise as R  # noqa: E402
+from edge.vision.engine import FaceEngine  # noqa: E402
+from edge.vision.gallery import Gallery  # noqa: E402
+from edge.vision.pipeline import FacePipeline  # noqa: E402
+
+EX = Path("gallery") / "face_recognition" / "examples"
+ONE_FACE = ["obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg", "biden.jpg", "alex-lacamoire.png",
+            "lin-manuel-miranda.png", "knn_examples/test/obama1.jpg", "knn_examples/train/rose_leslie/img1.jpg",
+            "knn_examples/train/kit_harington/john1.jpeg", "knn_examples/test/alex_lacamoire1.jpg"]
+
+
+def to_640x480(img: np.ndarray, face_frac: float = 0.0) -> np.ndarray:
+    """Cover 640x480 with the photo (scaled, centre-cropped), like a doorbell's main stream."""
+    h, w = img.shape[:2]
+    s = max(640 / w, 480 / h)
+    r = cv2.resize(img, (max(640, round(w * s)), max(480, round(h * s))), interpolation=cv2.INTER_AREA)
+    y, x = (r.shape[0] - 480) // 2, (r.shape[1] - 640) // 2
+    return np.ascontiguousarray(r[y : y + 480, x : x + 640])
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"median": round(float(np.median(a)), 3), "p90": round(float(np.percentile(a, 90)), 3)}
+
+
+def time_engine(engine: FaceEngine, frames: list[np.ndarray], repeat: int) -> dict[str, object]:
+    det_ms, emb_ms, e2e_ms = [], [], []
+    templates = {"x": np.zeros((1, 128), np.float32)}
+    th = R.Thresholds()
+    for img in frames[:3]:  # warm up
+        for d in engine.detect(img)[:1]:
+            engine.embed_face(img, d)
+    for _ in range(repeat):
+        for img in frames:
+            t0 = time.perf_counter()
+            dets = engine.detect(img)
+            t1 = time.perf_counter()
+            det = max(dets, key=lambda d: d.width)
+            emb = engine.embedder.embed(engine.aligner.chip(img, det))
+            R.match(emb, templates, th)
+            t2 = time.perf_counter()
+            det_ms.append(1000 * (t1 - t0))
+            emb_ms.append(1000 * (t2 - t1))
+            e2e_ms.append(1000 * (t2 - t0))
+    e2e = stats(e2e_ms)
+    d = engine.detector.model.delegation()
+    e = engine.embedder.model.delegation()
+    return {"detector_ms": stats(det_ms), "embedder_ms_per_face": stats(emb_ms), "end_to_end_ms": e2e,
+            "fps": round(1000 / e2e["median"], 1),
+            "xnnpack_partitions": {"detector": d.partitions, "embedder": e.partitions}}
+
+
+def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, object]:
+    """Simulated camera at `fps`: blank frames, then an enrolled face; frames are processed as they arrive
+    (a frame waits while the previous one is still being processed).  Delay = face event time minus the
+    capture time of the first frame showing the face; the vote (vote_min agreeing frames) is included."""
+    delays = []
+    with tempfile.TemporaryDirectory() as tmp:
+        g = Gallery(Path(tmp))
+        photos, embs = [], []
+        for p in sorted((data / EX / "knn_examples" / "train" / "obama").glob("*.jpg")):
+            img = cv2.imread(str(p))
+            det = max(engine.detect(img), key=lambda d: d.width)
+            photos.append((".jpg", p.read_bytes()))
+            embs.append(engine.embed_face(img, det))
+        g.enroll("Obama", photos, np.stack(embs), "bench", date(2026, 1, 1), engine.embedder_file)
+        probes = [to_640x480(cv2.imread(str(data / EX / n))) for n in
+                  ("obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg", "knn_examples/test/obama1.jpg",
+                   "obama-1080p.jpg")]
+        blank = np.full((480, 640, 3), 90, np.uint8)
+        for rep in range(4):
+            for probe in probes:
+                clock = FakeClock()
+                pipe = FacePipeline("bench", FacesConfig(), engine, g, clock)
+                pipe.refresh_gallery(0.0, force=True)
+                busy_until = 0.0
+                first_face_t = None
+                named_at = None
+                for i in range(40):
+                    t_cap = i / fps
+                    img = blank if i < 3 else probe
+                    if i >= 3 and first_face_t is None:
+                        first_face_t = t_cap
+                    start = max(t_cap, busy_until)
+                    t0 = time.perf_counter()
+                    evs = pipe.process(Frame("bench", i, clock.now(), t_cap, img))
+                    busy_until = start + (time.perf_counter() - t0)
+                    if any(e.type == "face" and e.fields.get("person") == "Obama" for e in evs):
+                        named_at = busy_until
+                        break
+                if named_at is not None and first_face_t is not None:
+                    delays.append(1000 * (named_at - first_face_t))
+    return {"camera_fps": fps, "runs": len(delays), "named": len(delays), "delay_ms": stats(delays) if delays else None}
+
+
+def daemon_rss(seconds: float = 8.0) -> dict[str, object]:
+    """Peak RSS of the real daemon (`doorbell-edge run`, demo camera, int8 faces, no broker)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "c.yaml"
+        cfg.write_text("mqtt:\n  enabled: false\nrecording:\n  enabled: false\noutput:\n  stdout_events: false\n")
+        env = {"DOORBELL_EDGE_STATE_DIR": str(Path(tmp) / "state"), "PATH": "/usr/bin:/bin"}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--for", str(seconds)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"exit": proc.returncode, "seconds": seconds, "peak_rss_mb": round(max(peak, before) / 1024, 1)}
+
+
+def pipeline_rss(data: Path) -> float:
+    """Peak RSS (MB) of this benchmark process after the int8 engine ran: models + one frame pipeline."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def face_recognition_side_by_side(frames: list[np.ndarray], repeat: int) -> dict[str, object] | None:
+    try:
+        import face_recognition  # type: ignore[import-not-found]
+    except Exception:
+        return None
+    ms = []
+    for _ in range(max(1, repeat // 10)):
+        for img in frames:
+            rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            t0 = time.perf_counter()
+            locs = face_recognition.face_locations(rgb)
+            face_recognition.face_encodings(rgb, locs[:1])
+            ms.append(1000 * (time.perf_counter() - t0))
+    return {"end_to_end_ms": stats(ms)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-daemon", action="store_true", help="skip the daemon RSS run")
+    args = ap.parse_args(argv)
+    frames = [to_640x480(cv2.imread(str(args.data / EX / n))) for n in ONE_FACE]
+    frames = [f for f in frames if len(FaceEngine.load("float", 1).detect(f)) >= 1]
+    out: dict[str, object] = {"frames": len(frames), "frame_size": "640x480", "runs": {}}
+    runs: dict[str, object] = {}
+    for model in ("int8", "float"):
+        for threads in (1, 2):
+            runs[f"{model}/{threads}t"] = time_engine(FaceEngine.load(model, threads), frames, args.repeat)
+    out["runs"] = runs
+    engine = FaceEngine.load("int8", 2)
+    out["name_delay"] = name_delay(engine, args.data)
+    out["bench_process_peak_rss_mb"] = pipeline_rss(args.data)
+    if not args.no_daemon:
+        out["daemon"] = daemon_rss()
+    fr = face_recognition_side_by_side(frames, args.repeat)
+    if fr is not None:
+        ours = runs["int8/2t"]["end_to_end_ms"]["median"]  # type: ignore[index]
+        fr["ratio_vs_int8_2t"] = round(fr["end_to_end_ms"]["median"] / ours, 1)  # type: ignore[index]
+    out["face_recognition"] = fr if fr is not None else "not installed (optional)"
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{len(frames)} one-face frames, 640x480; ms as median / p90")
+    print(f"{'run':10} {'detector':>15} {'embed/face':>15} {'end-to-end':>15} {'fps':>7}  partitions")
+    for name, r in runs.items():
+        r = dict(r)  # type: ignore[arg-type]
+        f = lambda k: f"{r[k]['median']:.2f} / {r[k]['p90']:.2f}"  # noqa: E731
+        print(f"{name:10} {f('detector_ms'):>15} {f('embedder_ms_per_face'):>15} {f('end_to_end_ms'):>15} "
+              f"{r['fps']:>7}  {r['xnnpack_partitions']}")
+    nd = out["name_delay"]
+    print(f"name delay (int8, 2 threads, camera 10 fps, vote included): {nd}")
+    print(f"peak RSS of this benchmark process: {out['bench_process_peak_rss_mb']} MB")
+    if "daemon" in out:
+        print(f"peak RSS of the daemon (demo camera, int8 faces, 8 s): {out['daemon']}")
+    print(f"face_recognition: {out['face_recognition']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
