@@ -6,6 +6,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = {"mqttv5": paho.MQTTv5, "mqttv311": paho.MQTTv311}
 CONNACK_TIMEOUT_S = 10.0
+STABLE_S = 10.0  # a session this long resets the back-off
 INFLIGHT = 20  # QoS 1 messages paho keeps in flight; more wait in paho's queue, in order
 # CONNACK codes that mean "your credentials are wrong": 3.1.1 (4, 5) and 5.0 (134, 135).
 AUTH_FAILURES = {4, 5, 134, 135}
@@ -179,7 +181,7 @@ class Link:
             if self._stop.is_set():
                 break
             if healthy:
-                delay = None  # a connection that worked starts the back-off afresh
+                delay = None  # a connection that lasted starts the back-off afresh
             delay = next_delay(delay, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
             wait = jittered(delay, self._rng(), self.settings.reconnect_max_s)
             log.warning("MQTT: reconnecting to %s:%s in %.2fs (attempt %d)", self.settings.host,
@@ -187,7 +189,11 @@ class Link:
             self._stop.wait(wait)
 
     def _attempt(self) -> bool:
-        """One connection attempt and, if it works, the session; True if the broker accepted us."""
+        """One connection attempt and, if it works, the session; True if the session lasted STABLE_S or more.
+
+        A broker that accepts and then drops us at once (an ACL refusing our topics, a duplicate client id) keeps
+        backing off instead of being hammered every reconnect_min_s.
+        """
         s = self.settings
         where = f"{s.host}:{s.port}"
         try:
@@ -220,6 +226,7 @@ class Link:
         self._got_connack = False
         accepted = False
         waited = 0.0
+        since = time.monotonic()
         try:
             while not self._stop.is_set():
                 rc = client.loop(timeout=0.1)
@@ -227,6 +234,7 @@ class Link:
                     break
                 if self._got_connack and not accepted:
                     accepted = True
+                    since = time.monotonic()
                     self.connections += 1
                     self.last_error = None
                     with self._lock:
@@ -238,7 +246,14 @@ class Link:
                     self._on_connected()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     if accepted:
-                        self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({paho.error_string(rc)})",
+                        lasted = time.monotonic() - since
+                        hint = ""
+                        if lasted < STABLE_S:
+                            hint = (f"; the broker closed it {lasted:.1f}s after accepting us: check that its ACL "
+                                    f"lets {s.username or 'this client'} publish to {s.will_topic.rsplit('/', 1)[0]}/# "
+                                    "and the discovery prefix, and that no other client uses "
+                                    f"client id {s.client_id!r}")
+                        self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({paho.error_string(rc)}){hint}",
                                    level=logging.WARNING)
                     elif self._refused is None:
                         self._fail(f"MQTT: broker {s.host}:{s.port} closed the connection before accepting it "
@@ -259,7 +274,7 @@ class Link:
             client.disconnect()
             if accepted:
                 self._on_disconnected()
-        return accepted
+        return accepted and time.monotonic() - since >= STABLE_S
 
     def _fail(self, message: str, level: int = logging.ERROR) -> None:
         self.last_error = message
@@ -277,7 +292,8 @@ class Link:
             clean_session=True if protocol == paho.MQTTv311 else None,
             reconnect_on_failure=False,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        if log.isEnabledFor(logging.DEBUG):  # paho logs an ordinary lost connection at ERROR; ours says it better
+            client.enable_logger(logging.getLogger(f"{__name__}.paho"))
         client.max_inflight_messages_set(self._inflight)
         client.max_queued_messages_set(0)
         client.will_set(s.will_topic, s.will_payload, qos=1, retain=True)

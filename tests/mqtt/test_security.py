@@ -167,3 +167,28 @@ def test_password_from_systemd_credential(tmp_path: Path) -> None:
     missing = make_config(tmp_path / "state", 1883, username="bell", password_file=str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match=r"mqtt.password_file .*nope: cannot read"):
         read_password(missing)
+
+
+def test_broker_acl_refusing_our_topics_keeps_events_and_backs_off(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write doorbell-edge/testbell/availability\n")
+    broker = Broker(tmp_path / "broker", extra=f"acl_file {acl}").start()
+    try:
+        config = make_config(tmp_path / "state", broker.port, reconnect_min_s=0.05, reconnect_max_s=0.4)
+        bus = EventBus()
+        caplog.set_level(logging.WARNING, logger="edge.mqtt")
+        service = build(config, bus, SystemClock(), dict)
+        service.start()
+        try:
+            ring(bus)
+            assert service.publisher is not None
+            wait_until(lambda: service.publisher.link.attempts >= 4, what="reconnections")
+            assert service.journal.stats().waiting == 1  # never acknowledged, never removed
+            assert "check that its ACL lets this client publish to doorbell-edge/testbell/#" in caplog.text
+            delays = [float(m) for m in re.findall(r"reconnecting to [^ ]+ in ([0-9.]+)s", caplog.text)]
+            assert delays[2] > delays[0], delays  # short sessions do not reset the back-off
+        finally:
+            service.stop()
+    finally:
+        broker.stop()
