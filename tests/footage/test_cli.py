@@ -1,0 +1,141 @@
+"""The command line end to end: submit, replay, list, show, approve (narrowing), deny, export, report, keygen,
+exports verify and audit verify, with real files and a real state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge.cli import main
+from edge.clipstore import ClipStore, write_test_clip
+from edge.clock import FakeClock
+from edge.footage import cli as footage_cli
+from edge.footage.service import FootageDesk
+
+from .factory import NOW, document, rules, signed
+from .test_export_e2e import FPS, WIN_START, find_faces, frames
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    state = tmp_path / "state"
+    clock = FakeClock(NOW)
+    store = ClipStore(state, clock)
+    a = write_test_clip(store, "front_door", WIN_START + timedelta(seconds=10), frames(4, 1), FPS)
+    b = write_test_clip(store, "front_door", WIN_START + timedelta(seconds=20), frames(4, 2), FPS)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
+                                   "storage": {"state_dir": str(state)}, "footage_requests": rules()}))
+
+    # The CLI judges with the real clock; pin it (and the test detector) for the fixed test documents.
+    real = FootageDesk.__init__
+
+    def pinned(self: FootageDesk, config: Any, clock_: Any = None, **kw: Any) -> None:
+        kw.setdefault("find_faces", find_faces)
+        real(self, config, clock, **kw)
+
+    monkeypatch.setattr(FootageDesk, "__init__", pinned)
+    warrant = tmp_path / "warrant.json"
+    warrant.write_bytes(signed(document("warrant")))
+    return {"cfg": str(cfg), "state": state, "clips": (a, b), "warrant": warrant, "tmp": tmp_path}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_owner_flow(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = setup["cfg"]
+    code, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
+    assert code == 0
+    submitted = json.loads(out)
+    request = submitted["id"]
+    assert submitted["decision"] == "owner_review" and len(submitted["clips"]) == 2
+
+    code, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
+    assert json.loads(out)["reasons"][0]["code"] == "REPLAY"
+
+    code, out, _ = run(capsys, "requests", "list", "--config", cfg)
+    assert code == 0 and request in out and "REPLAY" in out
+
+    a, _ = setup["clips"]
+    code, _, err = run(capsys, "requests", "approve", request, "--clips", "nope", "--config", cfg)
+    assert code == 1 and "never widen" in err
+    code, out, _ = run(capsys, "requests", "approve", request, "--clips", a.id, "--config", cfg, "--json")
+    assert code == 0 and [c["clip"] for c in json.loads(out)["clips"]] == [a.id]
+
+    code, out, _ = run(capsys, "requests", "export", request, "--config", cfg, "--json")
+    assert code == 0
+    exported = json.loads(out)
+    assert [f["clip"] for f in exported["files"]] == [a.id]
+
+    identity = setup["tmp"] / "agency.key"
+    import base64
+
+    from .factory import AGENCY_BOX  # the configured agency's encryption key pair
+
+    identity.write_text(base64.b64encode(bytes(AGENCY_BOX)).decode())
+    code, out, _ = run(capsys, "exports", "verify", exported["path"], "--identity", str(identity),
+                       "--extract", str(setup["tmp"] / "x"))
+    assert code == 0 and "OK" in out
+    assert (setup["tmp"] / "x" / "manifest.json").exists()
+    code, _, err = run(capsys, "exports", "verify", exported["path"])
+    assert code == 1 and "--identity" in err
+
+    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg)
+    shown = json.loads(out)
+    assert shown["now"]["reasons"][-1]["code"] == "APPROVAL_USED" and len(shown["exports"]) == 1
+
+    code, out, _ = run(capsys, "requests", "report", "--config", cfg, "--json")
+    report = json.loads(out)
+    assert report["requests"] == 2 and report["by_basis"] == {"warrant": 2} and report["exports"] == 1
+    code, out, _ = run(capsys, "requests", "report", "--config", cfg, "--since", "2030-01-01T00:00:00Z")
+    assert "Footage requests since 2030-01-01T00:00:00.000Z: 0" in out
+
+    code, out, _ = run(capsys, "audit", "verify", "--config", cfg)
+    assert code == 0 and "chain intact" in out
+
+
+def test_deny_and_errors(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = setup["cfg"]
+    _, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
+    request = json.loads(out)["id"]
+    code, out, _ = run(capsys, "requests", "deny", request, "--reason", "ask me again with a court signature",
+                       "--config", cfg, "--json")
+    assert code == 0 and json.loads(out)["decision"] == "deny"
+    code, _, err = run(capsys, "requests", "export", request, "--config", cfg)
+    assert code == 1 and "OWNER_DENIED" in err
+    code, _, err = run(capsys, "requests", "show", "fr-missing", "--config", cfg)
+    assert code == 1 and "no footage request" in err
+    code, _, err = run(capsys, "requests", "submit", str(setup["tmp"] / "absent.json"), "--config", cfg)
+    assert code == 1 and "cannot read request document" in err
+    code, _, err = run(capsys, "requests", "evaluate", str(setup["warrant"]), "--config", cfg, "--now", "soon")
+    assert code == 1 and "--now" in err
+    kinds = [json.loads(line)["kind"] for line in (setup["state"] / "audit" / "footage.jsonl").read_text().splitlines()]
+    assert kinds == ["intake", "decision", "owner_deny"]
+
+
+def test_non_owner_cannot_decide(setup: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = setup["cfg"]
+    _, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
+    request = json.loads(out)["id"]
+    monkeypatch.setattr(footage_cli.os, "geteuid", lambda: os.stat(setup["state"]).st_uid + 4242)
+    code, _, err = run(capsys, "requests", "approve", request, "--config", cfg)
+    assert code == 1 and "only the owner" in err
+
+
+def test_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "id.key"
+    code, out, _ = run(capsys, "exports", "keygen", str(path))
+    assert code == 0 and len(out.strip()) == 44 and path.stat().st_mode & 0o777 == 0o600
+    code, _, err = run(capsys, "exports", "keygen", str(path))
+    assert code == 1 and "not overwriting" in err
