@@ -120,3 +120,29 @@ def test_cli_process_events_are_published(tmp_path: Path, broker, subscribe) -> 
         service.stop()
     with Outbox(tmp_path / "state" / "mqtt-outbox.sqlite3") as outbox:
         assert outbox.stats().waiting == 0
+
+
+def test_discovery_on_the_broker_equals_the_golden_files(tmp_path: Path, broker, subscribe) -> None:
+    from edge import __version__
+    from edge.config import Config
+
+    golden_dir = Path(__file__).resolve().parents[1] / "golden" / "discovery"
+    config = Config.model_validate({"device": {"id": "frontdoor", "name": "Front door"},
+                                    "storage": {"state_dir": str(tmp_path / "state")},
+                                    "mqtt": {"host": "127.0.0.1", "port": broker.port}})
+    service = build(config, EventBus(), SystemClock(), dict)
+    service.start()
+    try:
+        sub = subscribe(["homeassistant/+/frontdoor/+/config"])  # live or retained copies
+        wait_until(lambda: len({t for t, p, _ in sub.messages if p}) == 9, what="retained discovery")
+        received = {t: json.loads(p) for t, p, _ in sub.messages if p}
+        for golden in golden_dir.glob("*.json"):
+            component, object_id = golden.stem.split(".")
+            topic = f"homeassistant/{component}/frontdoor/{object_id}/config"
+            if component == "image":
+                assert topic not in received  # snapshots are off by default
+                continue
+            expected = json.loads(golden.read_text().replace('"1.0.0"', json.dumps(__version__)))
+            assert received[topic] == expected, topic
+    finally:
+        service.stop()
