@@ -70,8 +70,8 @@ class Subscriber:
         return [json.loads(p) for p in self.on(topic) if p]
 
     def close(self) -> None:
+        self.client.disconnect()  # wakes the network loop, so loop_stop() joins at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
