@@ -35,9 +35,18 @@ from edge.vision.gallery import Gallery  # noqa: E402
 from edge.vision.pipeline import FacePipeline  # noqa: E402
 
 EX = Path("gallery") / "face_recognition" / "examples"
-ONE_FACE = ["obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg", "biden.jpg", "alex-lacamoire.png",
-            "lin-manuel-miranda.png", "knn_examples/test/obama1.jpg", "knn_examples/train/rose_leslie/img1.jpg",
-            "knn_examples/train/kit_harington/john1.jpeg", "knn_examples/test/alex_lacamoire1.jpg"]
+ONE_FACE = [
+    "obama-480p.jpg",
+    "obama-720p.jpg",
+    "obama_small.jpg",
+    "biden.jpg",
+    "alex-lacamoire.png",
+    "lin-manuel-miranda.png",
+    "knn_examples/test/obama1.jpg",
+    "knn_examples/train/rose_leslie/img1.jpg",
+    "knn_examples/train/kit_harington/john1.jpeg",
+    "knn_examples/test/alex_lacamoire1.jpg",
+]
 
 
 def to_640x480(img: np.ndarray, face_frac: float = 0.0) -> np.ndarray:
@@ -76,9 +85,13 @@ def time_engine(engine: FaceEngine, frames: list[np.ndarray], repeat: int) -> di
     e2e = stats(e2e_ms)
     d = engine.detector.model.delegation()
     e = engine.embedder.model.delegation()
-    return {"detector_ms": stats(det_ms), "embedder_ms_per_face": stats(emb_ms), "end_to_end_ms": e2e,
-            "fps": round(1000 / e2e["median"], 1),
-            "xnnpack_partitions": {"detector": d.partitions, "embedder": e.partitions}}
+    return {
+        "detector_ms": stats(det_ms),
+        "embedder_ms_per_face": stats(emb_ms),
+        "end_to_end_ms": e2e,
+        "fps": round(1000 / e2e["median"], 1),
+        "xnnpack_partitions": {"detector": d.partitions, "embedder": e.partitions},
+    }
 
 
 def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, object]:
@@ -95,11 +108,18 @@ def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, o
             photos.append((".jpg", p.read_bytes()))
             embs.append(engine.embed_face(img, det))
         g.enroll("Obama", photos, np.stack(embs), "bench", date(2026, 1, 1), engine.embedder_file)
-        probes = [to_640x480(cv2.imread(str(data / EX / n))) for n in
-                  ("obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg", "knn_examples/test/obama1.jpg",
-                   "obama-1080p.jpg")]
+        probes = [
+            to_640x480(cv2.imread(str(data / EX / n)))
+            for n in (
+                "obama-480p.jpg",
+                "obama-720p.jpg",
+                "obama_small.jpg",
+                "knn_examples/test/obama1.jpg",
+                "obama-1080p.jpg",
+            )
+        ]
         blank = np.full((480, 640, 3), 90, np.uint8)
-        for rep in range(4):
+        for _rep in range(4):
             for probe in probes:
                 clock = FakeClock()
                 pipe = FacePipeline("bench", FacesConfig(), engine, g, clock)
@@ -131,8 +151,14 @@ def daemon_rss(seconds: float = 8.0) -> dict[str, object]:
         cfg.write_text("mqtt:\n  enabled: false\nrecording:\n  enabled: false\noutput:\n  stdout_events: false\n")
         env = {"DOORBELL_EDGE_STATE_DIR": str(Path(tmp) / "state"), "PATH": "/usr/bin:/bin"}
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--for", str(seconds)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--for", str(seconds)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"exit": proc.returncode, "seconds": seconds, "peak_rss_mb": round(max(peak, before) / 1024, 1)}
 
@@ -190,9 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run':10} {'detector':>15} {'embed/face':>15} {'end-to-end':>15} {'fps':>7}  partitions")
     for name, r in runs.items():
         r = dict(r)  # type: ignore[arg-type]
-        f = lambda k: f"{r[k]['median']:.2f} / {r[k]['p90']:.2f}"  # noqa: E731
-        print(f"{name:10} {f('detector_ms'):>15} {f('embedder_ms_per_face'):>15} {f('end_to_end_ms'):>15} "
-              f"{r['fps']:>7}  {r['xnnpack_partitions']}")
+
+        def f(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
+            return f"{r[k]['median']:.2f} / {r[k]['p90']:.2f}"
+
+        print(
+            f"{name:10} {f('detector_ms'):>15} {f('embedder_ms_per_face'):>15} {f('end_to_end_ms'):>15} "
+            f"{r['fps']:>7}  {r['xnnpack_partitions']}"
+        )
     nd = out["name_delay"]
     print(f"name delay (int8, 2 threads, camera 10 fps, vote included): {nd}")
     print(f"peak RSS of this benchmark process: {out['bench_process_peak_rss_mb']} MB")

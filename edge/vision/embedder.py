@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +21,7 @@ class Embedder:
         self.model = model
         self._lut = model.pixel_lut(1.0, 0.0)
 
-    def embed(self, chip_rgb: npt.NDArray[np.uint8]) -> F32:
+    def embed(self, chip_rgb: npt.NDArray[Any]) -> F32:
         (out,) = self.model.run(cv2.LUT(chip_rgb, self._lut)[None])
         return out[0].astype(np.float32)
 

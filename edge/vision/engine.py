@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +32,9 @@ class FaceEngine:
     embedder_file: str
 
     @classmethod
-    def load(cls, model: Precision = "int8", threads: int = 2, detector_score: float = 0.5,
-             models_dir: Path | None = None) -> FaceEngine:
+    def load(
+        cls, model: Precision = "int8", threads: int = 2, detector_score: float = 0.5, models_dir: Path | None = None
+    ) -> FaceEngine:
         d = models_dir or runtime.MODELS_DIR
         files = FILES[model]
         return cls(
@@ -44,11 +45,11 @@ class FaceEngine:
             embedder_file=files["embedder"],
         )
 
-    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+    def detect(self, image_bgr: npt.NDArray[Any]) -> list[Detection]:
         return self.detector.detect(image_bgr)
 
-    def chip(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.uint8]:
+    def chip(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[Any]:
         return self.aligner.chip(image_bgr, det)
 
-    def embed_face(self, image_bgr: npt.NDArray[np.uint8], det: Detection) -> npt.NDArray[np.float32]:
+    def embed_face(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float32]:
         return self.embedder.embed(self.aligner.chip(image_bgr, det))

@@ -80,8 +80,9 @@ class LfwResult:
         return asdict(self)
 
 
-def nfold(dist: npt.NDArray[np.float64], same: npt.NDArray[np.bool_], fold: npt.NDArray[np.int_],
-          folds: int) -> tuple[list[float], list[float]]:
+def nfold(
+    dist: npt.NDArray[np.float64], same: npt.NDArray[np.bool_], fold: npt.NDArray[np.int_], folds: int
+) -> tuple[list[float], list[float]]:
     accs, ths = [], []
     for k in range(folds):
         test = fold == k
@@ -98,8 +99,13 @@ def pick_central(dets: list[Detection], w: int, h: int) -> Detection | None:
     return min(dets, key=lambda d: ((d.x0 + d.x1) / 2 - w / 2) ** 2 + ((d.y0 + d.y1) / 2 - h / 2) ** 2)
 
 
-def evaluate_lfw(data: Path, detector: FaceDetector, embed_face: Callable[[np.ndarray, Detection], np.ndarray],
-                 limit_pairs: int | None = None, model: str = "") -> LfwResult:
+def evaluate_lfw(
+    data: Path,
+    detector: FaceDetector,
+    embed_face: Callable[[np.ndarray, Detection], np.ndarray],
+    limit_pairs: int | None = None,
+    model: str = "",
+) -> LfwResult:
     """Embed every referenced image once, then n-fold accuracy with thresholds from the other folds.
 
     An image in which the detector finds no face at its normal threshold is retried at a low one
@@ -130,10 +136,16 @@ def evaluate_lfw(data: Path, detector: FaceDetector, embed_face: Callable[[np.nd
     fold = np.searchsorted(used_folds, fold)
     accs, ths = nfold(dist, same, fold, len(used_folds))
     return LfwResult(
-        accuracy_mean=float(np.mean(accs)), accuracy_std=float(np.std(accs)), fold_accuracies=accs,
-        thresholds=ths, tar_at_far_1e3=tar_at_far(dist, same, 1e-3),
-        detector_hit_rate=1.0 - misses / len(names), images=len(names), images_without_detection=misses,
-        pairs=len(pairs), model=model,
+        accuracy_mean=float(np.mean(accs)),
+        accuracy_std=float(np.std(accs)),
+        fold_accuracies=accs,
+        thresholds=ths,
+        tar_at_far_1e3=tar_at_far(dist, same, 1e-3),
+        detector_hit_rate=1.0 - misses / len(names),
+        images=len(names),
+        images_without_detection=misses,
+        pairs=len(pairs),
+        model=model,
     )
 
 
@@ -150,8 +162,17 @@ def _balanced_subset(pairs: list[Pair], folds: int, n: int) -> list[Pair]:
 def _centre_detection(w: int, h: int) -> Detection:
     s = min(w, h) * 0.45
     cx, cy = w / 2, h / 2
-    kps = np.array([[cx - 0.3 * s, cy - 0.15 * s], [cx + 0.3 * s, cy - 0.15 * s], [cx, cy + 0.1 * s],
-                    [cx, cy + 0.35 * s], [cx - 0.6 * s, cy], [cx + 0.6 * s, cy]], np.float32)
+    kps = np.array(
+        [
+            [cx - 0.3 * s, cy - 0.15 * s],
+            [cx + 0.3 * s, cy - 0.15 * s],
+            [cx, cy + 0.1 * s],
+            [cx, cy + 0.35 * s],
+            [cx - 0.6 * s, cy],
+            [cx + 0.6 * s, cy],
+        ],
+        np.float32,
+    )
     return Detection(cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2, 0.0, kps)
 
 
@@ -189,5 +210,6 @@ def evaluate_detect(detector: FaceDetector, faces: Iterable[Path], negatives: It
         n = len(detector.detect(img))
         fps += n
         fp_imgs += n > 0
-    return DetectResult(len(faces), hit, hit / max(1, len(faces)), len(negatives), fps,
-                        100.0 * fps / max(1, len(negatives)), fp_imgs)
+    return DetectResult(
+        len(faces), hit, hit / max(1, len(faces)), len(negatives), fps, 100.0 * fps / max(1, len(negatives)), fp_imgs
+    )

@@ -67,8 +67,16 @@ class Gallery:
     def _dir(self, name: str) -> Path:
         return self.root / _slug(name)
 
-    def enroll(self, name: str, photos: list[tuple[str, bytes]], templates: F32, consent_by: str,
-               consent_date: date, embedder: str, now: datetime | None = None) -> Person:
+    def enroll(
+        self,
+        name: str,
+        photos: list[tuple[str, bytes]],
+        templates: F32,
+        consent_by: str,
+        consent_date: date,
+        embedder: str,
+        now: datetime | None = None,
+    ) -> Person:
         """Store (or replace) a person: consent, the photos (suffix, bytes) and one template per photo."""
         if not consent_by.strip():
             raise StorageError("enrolment needs a recorded consent (--consent-by)")
@@ -84,8 +92,14 @@ class Gallery:
             _write_private(d / "photos" / f"{i:03d}{suffix}", blob)
         buf = _npy_bytes(templates.astype(np.float32))
         _write_private(d / "templates.npy", buf)
-        person = Person(name, consent_by.strip(), consent_date.isoformat(),
-                        (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"), len(photos), embedder)
+        person = Person(
+            name,
+            consent_by.strip(),
+            consent_date.isoformat(),
+            (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            len(photos),
+            embedder,
+        )
         _write_private(d / "person.json", json.dumps(asdict(person), indent=2).encode())
         return person
 

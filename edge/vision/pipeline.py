@@ -8,11 +8,13 @@ embedding or a face crop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,15 +55,28 @@ class _Stranger:
 
 
 def thresholds(cfg: FacesConfig) -> R.Thresholds:
-    return R.Thresholds(recognise=cfg.recognise_distance, unknown=cfg.unknown_distance, min_face_px=cfg.min_face_px,
-                        min_sharpness=cfg.min_sharpness, vote_frames=cfg.vote_frames, vote_min=cfg.vote_min)
+    return R.Thresholds(
+        recognise=cfg.recognise_distance,
+        unknown=cfg.unknown_distance,
+        min_face_px=cfg.min_face_px,
+        min_sharpness=cfg.min_sharpness,
+        vote_frames=cfg.vote_frames,
+        vote_min=cfg.vote_min,
+    )
 
 
 class FacePipeline:
     """Synchronous core of the stage: `process(frame)` returns the events that frame caused."""
 
-    def __init__(self, camera: str, cfg: FacesConfig, engine: FaceEngine, gallery: Gallery | None, clock: Clock,
-                 templates: dict[str, F32] | None = None) -> None:
+    def __init__(
+        self,
+        camera: str,
+        cfg: FacesConfig,
+        engine: FaceEngine,
+        gallery: Gallery | None,
+        clock: Clock,
+        templates: dict[str, F32] | None = None,
+    ) -> None:
         self.camera = camera
         self.cfg = cfg
         self.engine = engine
@@ -99,7 +114,9 @@ class FacePipeline:
         out = []
         for p in self.gallery.photos(name):
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            dets = self.engine.detect(img) if img is not None else []
+            if img is None:
+                continue
+            dets = self.engine.detect(img)
             if dets:
                 det = max(dets, key=lambda d: d.width * d.height)
                 out.append(self.engine.embed_face(img, det))
@@ -121,8 +138,13 @@ class FacePipeline:
             if not isinstance(visit, Visit):
                 visit = Visit(uuid.uuid4().hex[:12], R.Vote(self.th))
                 track.data["visit"] = visit
-                events.append(self._event("person", frame, {"confidence": round(det.score, 3), "track_id": track.id,
-                                                            "box": _norm_box(det, image.shape)}))
+                events.append(
+                    self._event(
+                        "person",
+                        frame,
+                        {"confidence": round(det.score, 3), "track_id": track.id, "box": _norm_box(det, image.shape)},
+                    )
+                )
             visit.best_score = max(visit.best_score, det.score)
             if visit.vote.decided is not None or embedded >= self.cfg.max_faces:
                 continue
@@ -162,8 +184,9 @@ class FacePipeline:
 
     def stranger_embeddings(self) -> int:
         """How many stranger embeddings are held in memory (for tests and health)."""
-        live = sum(len(v.embeddings) for t in self.tracker.tracks.values()
-                   if isinstance(v := t.data.get("visit"), Visit))
+        live = sum(
+            len(v.embeddings) for t in self.tracker.tracks.values() if isinstance(v := t.data.get("visit"), Visit)
+        )
         return live + sum(len(s.embeddings) for s in self._strangers)
 
     def clear(self) -> None:
@@ -174,8 +197,11 @@ class FacePipeline:
     def _relink(self, visit: Visit, emb: F32, mono: float) -> None:
         """A stranger back within the TTL keeps the visit id of their previous pass (nothing else is kept)."""
         for s in self._strangers:
-            if s.embeddings and float(np.min(np.linalg.norm(np.stack(s.embeddings) - emb, axis=1))) \
-                    <= self.th.recognise and mono - s.ended_mono <= self.cfg.stranger_ttl_s:
+            if (
+                s.embeddings
+                and float(np.min(np.linalg.norm(np.stack(s.embeddings) - emb, axis=1))) <= self.th.recognise
+                and mono - s.ended_mono <= self.cfg.stranger_ttl_s
+            ):
                 visit.id = s.visit_id
                 self._strangers.remove(s)
                 return
@@ -197,16 +223,27 @@ class FacePipeline:
 
 def _norm_box(det: Detection, shape: tuple[int, ...]) -> list[float]:
     h, w = shape[:2]
-    return [round(max(0.0, det.x0 / w), 4), round(max(0.0, det.y0 / h), 4), round(min(1.0, det.x1 / w), 4),
-            round(min(1.0, det.y1 / h), 4)]
+    return [
+        round(max(0.0, det.x0 / w), 4),
+        round(max(0.0, det.y0 / h), 4),
+        round(min(1.0, det.x1 / w), 4),
+        round(min(1.0, det.y1 / h), 4),
+    ]
 
 
 class FaceStage:
     """The threaded shell: one queue of motion frames per daemon, one thread, models built once."""
 
-    def __init__(self, cfg: FacesConfig, engine: FaceEngine, gallery: Gallery, clock: Clock,
-                 publish: Callable[[Event], object], beat: Callable[[], None] | None = None,
-                 queue_size: int = 2) -> None:
+    def __init__(
+        self,
+        cfg: FacesConfig,
+        engine: FaceEngine,
+        gallery: Gallery,
+        clock: Clock,
+        publish: Callable[[Event], object],
+        beat: Callable[[], None] | None = None,
+        queue_size: int = 2,
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.gallery = gallery
@@ -219,10 +256,8 @@ class FaceStage:
         self.errors = 0
 
     def submit(self, item: MotionFrame) -> None:
-        try:
+        with contextlib.suppress(Closed):
             self.queue.put(item)
-        except Closed:
-            pass
 
     def start(self) -> None:
         self.thread.start()
@@ -263,15 +298,22 @@ class FaceStage:
                     p.tick(mono)
 
 
-def attach(app: object) -> FaceStage | None:
+def attach(app: Any) -> FaceStage | None:
     """Wire the face stage into the daemon (called from App._build_features)."""
-    config = app.config  # type: ignore[attr-defined]
+    config = app.config
     if not config.faces.enabled:
         return None
-    engine = FaceEngine.load(model=config.faces.model, threads=config.faces.threads,
-                             detector_score=config.faces.detector_score)
-    stage = FaceStage(config.faces, engine, Gallery(config.state_dir), app.clock,  # type: ignore[attr-defined]
-                      app.bus.publish, beat=app._beater("faces"))  # type: ignore[attr-defined]
-    app.components.append(stage)  # type: ignore[attr-defined]
-    app.motion_consumers.append(stage.submit)  # type: ignore[attr-defined]
+    engine = FaceEngine.load(
+        model=config.faces.model, threads=config.faces.threads, detector_score=config.faces.detector_score
+    )
+    stage = FaceStage(
+        config.faces,
+        engine,
+        Gallery(config.state_dir),
+        app.clock,
+        app.bus.publish,
+        beat=app._beater("faces"),
+    )
+    app.components.append(stage)
+    app.motion_consumers.append(stage.submit)
     return stage

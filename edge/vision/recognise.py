@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,7 +37,7 @@ class Match:
     distance: float
 
 
-def sharpness(chip_rgb: npt.NDArray[np.uint8]) -> float:
+def sharpness(chip_rgb: npt.NDArray[Any]) -> float:
     """Variance of the Laplacian of the chip's grey levels (low means blurred)."""
     grey = cv2.cvtColor(chip_rgb, cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())

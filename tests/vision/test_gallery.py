@@ -39,8 +39,14 @@ def test_obama_recognised_biden_unknown(data: Path, engine_int8: FaceEngine, tmp
     g = _enroll_obama(engine_int8, data, tmp_path)
     templates = g.templates()
     th = R.Thresholds()
-    others = ["obama-240p.jpg", "obama-480p.jpg", "obama-720p.jpg", "obama-1080p.jpg", "obama_small.jpg",
-              "knn_examples/test/obama1.jpg"]
+    others = [
+        "obama-240p.jpg",
+        "obama-480p.jpg",
+        "obama-720p.jpg",
+        "obama-1080p.jpg",
+        "obama_small.jpg",
+        "knn_examples/test/obama1.jpg",
+    ]
     for name in others:
         (emb,) = _faces(engine_int8, data / EX / name)
         assert R.match(emb, templates, th).name == "Barack Obama", name
@@ -48,8 +54,10 @@ def test_obama_recognised_biden_unknown(data: Path, engine_int8: FaceEngine, tmp
         (emb,) = _faces(engine_int8, p)
         assert R.match(emb, templates, th).name == R.UNKNOWN, p
     # a photo with both: one of each
-    names = sorted(R.match(e, templates, th).name for e in _faces(engine_int8, data / EX / "knn_examples" / "test"
-                                                                     / "obama_and_biden.jpg"))
+    names = sorted(
+        R.match(e, templates, th).name
+        for e in _faces(engine_int8, data / EX / "knn_examples" / "test" / "obama_and_biden.jpg")
+    )
     assert names == ["Barack Obama", R.UNKNOWN]
 
 

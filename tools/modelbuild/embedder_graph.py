@@ -35,8 +35,7 @@ def _fold(conv: dd.Conv, aff: dd.Affine, scale: float = 1.0, mean: np.ndarray | 
     b = b * aff.gamma + aff.beta
     if conv.padding not in (0, conv.weights.shape[2] // 2) or (conv.padding and conv.stride != 1):
         raise dd.DatFormatError("padding that TFLite SAME/VALID cannot express")
-    return _FoldedConv(w.transpose(0, 2, 3, 1).astype(np.float32), b.astype(np.float32), conv.stride,
-                       conv.padding > 0)
+    return _FoldedConv(w.transpose(0, 2, 3, 1).astype(np.float32), b.astype(np.float32), conv.stride, conv.padding > 0)
 
 
 @dataclass(frozen=True)
@@ -100,8 +99,13 @@ def build_tflite(p: Plan) -> bytes:
         w = g.tensor(f"{tag}/weights", c.w.shape, c.w)
         b = g.tensor(f"{tag}/bias", c.b.shape, c.b)
         y = g.tensor(f"{tag}/out", (1, ho, ho, oc))
-        g.op(fb.BuiltinOperator.CONV_2D, [x, w, b], [y], fb.BuiltinOptions.Conv2DOptions,
-             tg.conv2d_options(c.stride, c.same, relu))
+        g.op(
+            fb.BuiltinOperator.CONV_2D,
+            [x, w, b],
+            [y],
+            fb.BuiltinOptions.Conv2DOptions,
+            tg.conv2d_options(c.stride, c.same, relu),
+        )
         return y
 
     def pool(x: int, code: int, size: int, stride: int, tag: str) -> int:
@@ -185,10 +189,15 @@ def reference_forward(net: dd.DlibResNet, chip_rgb: np.ndarray) -> np.ndarray:
     def pool(x: np.ndarray, pl: dd.Pool) -> np.ndarray:
         if pl.size == 0:
             return x.mean(axis=(1, 2))
-        c, h, w = x.shape
+        h = x.shape[1]
         ho = (h - pl.size) // pl.stride + 1
-        win = np.stack([x[:, dy : dy + pl.stride * ho : pl.stride, dx : dx + pl.stride * ho : pl.stride]
-                        for dy in range(pl.size) for dx in range(pl.size)])
+        win = np.stack(
+            [
+                x[:, dy : dy + pl.stride * ho : pl.stride, dx : dx + pl.stride * ho : pl.stride]
+                for dy in range(pl.size)
+                for dx in range(pl.size)
+            ]
+        )
         return win.max(0) if pl.kind == "max" else win.mean(0)
 
     def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -18,10 +18,13 @@ A8W8 = [
         "operation": "*",
         "algorithm_key": "min_max_uniform_quantize",
         "op_config": {
-            "activation_tensor_config": {"num_bits": 8, "symmetric": False, "granularity": "TENSORWISE",
-                                         "dtype": "INT"},
-            "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE",
-                                     "dtype": "INT"},
+            "activation_tensor_config": {
+                "num_bits": 8,
+                "symmetric": False,
+                "granularity": "TENSORWISE",
+                "dtype": "INT",
+            },
+            "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"},
             "compute_precision": "INTEGER",
             "explicit_dequantize": False,
             "skip_checks": False,

@@ -78,9 +78,14 @@ def fold_relu(data: bytes) -> bytes:
             src = op.inputs[0]
             prod = producer.get(src)
             opts = getattr(prod, "builtinOptions", None)
-            if (prod is not None and _code(model, prod) in _FUSABLE and readers.get(src) == 1
-                    and src not in sg.outputs and opts is not None
-                    and opts.fusedActivationFunction == fb.ActivationFunctionType.NONE):
+            if (
+                prod is not None
+                and _code(model, prod) in _FUSABLE
+                and readers.get(src) == 1
+                and src not in sg.outputs
+                and opts is not None
+                and opts.fusedActivationFunction == fb.ActivationFunctionType.NONE
+            ):
                 opts.fusedActivationFunction = fb.ActivationFunctionType.RELU
                 prod.outputs = [op.outputs[0]]
                 producer[op.outputs[0]] = prod

@@ -24,8 +24,9 @@ class Graph:
         self._codes: dict[int, int] = {}
         self._names: set[str] = set()
 
-    def tensor(self, name: str, shape: tuple[int, ...], data: np.ndarray | None = None,
-               dtype: np.dtype | type = np.float32) -> int:
+    def tensor(
+        self, name: str, shape: tuple[int, ...], data: np.ndarray | None = None, dtype: np.dtype | type = np.float32
+    ) -> int:
         if name in self._names:
             raise ValueError(f"duplicate tensor name {name}")
         self._names.add(name)
