@@ -225,7 +225,6 @@ class Link:
         self._refused = None
         self._got_connack = False
         accepted = False
-        waited = 0.0
         since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -259,11 +258,9 @@ class Link:
                         self._fail(f"MQTT: broker {s.host}:{s.port} closed the connection before accepting it "
                                    f"({paho.error_string(rc)})")
                     break
-                if not accepted:
-                    waited += 0.1
-                    if waited > CONNACK_TIMEOUT_S:
-                        self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s")
-                        break
+                if not accepted and time.monotonic() - since > CONNACK_TIMEOUT_S:
+                    self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s")
+                    break
         finally:
             with self._lock:
                 self._client = None
