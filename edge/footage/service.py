@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import hashlib
 import logging
@@ -9,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -160,19 +162,26 @@ class FootageDesk:
         replay = False
         if intake.agency_id and intake.request_id:
             replay = self.store.was_seen(intake.agency_id, intake.request_id) is not None
-        decision = decide(intake, self.policy, self._clips_for(intake), [], now, replay=replay)
+        clips = self._clips_for(intake)
+        decision = decide(intake, self.policy, clips, [], now, replay=replay)
         request = self.store.new_id()
+        verified = not (AUTH_CODES & set(decision.codes))
+        # Only an authenticated request uses up its id, so nobody can block an agency's ids by forgery.
+        # Claimed before anything is recorded: of two racing submissions exactly one wins.
+        claimable = verified and not replay and intake.agency_id and intake.request_id
+        if claimable and not self.store.claim(str(intake.agency_id), str(intake.request_id), request):
+            replay = True
+            decision = decide(intake, self.policy, clips, [], now, replay=True)
         basis = intake.document.legal_basis if intake.document else None
         self.audit.append(
             "intake", request=request, sha256=intake.sha256, bytes=len(raw), agency=intake.agency_id,
             request_id=intake.request_id, basis=basis,
         )
         self.audit.append("decision", request=request, **decision.to_dict())
-        verified = not (AUTH_CODES & set(decision.codes))
         self.store.add(
             StoredRequest(request, now, intake.agency_id, intake.request_id, basis, verified, raw, intake.sha256,
                           decision.decision, [{"code": r.code, "detail": r.detail} for r in decision.reasons]),
-            mark_seen=verified and not replay,
+            mark_seen=False,
         )
         log.info("footage request %s: %s %s", request, decision.decision, ",".join(decision.codes))
         self._publish(request, "submitted", decision, basis=basis, agency=intake.agency_id)
@@ -332,6 +341,25 @@ class FootageDesk:
 
     def export(self, request: str, out_dir: Path | None = None) -> ExportResult:
         """Audit the start, build in a private temp dir, audit completion, then rename into place."""
+        with self._export_lock():
+            return self._export(request, out_dir)
+
+    @contextlib.contextmanager
+    def _export_lock(self) -> Iterator[None]:
+        """One export at a time per device: an approval is used once, and leftovers are only swept when idle."""
+        folder = self.state_dir / "footage"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(folder / "export.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise RequestError("another export is running; try again when it has finished") from exc
+            yield
+        finally:
+            os.close(fd)
+
+    def _export(self, request: str, out_dir: Path | None) -> ExportResult:
         self.sweep()
         stored, intake, decision = self.current(request)
         if decision.decision != "release":

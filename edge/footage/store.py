@@ -133,6 +133,12 @@ class RequestStore:
             ).fetchone()
         return row[0] if row else None
 
+    def claim(self, agency_id: str, request_id: str, request: str) -> bool:
+        """Atomically mark (agency, request_id) as used; False when someone already used it (a replay)."""
+        with self._db() as db:
+            cur = db.execute("INSERT OR IGNORE INTO seen VALUES (?,?,?)", (agency_id, request_id, request))
+            return cur.rowcount == 1
+
     def add(self, item: StoredRequest, *, mark_seen: bool) -> None:
         with self._db() as db:
             db.execute(

@@ -1,0 +1,119 @@
+"""The footage desk's shell duties: replay claims, forged ids, one export at a time, hold expiry, and
+footage_request events landing in the real MQTT outbox without content."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.clipstore import ClipStore, write_test_clip
+from edge.clock import FakeClock
+from edge.errors import RequestError
+from edge.footage.service import FootageDesk
+from edge.footage.store import RequestStore
+
+from .factory import NOW, OTHER_KEY, config, document, signed
+from .test_export_e2e import FPS, WIN_START, find_faces, frames
+
+
+def desk_for(state: Path, clock: FakeClock, **kw: Any) -> FootageDesk:
+    kw.setdefault("emit", lambda event: None)
+    return FootageDesk(config(state, **kw.pop("rules", {})), clock, find_faces=find_faces, **kw)
+
+
+def test_forged_submission_does_not_use_up_the_agency_id(tmp_path: Path) -> None:
+    desk = desk_for(tmp_path, FakeClock(NOW))
+    _, forged = desk.submit(signed(document("warrant"), agency_key=OTHER_KEY))
+    assert forged.codes == ("BAD_SIGNATURE",)
+    _, real = desk.submit(signed(document("warrant")))
+    assert real.decision == "owner_review"
+    _, again = desk.submit(signed(document("warrant")))
+    assert again.codes == ("REPLAY",)
+
+
+def test_racing_submissions_one_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(NOW)
+    first, second = desk_for(tmp_path, clock), desk_for(tmp_path, clock)
+    monkeypatch.setattr(RequestStore, "was_seen", lambda self, agency, rid: None)  # both pass the early check
+    _, a = first.submit(signed(document("warrant")))
+    _, b = second.submit(signed(document("warrant")))
+    assert a.decision == "owner_review" and b.codes == ("REPLAY",)
+
+
+def test_denial_at_intake_is_final(tmp_path: Path) -> None:
+    clock = FakeClock(NOW - timedelta(days=3))  # before the document's issued_at
+    desk = desk_for(tmp_path, clock)
+    request, decision = desk.submit(signed(document("warrant")))
+    assert "NOT_YET_VALID" in decision.codes
+    clock.advance(3 * 86400)
+    assert desk.current(request)[2].codes == decision.codes
+    with pytest.raises(RequestError, match="cannot be approved"):
+        desk.approve(request)
+
+
+def test_one_export_at_a_time(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    store = ClipStore(tmp_path, clock)
+    write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    desk = desk_for(tmp_path, clock, clips=store)
+    request, _ = desk.submit(signed(document("warrant")))
+    desk.approve(request)
+    fd = os.open(tmp_path / "footage" / "export.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(RequestError, match="another export"):
+            desk.export(request)
+    finally:
+        os.close(fd)
+    assert "export_start" not in [r["kind"] for r in desk.audit.records()]
+    assert desk.export(request).path.exists()
+
+
+def test_hold_expiry_is_audited_once(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    store = ClipStore(tmp_path, clock)
+    write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    desk = desk_for(tmp_path, clock, clips=store)
+    desk.submit(signed(document("preservation")))
+    clock.advance(91 * 86400)
+    assert len(desk.sweep()) == 1 and desk.sweep() == []
+    assert [r["kind"] for r in desk.audit.records()].count("hold_expired") == 1
+    assert desk.report()["holds_active"] == 0
+    assert desk.audit.verify().ok
+
+
+def test_events_reach_the_real_outbox_without_content(tmp_path: Path) -> None:
+    from edge.mqtt.outbox import Outbox, outbox_path
+    from edge.mqtt.payload import check_event
+
+    clock = FakeClock(NOW)
+    cfg = config(tmp_path).model_copy(update={"mqtt": config(tmp_path).mqtt.model_copy(update={"enabled": True})})
+    desk = FootageDesk(cfg, clock, find_faces=find_faces)
+    request, _ = desk.submit(signed(document("warrant")))
+    desk.deny(request, "no")
+    with Outbox(outbox_path(cfg)) as outbox:
+        pending = outbox.pending()
+    payloads = [json.loads(p.payload) for p in pending]
+    assert [p["state"] for p in payloads] == ["submitted", "denied"]
+    for body in payloads:
+        assert body["type"] == "footage_request" and body["request"] == request
+        assert "officer" not in json.dumps(body) and "Det. A. Example" not in json.dumps(body)
+    from edge.footage.notify import footage_event
+
+    check_event(footage_event(NOW, request=request, state="x", codes=["A"], clips=2))
+    with pytest.raises(ValueError):
+        footage_event(NOW, request=request, image=b"jpeg")
+
+
+def test_photo_or_watch_list_is_never_accepted(tmp_path: Path) -> None:
+    desk = desk_for(tmp_path, FakeClock(NOW))
+    doc = document("warrant")
+    doc["scope"]["watch_list"] = ["aGVsbG8="]
+    _, decision = desk.submit(signed(doc))
+    assert decision.codes == ("INCOMPLETE",) and "watch-lists" in decision.reasons[0].detail
