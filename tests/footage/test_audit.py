@@ -102,3 +102,17 @@ def test_empty_and_missing(tmp_path: Path) -> None:
 def test_unknown_kind_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         AuditLog(tmp_path, FakeClock(NOW)).append("rewrite_history")
+
+
+def test_record_format_is_golden(tmp_path: Path) -> None:
+    """The on-disk format is a contract with anyone verifying a log later: pinned byte for byte."""
+    from datetime import UTC, datetime
+
+    audit = AuditLog(tmp_path, FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)))
+    audit.append("intake", request="fr-00000001", sha256="ab" * 32, bytes=1234, agency="metro-pd",
+                 request_id="MPD-2026-0001", basis="warrant")
+    audit.append("owner_approve", request="fr-00000001", clips=None, cameras=None, data=["video"], unblur=[],
+                 attest_original=False, by="owner")
+    golden = Path(__file__).parent / "golden" / "audit_records.jsonl"
+    assert audit.path.read_bytes() == golden.read_bytes()
+    assert verify_log(golden).ok
