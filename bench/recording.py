@@ -181,10 +181,11 @@ def main() -> int:
                     "--data",
                     str(args.data),
                 ],
-                check=True,
                 capture_output=True,
                 text=True,
             )
+            if out.returncode != 0:
+                raise SystemExit(f"{mode} at {size} failed:\n{out.stderr}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if args.json:
         print(json.dumps(results, indent=2))

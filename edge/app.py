@@ -160,7 +160,12 @@ class App:
             from edge.recorder import build as build_recording
 
             # Started before the cameras (its start() recovers the clip store), stopped after them.
-            recording = build_recording(self.config, self.bus, self.clock)
+            pi_cameras = {
+                name: lambda name=name: getattr(getattr(self.cameras.get(name), "source", None), "camera", None)
+                for name, cam in self.config.cameras.items()
+                if cam.source == "picamera2" and self.config.recording.pi_encoder
+            }
+            recording = build_recording(self.config, self.bus, self.clock, pi_cameras=pi_cameras)
             self.components.append(recording)
             self.bus.subscribe(recording.on_event)
             for name in self.config.cameras:

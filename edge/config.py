@@ -243,6 +243,10 @@ class RecordingConfig(Section):
         "auto", description="Video codec: auto picks H.264 MP4 when an encoder exists, else VP9/VP8 WebM."
     )
     quality: Literal["low", "medium", "high"] = Field("medium", description="Encoder quality/size trade-off.")
+    pi_encoder: bool = Field(
+        True, description="picamera2 cameras: record with picamera2's H.264 encoder (masks painted in its "
+        "pre_callback); false: encode in software like other cameras.",
+    )
     keyframe_interval_s: float = Field(
         0.5, gt=0, le=10, description="Seconds between keyframes; a clip starts on one, so this bounds extra pre-roll."
     )

@@ -6,9 +6,10 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -200,6 +201,107 @@ def make_encoder(
     codec: CodecChoice, width: int, height: int, fps: float, keyframe_interval_s: float, quality: str
 ) -> FrameEncoder:
     return PyAVEncoder(codec, width, height, fps, keyframe_interval_s, quality)
+
+
+PICAMERA2_H264 = CodecChoice("h264", "picamera2-h264", "h264", "mp4", ".mp4", "video/mp4")
+_PI_BITS_PER_PIXEL = {"low": 0.05, "medium": 0.1, "high": 0.2}  # per pixel per frame
+
+
+class Picamera2Encoder:
+    """picamera2's H264Encoder on the camera's main stream (the Pi's hardware encoder).
+
+    The privacy mask is painted into the main-stream buffer by the camera's `pre_callback`, which picamera2
+    runs before it hands a request to any encoder (or to capture_array), so nothing unmasked is encoded.
+    Encoded frames arrive on picamera2's thread through an `Output`; `encode()` hands over those that have
+    arrived. The recorder's ring stands in for CircularOutput2 (it needs each frame, and its time, itself).
+    picamera2 is imported here, lazily: it exists only on Raspberry Pi OS.
+    """
+
+    codec = PICAMERA2_H264
+
+    def __init__(
+        self,
+        camera: Any,
+        mask: np.ndarray,
+        fps: float,
+        keyframe_interval_s: float,
+        quality: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        import importlib
+
+        picamera2 = importlib.import_module("picamera2")
+        encoders = importlib.import_module("picamera2.encoders")
+        outputs = importlib.import_module("picamera2.outputs")
+        self.height, self.width = mask.shape[:2]
+        self._camera = camera
+        self._now = now
+        self._lock = threading.Lock()
+        self._ready: list[EncodedFrame] = []
+        self._anchor: datetime | None = None
+        self._previous = getattr(camera, "pre_callback", None)
+        inside = mask > 0
+        mapped_array = picamera2.MappedArray
+        previous = self._previous
+
+        def pre_callback(request: Any) -> None:
+            with mapped_array(request, "main") as mapped:
+                view = mapped.array[: inside.shape[0], : inside.shape[1]]  # rows may carry stride padding
+                view[inside] = 0
+            if previous is not None:
+                previous(request)
+
+        sink = self
+
+        class _Sink(outputs.Output):  # type: ignore[misc, name-defined]
+            def outputframe(
+                self,
+                frame: bytes,
+                keyframe: bool = True,
+                timestamp: int | None = None,
+                packet: Any = None,
+                audio: bool = False,
+            ) -> None:
+                if not audio:
+                    sink._arrived(bytes(frame), bool(keyframe), timestamp)
+
+        gop = max(1, round(fps * keyframe_interval_s))
+        bitrate = int(self.width * self.height * fps * _PI_BITS_PER_PIXEL[quality])
+        self._encoder = encoders.H264Encoder(bitrate=bitrate, repeat=True, iperiod=gop)
+        camera.pre_callback = pre_callback
+        try:
+            camera.start_encoder(self._encoder, _Sink())
+        except Exception as exc:
+            camera.pre_callback = previous
+            raise StorageError(f"cannot start the Pi camera's H.264 encoder: {exc}") from exc
+
+    def _arrived(self, data: bytes, keyframe: bool, timestamp_us: int | None) -> None:
+        # picamera2 stamps frames in microseconds on the sensor's clock; anchor the first one to UTC now.
+        now = self._now()
+        with self._lock:
+            if timestamp_us is None:
+                ts = now
+            else:
+                if self._anchor is None:
+                    self._anchor = now - timedelta(microseconds=timestamp_us)
+                ts = self._anchor + timedelta(microseconds=timestamp_us)
+            self._ready.append(EncodedFrame(data, keyframe, ts, 0.0))
+
+    def encode(self, image: Image, ts: datetime, mono: float) -> list[EncodedFrame]:
+        """The frames the hardware encoder has produced since the last call (`image` was masked upstream)."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+        return ready
+
+    def request_keyframe(self) -> None:
+        """Not offered by picamera2's encoder: a clip waits for the next periodic keyframe instead."""
+
+    def close(self) -> None:
+        try:
+            self._camera.stop_encoder(self._encoder)
+        except Exception:
+            log.debug("stopping the Pi encoder failed", exc_info=True)
+        self._camera.pre_callback = self._previous
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -421,8 +523,6 @@ def to_us(ts: datetime) -> int:
 
 
 def from_us(us: int) -> datetime:
-    from datetime import timedelta
-
     return _EPOCH + timedelta(microseconds=us)
 
 

@@ -6,7 +6,7 @@ import collections
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,15 @@ import numpy as np
 from edge.clipstore import ClipRef, ClipStore, ClipWriter, WriterLock
 from edge.clock import Clock
 from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
-from edge.encoder import CodecChoice, EncodedFrame, FrameEncoder, choose_codec, encode_jpeg, make_encoder
+from edge.encoder import (
+    CodecChoice,
+    EncodedFrame,
+    FrameEncoder,
+    Picamera2Encoder,
+    choose_codec,
+    encode_jpeg,
+    make_encoder,
+)
 from edge.errors import StorageError
 from edge.events import Event, EventBus
 from edge.masks import polygon_mask
@@ -53,6 +61,24 @@ def storage_mask(polygons: Sequence[Sequence[Sequence[float]]], height: int, wid
         size = 2 * margin_px + 1
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     return mask
+
+
+def picamera2_encoder_factory(
+    get_camera: Callable[[], Any], camera_config: CameraConfig, config: RecordingConfig, clock: Clock
+) -> EncoderFactory:
+    """An encoder factory for a picamera2 camera: the Pi's H.264 encoder on the main stream, masked in the
+    camera's pre_callback. `get_camera` returns the open Picamera2 object (the source opens it later)."""
+
+    def factory(
+        codec: CodecChoice, width: int, height: int, fps: float, keyframe_interval_s: float, quality: str
+    ) -> FrameEncoder:
+        camera = get_camera()
+        if camera is None:
+            raise StorageError("the Pi camera is not open; cannot attach the H.264 encoder")
+        mask = storage_mask(camera_config.privacy_masks, height, width, config.mask_margin_px)
+        return Picamera2Encoder(camera, mask, fps, keyframe_interval_s, quality, clock.now)
+
+    return factory
 
 
 @dataclass
@@ -504,12 +530,24 @@ class Recording:
         publish: Callable[[Event], Any] | None,
         clock: Clock,
         free_bytes: FreeBytes | None = None,
+        encoder_factories: Mapping[str, EncoderFactory] | None = None,
     ) -> None:
         self.store = store
         self.lock: WriterLock = store.writer_lock()
         free = free_bytes or (lambda: shutil.disk_usage(store.root).free)
+        factories = encoder_factories or {}
         self.recorders = {
-            name: Recorder(name, cam, config.recording, config.retention, store, clock, publish, free)
+            name: Recorder(
+                name,
+                cam,
+                config.recording,
+                config.retention,
+                store,
+                clock,
+                publish,
+                free,
+                factories.get(name, make_encoder),
+            )
             for name, cam in config.cameras.items()
         }
         self.sweeper = RetentionSweeper(store, config.retention, clock, free)
@@ -549,7 +587,18 @@ class Recording:
         return {"recording": {name: r.state() for name, r in self.recorders.items()}}
 
 
-def build(config: Config, bus: EventBus, clock: Clock, free_bytes: FreeBytes | None = None) -> Recording:
+def build(
+    config: Config,
+    bus: EventBus,
+    clock: Clock,
+    free_bytes: FreeBytes | None = None,
+    pi_cameras: Mapping[str, Callable[[], Any]] | None = None,
+) -> Recording:
     """The recording component for the daemon. The caller subscribes `on_event` to the bus, feeds every
-    camera frame to `on_frame`, and starts/stops it with the other components."""
-    return Recording(config, ClipStore(config.state_dir, clock), bus.publish, clock, free_bytes)
+    camera frame to `on_frame`, and starts/stops it with the other components. `pi_cameras` maps the
+    picamera2 cameras to a getter of their open Picamera2 object, so their clips use the Pi's encoder."""
+    factories = {
+        name: picamera2_encoder_factory(getter, config.cameras[name], config.recording, clock)
+        for name, getter in (pi_cameras or {}).items()
+    }
+    return Recording(config, ClipStore(config.state_dir, clock), bus.publish, clock, free_bytes, factories)

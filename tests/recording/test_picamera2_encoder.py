@@ -1,0 +1,69 @@
+"""The Pi path: picamera2's H.264 encoder behind the recorder's encoder interface, masked in pre_callback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.clipstore import ClipStore
+from edge.clock import FakeClock
+from edge.encoder import decode_frames, probe
+from edge.events import Event
+from edge.recorder import Recording, picamera2_encoder_factory
+from tests.recording import fake_picamera2
+from tests.recording.helpers import (
+    CHANNEL_TOLERANCE,
+    FPS,
+    LUMA_TOLERANCE,
+    MASK,
+    T0,
+    frame_at,
+    make_config,
+    video_frames,
+    worst_inside,
+)
+
+
+def test_pi_encoder_records_masked_clips(shared_data: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_picamera2.install(monkeypatch)
+    camera = fake_picamera2.Picamera2(video_frames(shared_data, 150), FPS)
+    config = make_config(state_dir, masks=[MASK], pre_roll_s=1.0, post_roll_s=1.0)
+    clock = FakeClock(T0)
+    store = ClipStore(state_dir, clock)
+    factory = picamera2_encoder_factory(lambda: camera, config.cameras["front"], config.recording, clock)
+    recording = Recording(config, store, None, clock, lambda: 10**12, {"front": factory})
+    recorder = recording.recorders["front"]
+    for i in range(150):
+        image = camera.capture_array("main")
+        if i > 0:  # the encoder (and its pre_callback) is attached on the first frame the recorder sees
+            # What capture_array returns (the analysis path) is masked too: pre_callback painted the buffer.
+            assert worst_inside(image, [MASK]) == (0, 0)
+        frame = frame_at(i, image)
+        if i == 50:
+            recorder.handle_event(Event("ring", "front", frame.ts))
+        recorder.handle_frame(frame)
+    recorder.close()
+
+    assert camera.pre_callback is None and camera.encoders == []  # the adapter cleaned up after itself
+    (clip,) = store.list()
+    assert clip.mime == "video/mp4" and store.verify(clip.id)
+    count, _ = probe(clip.path)
+    assert count == clip.frames == len(store.frame_times(clip.id))
+    # ring at 2.0 s: from the keyframe at or before 1.0 s to 3.0 s
+    assert 0.5 <= (clip.start - T0).total_seconds() <= 1.0
+    assert abs((clip.end - T0).total_seconds() - 3.0) < 2 / FPS
+    for _, image in decode_frames(clip.path):
+        luma, channel = worst_inside(image, [MASK])
+        assert luma <= LUMA_TOLERANCE and channel <= CHANNEL_TOLERANCE
+
+
+def test_pi_encoder_needs_an_open_camera(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_picamera2.install(monkeypatch)
+    config = make_config(state_dir)
+    factory = picamera2_encoder_factory(lambda: None, config.cameras["front"], config.recording, FakeClock(T0))
+    from edge.encoder import choose_codec
+    from edge.errors import StorageError
+
+    with pytest.raises(StorageError, match="Pi camera is not open"):
+        factory(choose_codec("auto"), 640, 360, FPS, 0.5, "medium")
