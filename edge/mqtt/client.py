@@ -108,7 +108,9 @@ class Link:
         self._pending: dict[int, Ack | None] = {}
         self._early: dict[int, tuple[bool, str]] = {}
         self._refused: str | None = None
-        self._got_connack = False
+        self._accepted_at: float | None = None
+        self._ended = threading.Event()
+        self._end_reason = "closed"
         self._inflight = INFLIGHT
         self.attempts = 0
         self.connections = 0
@@ -221,44 +223,37 @@ class Link:
         return self._serve(client)
 
     def _serve(self, client: paho.Client) -> bool:
+        # paho's own network thread (loop_start) is the only writer on the socket: publish() from other threads
+        # just queues and wakes it, so packets can never interleave. reconnect_on_failure=False makes that thread
+        # end with the connection; the next attempt uses a new client.
         s = self.settings
         self._refused = None
-        self._got_connack = False
-        accepted = False
-        since = time.monotonic()
+        self._accepted_at = None
+        self._ended.clear()
+        started = time.monotonic()
+        client.loop_start()
         try:
             while not self._stop.is_set():
-                rc = client.loop(timeout=0.1)
+                ended = self._ended.wait(0.1)
+                accepted_at = self._accepted_at
                 if self._refused is not None:
                     break
-                if self._got_connack and not accepted:
-                    accepted = True
-                    since = time.monotonic()
-                    self.connections += 1
-                    self.last_error = None
-                    with self._lock:
-                        self._client = client
-                        self._pending.clear()
-                        self._early.clear()
-                    log.info("MQTT: connected to %s:%s as %s (%s%s)", s.host, s.port, s.client_id, s.protocol,
-                             ", TLS" if s.tls else "")
-                    self._on_connected()
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    if accepted:
-                        lasted = time.monotonic() - since
+                if ended or (accepted_at is not None and not client.is_connected()):
+                    if accepted_at is not None:
+                        lasted = time.monotonic() - accepted_at
                         hint = ""
                         if lasted < STABLE_S:
                             hint = (f"; the broker closed it {lasted:.1f}s after accepting us: check that its ACL "
                                     f"lets {s.username or 'this client'} publish to {s.will_topic.rsplit('/', 1)[0]}/# "
                                     "and the discovery prefix, and that no other client uses "
                                     f"client id {s.client_id!r}")
-                        self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({paho.error_string(rc)}){hint}",
+                        self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({self._end_reason}){hint}",
                                    level=logging.WARNING)
-                    elif self._refused is None:
+                    else:
                         self._fail(f"MQTT: broker {s.host}:{s.port} closed the connection before accepting it "
-                                   f"({paho.error_string(rc)})")
+                                   f"({self._end_reason})")
                     break
-                if not accepted and time.monotonic() - since > CONNACK_TIMEOUT_S:
+                if accepted_at is None and time.monotonic() - started > CONNACK_TIMEOUT_S:
                     self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s")
                     break
         finally:
@@ -266,12 +261,13 @@ class Link:
                 self._client = None
                 self._pending.clear()
                 self._early.clear()
-            # Sends DISCONNECT if still connected (no last will then) and closes the socket; paho keeps nothing
-            # we rely on, since the next attempt uses a new client.
+            # DISCONNECT if still connected (a clean goodbye: no last will), then end paho's thread.
             client.disconnect()
-            if accepted:
+            client.loop_stop()
+            accepted_at = self._accepted_at
+            if accepted_at is not None:
                 self._on_disconnected()
-        return accepted and time.monotonic() - since >= STABLE_S
+        return accepted_at is not None and time.monotonic() - accepted_at >= STABLE_S
 
     def _fail(self, message: str, level: int = logging.ERROR) -> None:
         self.last_error = message
@@ -315,14 +311,15 @@ class Link:
 
     def _handle_connect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode,
                         properties: object) -> None:
+        s = self.settings
         if reason.is_failure:
-            s = self.settings
             hint = ""
             if reason.value in AUTH_FAILURES:
                 hint = (f" (check mqtt.username {s.username!r} and {s.password_hint})" if s.username
                         else " (the broker wants a username: set mqtt.username and a password)")
             self._refused = str(reason)
             self._fail(f"MQTT: broker {s.host}:{s.port} refused the connection: {reason}{hint}")
+            self._ended.set()
             return
         # paho does not honour an MQTT 5 broker's Receive Maximum, and cannot change its window once connected:
         # remember it for the next connection (the default window of 20 fits mosquitto's default).
@@ -331,14 +328,25 @@ class Link:
             log.info("MQTT: broker accepts %d messages in flight; using that from the next connection",
                      receive_maximum)
             self._inflight = receive_maximum
-        for topic in self.settings.subscriptions:
+        for topic in s.subscriptions:
             client.subscribe(topic, qos=1)
-        self._got_connack = True
+        self.connections += 1
+        self.last_error = None
+        with self._lock:
+            self._client = client
+            self._pending.clear()
+            self._early.clear()
+        self._accepted_at = time.monotonic()
+        log.info("MQTT: connected to %s:%s as %s (%s%s)", s.host, s.port, s.client_id, s.protocol,
+                 ", TLS" if s.tls else "")
+        self._on_connected()
 
     def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode,
                            properties: object) -> None:
-        if reason.is_failure and not self._stop.is_set():
-            log.debug("MQTT: disconnected: %s", reason)
+        with self._lock:
+            self._client = None  # nothing more is accepted for this connection
+        self._end_reason = str(reason) if reason.is_failure else "closed"
+        self._ended.set()
 
     def _handle_publish(self, client: paho.Client, userdata: object, mid: int, reason: ReasonCode,
                         properties: object) -> None:
