@@ -146,3 +146,35 @@ def test_discovery_on_the_broker_equals_the_golden_files(tmp_path: Path, broker,
             assert received[topic] == expected, topic
     finally:
         service.stop()
+
+
+def test_large_snapshots_and_events_from_several_threads_stay_intact(tmp_path: Path, broker, subscribe) -> None:
+    """Publishing from the app thread and the publisher thread at once never interleaves packets."""
+    import threading
+
+    config = make_config(tmp_path / "state", broker.port, snapshot=True)
+    topics = topics_for(config)
+    sub = subscribe([topics.events, topics.snapshot])
+    bus = EventBus()
+    service = build(config, bus, SystemClock(), dict)
+    service.start()
+    jpegs = [b"\xff\xd8" + bytes([i]) * 300_000 + b"\xff\xd9" for i in range(10)]
+    try:
+        assert service.publisher is not None
+        wait_until(lambda: service.publisher.link.connections == 1, what="connected")
+
+        def snapshots() -> None:
+            for jpeg in jpegs:
+                service.publish_snapshot(jpeg)
+
+        sender = threading.Thread(target=snapshots)
+        sender.start()
+        for _ in range(200):
+            bus.publish(Event("motion_start", "front_door", SystemClock().now(), {"score": 0.1}))
+        sender.join()
+        wait_until(lambda: any(e["seq"] == 200 for e in sub.json_on(topics.events)), what="all events")
+        check_sequence(sub.json_on(topics.events), 1, 200)
+        wait_until(lambda: len(sub.on(topics.snapshot)) == len(jpegs), what="all snapshots")
+        assert sub.on(topics.snapshot) == jpegs
+    finally:
+        service.stop()
