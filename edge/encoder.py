@@ -214,6 +214,7 @@ class Picamera2Encoder:
     runs before it hands a request to any encoder (or to capture_array), so nothing unmasked is encoded.
     Encoded frames arrive on picamera2's thread through an `Output`; `encode()` hands over those that have
     arrived. The recorder's ring stands in for CircularOutput2 (it needs each frame, and its time, itself).
+    When the source reopens the camera (a reconnect), the encoder moves to the new Picamera2 object.
     picamera2 is imported here, lazily: it exists only on Raspberry Pi OS.
     """
 
@@ -221,7 +222,7 @@ class Picamera2Encoder:
 
     def __init__(
         self,
-        camera: Any,
+        get_camera: Callable[[], Any],
         mask: np.ndarray,
         fps: float,
         keyframe_interval_s: float,
@@ -230,19 +231,30 @@ class Picamera2Encoder:
     ) -> None:
         import importlib
 
-        picamera2 = importlib.import_module("picamera2")
-        encoders = importlib.import_module("picamera2.encoders")
-        outputs = importlib.import_module("picamera2.outputs")
+        self._picamera2 = importlib.import_module("picamera2")
+        self._encoders = importlib.import_module("picamera2.encoders")
+        self._outputs = importlib.import_module("picamera2.outputs")
         self.height, self.width = mask.shape[:2]
-        self._camera = camera
+        self._inside = mask > 0
+        self._gop = max(1, round(fps * keyframe_interval_s))
+        self._bitrate = int(self.width * self.height * fps * _PI_BITS_PER_PIXEL[quality])
+        self._get_camera = get_camera
         self._now = now
         self._lock = threading.Lock()
         self._ready: list[EncodedFrame] = []
         self._anchor: datetime | None = None
-        self._previous = getattr(camera, "pre_callback", None)
-        inside = mask > 0
-        mapped_array = picamera2.MappedArray
-        previous = self._previous
+        self._camera: Any = None
+        self._encoder: Any = None
+        self._previous: Any = None
+        camera = get_camera()
+        if camera is None:
+            raise StorageError("the Pi camera is not open; cannot attach the H.264 encoder")
+        self._attach(camera)
+
+    def _attach(self, camera: Any) -> None:
+        inside = self._inside
+        mapped_array = self._picamera2.MappedArray
+        previous = getattr(camera, "pre_callback", None)
 
         def pre_callback(request: Any) -> None:
             with mapped_array(request, "main") as mapped:
@@ -253,7 +265,7 @@ class Picamera2Encoder:
 
         sink = self
 
-        class _Sink(outputs.Output):  # type: ignore[misc, name-defined]
+        class _Sink(self._outputs.Output):  # type: ignore[misc, name-defined]
             def outputframe(
                 self,
                 frame: bytes,
@@ -265,15 +277,15 @@ class Picamera2Encoder:
                 if not audio:
                     sink._arrived(bytes(frame), bool(keyframe), timestamp)
 
-        gop = max(1, round(fps * keyframe_interval_s))
-        bitrate = int(self.width * self.height * fps * _PI_BITS_PER_PIXEL[quality])
-        self._encoder = encoders.H264Encoder(bitrate=bitrate, repeat=True, iperiod=gop)
+        encoder = self._encoders.H264Encoder(bitrate=self._bitrate, repeat=True, iperiod=self._gop)
         camera.pre_callback = pre_callback
         try:
-            camera.start_encoder(self._encoder, _Sink())
+            camera.start_encoder(encoder, _Sink())
         except Exception as exc:
             camera.pre_callback = previous
             raise StorageError(f"cannot start the Pi camera's H.264 encoder: {exc}") from exc
+        with self._lock:
+            self._camera, self._encoder, self._previous, self._anchor = camera, encoder, previous, None
 
     def _arrived(self, data: bytes, keyframe: bool, timestamp_us: int | None) -> None:
         # picamera2 stamps frames in microseconds on the sensor's clock; anchor the first one to UTC now.
@@ -289,6 +301,11 @@ class Picamera2Encoder:
 
     def encode(self, image: Image, ts: datetime, mono: float) -> list[EncodedFrame]:
         """The frames the hardware encoder has produced since the last call (`image` was masked upstream)."""
+        camera = self._get_camera()
+        if camera is not None and camera is not self._camera:
+            log.info("the Pi camera was reopened; moving the H.264 encoder to it")
+            self._detach()
+            self._attach(camera)
         with self._lock:
             ready, self._ready = self._ready, []
         return ready
@@ -296,12 +313,18 @@ class Picamera2Encoder:
     def request_keyframe(self) -> None:
         """Not offered by picamera2's encoder: a clip waits for the next periodic keyframe instead."""
 
-    def close(self) -> None:
+    def _detach(self) -> None:
+        if self._camera is None:
+            return
         try:
             self._camera.stop_encoder(self._encoder)
         except Exception:
             log.debug("stopping the Pi encoder failed", exc_info=True)
         self._camera.pre_callback = self._previous
+        self._camera = None
+
+    def close(self) -> None:
+        self._detach()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -413,8 +436,7 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
     if raw_path.stat().st_size > complete:
         with open(raw_path, "r+b") as handle:  # drop a torn tail so the demuxer never sees half a frame
             handle.truncate(complete)
-    base = frames[first_key].ts_us
-    durations = _durations([f.ts_us for f in frames])
+    ticks = _ticks([f.ts_us for f in frames[first_key:]])
     written = 0
     with av.open(str(raw_path), format=codec.raw_format) as src:
         stream = src.streams.video[0]
@@ -429,10 +451,10 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
                 if index >= len(frames):
                     raise StorageError(f"{raw_path}: more frames in the stream than in its frame list")
                 if index >= first_key:
-                    pts = round((frames[index].ts_us - base) * 90_000 / 1_000_000)
+                    pts, duration = ticks[index - first_key]
                     packet.pts = pts
                     packet.dts = pts
-                    packet.duration = round(durations[index] * 90_000 / 1_000_000)
+                    packet.duration = duration
                     packet.time_base = _MUX_TB
                     packet.stream = out_stream
                     dst.mux(packet)
@@ -444,15 +466,31 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
     return written
 
 
-def _durations(ts_us: Sequence[int]) -> list[int]:
-    """Each frame lasts until the next; the last one as long as the median gap (1/10 s for a single frame)."""
-    gaps = [b - a for a, b in itertools.pairwise(ts_us)]
-    tail = int(np.median(gaps)) if gaps else 100_000
-    return [*gaps, tail]
+def _typical_gap(gaps: Sequence[int]) -> int:
+    positive = [g for g in gaps if g > 0]
+    return int(np.median(positive)) if positive else 100_000
+
+
+def _ticks(ts_us: Sequence[int]) -> list[tuple[int, int]]:
+    """(pts, duration) at 90 kHz from the first frame. Strictly increasing even when the wall clock stepped
+    back mid-clip (NTP): the step is closed to one typical frame gap; the index keeps the true times."""
+    typical = max(1, round(_typical_gap([b - a for a, b in itertools.pairwise(ts_us)]) * 90_000 / 1_000_000))
+    pts: list[int] = []
+    offset = 0
+    for t in ts_us:
+        tick = round((t - ts_us[0]) * 90_000 / 1_000_000) + offset
+        if pts and tick <= pts[-1]:
+            log.warning(
+                "frame times go backwards by %d us (clock stepped); the clip plays them in order", pts[-1] - tick
+            )
+            offset += pts[-1] + typical - tick
+            tick = pts[-1] + typical
+        pts.append(tick)
+    return [(p, (q - p) if q is not None else typical) for p, q in zip(pts, [*pts[1:], None], strict=True)]
 
 
 def last_duration_us(ts_us: Sequence[int]) -> int:
-    return _durations(ts_us)[-1] if ts_us else 0
+    return _typical_gap([b - a for a, b in itertools.pairwise(ts_us)]) if ts_us else 0
 
 
 def decode_frames(path: Path) -> Iterator[tuple[float, Image]]:

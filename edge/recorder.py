@@ -72,11 +72,8 @@ def picamera2_encoder_factory(
     def factory(
         codec: CodecChoice, width: int, height: int, fps: float, keyframe_interval_s: float, quality: str
     ) -> FrameEncoder:
-        camera = get_camera()
-        if camera is None:
-            raise StorageError("the Pi camera is not open; cannot attach the H.264 encoder")
         mask = storage_mask(camera_config.privacy_masks, height, width, config.mask_margin_px)
-        return Picamera2Encoder(camera, mask, fps, keyframe_interval_s, quality, clock.now)
+        return Picamera2Encoder(get_camera, mask, fps, keyframe_interval_s, quality, clock.now)
 
     return factory
 

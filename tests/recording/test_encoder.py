@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -84,6 +85,18 @@ def test_remux_places_every_frame_at_its_capture_time(tmp_path: Path, name: str)
     assert probe(out)[0] == 30
     with av.open(str(out)) as container:
         assert container.format.name.split(",")[0] in ("mov", "matroska")
+
+
+def test_a_wall_clock_step_backwards_still_gives_a_playable_clip(tmp_path: Path) -> None:
+    # NTP steps the clock back 5 s after frame 10: the container stays monotonic, the index keeps true times.
+    gaps = [100] * 9 + [-5000] + [100] * 10
+    raw, frames, codec = _record(tmp_path, "auto", 20, gaps)
+    assert frames[10].ts_us < frames[9].ts_us
+    out = tmp_path / f"clip{codec.suffix}"
+    assert remux(raw, frames, out, codec) == 20
+    times = [t for t, _ in decode_frames(out)]
+    assert len(times) == 20 and all(b > a for a, b in itertools.pairwise(times))
+    assert times[10] - times[9] == pytest.approx(0.1, abs=0.002)
 
 
 def test_a_torn_tail_is_cut_at_the_last_complete_frame(tmp_path: Path) -> None:

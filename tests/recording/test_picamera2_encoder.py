@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,38 @@ def test_pi_encoder_needs_an_open_camera(state_dir: Path, monkeypatch: pytest.Mo
 
     with pytest.raises(StorageError, match="Pi camera is not open"):
         factory(choose_codec("auto"), 640, 360, FPS, 0.5, "medium")
+
+
+def test_pi_encoder_follows_a_reopened_camera(
+    shared_data: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_picamera2.install(monkeypatch)
+    frames = video_frames(shared_data, 120)
+    cameras = [fake_picamera2.Picamera2(frames, FPS)]
+    config = make_config(state_dir, masks=[MASK], pre_roll_s=0.5, post_roll_s=0.5)
+    clock = FakeClock(T0)
+    store = ClipStore(state_dir, clock)
+    factory = picamera2_encoder_factory(lambda: cameras[-1], config.cameras["front"], config.recording, clock)
+    recording = Recording(config, store, None, clock, lambda: 10**12, {"front": factory})
+    recorder = recording.recorders["front"]
+    for i in range(120):
+        if i == 60:  # the source lost the camera and opened it again: a new Picamera2 object
+            cameras.append(fake_picamera2.Picamera2(frames, FPS))
+        frame = frame_at(i, cameras[-1].capture_array("main"))
+        if i == 20:
+            recorder.handle_event(Event("motion_start", "front", frame.ts))
+        if i == 100:
+            recorder.handle_event(Event("motion_end", "front", frame.ts))
+        recorder.handle_frame(frame)
+        clock.advance(1 / FPS)
+    recorder.close()
+    old, new = cameras
+    assert old.pre_callback is None and old.encoders == [] and new.pre_callback is None and new.encoders == []
+    (clip,) = store.list()
+    times = store.frame_times(clip.id)
+    assert all(b > a for a, b in itertools.pairwise(times))
+    count, _ = probe(clip.path)
+    assert count == clip.frames and clip.frames > 80
+    for _, image in decode_frames(clip.path):
+        luma, channel = worst_inside(image, [MASK])
+        assert luma <= LUMA_TOLERANCE and channel <= CHANNEL_TOLERANCE
