@@ -139,6 +139,7 @@ class Recorder:
         self._motion_active = False
         self._until: datetime | None = None
         self._paused = False
+        self._missed: list[Event] = []  # triggers that arrived while paused
         self._next_disk_check = 0.0
 
     # -- the component ---------------------------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Recorder:
             return
         if self._paused:
             log.warning("recording paused (disk full): event %s on %s not recorded", event.id, self.camera)
+            self._missed.append(event)
             return
         if self._clip is None:
             self._start_clip(event.ts)
@@ -382,7 +384,7 @@ class Recorder:
     def _fail(self, message: str) -> None:
         """A write failed: keep what was recorded, then pause until the disk check says space is back."""
         log.error("recording on %s failed: %s", self.camera, message)
-        self.stats.errors.append(message)
+        self.stats.errors = [*self.stats.errors[-19:], message]
         self._finish_clip(truncated=True)
         self._pause(self._free_bytes(), reason="write_error")
 
@@ -441,7 +443,20 @@ class Recorder:
             self._publish(
                 Event("system", self.camera, self.clock.now(), {"status": "recording_resumed", "free_bytes": free})
             )
+            self._resume_activity()
         return self._paused
+
+    def _resume_activity(self) -> None:
+        """Activity still going on when space came back gets a clip at once (with what pre-roll there is)."""
+        missed, self._missed = self._missed, []
+        if self._clip is not None or not self._recent:
+            return
+        latest = self._recent[-1][0]
+        if not (self._motion_active or (self._until is not None and self._until > latest)):
+            return
+        self._start_clip(latest)
+        for event in missed:
+            self._note_event(event)
 
     def _pause(self, free: int, reason: str) -> None:
         if self._paused:

@@ -226,3 +226,35 @@ def test_recorder_keeps_up_in_real_time(shared_data: Path, state_dir: Path) -> N
         recording.lock.release()
     assert recorder.stats.frames == 60
     assert store.list()[0].frames > 0
+
+
+def test_activity_still_going_on_is_recorded_when_space_comes_back(shared_data: Path, state_dir: Path) -> None:
+    clock = FakeClock(T0)
+    free = {"bytes": 10**12}
+    events: list[Event] = []
+    _, recorder, store = make_recording(
+        state_dir, clock, events, free=lambda: free["bytes"], pre_roll_s=0.5, post_roll_s=0.5, disk_check_s=1.0
+    )
+    store.hold(window=(T0, T0 + timedelta(hours=1)), until=T0 + timedelta(days=90), reason="case", reference="W-1")
+    missed = None
+    for i, image in enumerate(video_frames(shared_data, 200)):
+        frame = frame_at(i, image)
+        if i == 20:
+            recorder.handle_event(Event("motion_start", "front", frame.ts))
+        if i == 40:
+            free["bytes"] = 1024
+        if i == 60:
+            missed = Event("person", "front", frame.ts)
+            recorder.handle_event(missed)
+        if i == 100:
+            free["bytes"] = 10**12
+        if i == 150:
+            recorder.handle_event(Event("motion_end", "front", frame.ts))
+        recorder.handle_frame(frame)
+        clock.advance(1 / FPS)
+    recorder.close()
+    _, second = store.list()
+    assert missed is not None and missed.id in second.events and second.klass == "person"
+    resumed_at = T0 + timedelta(seconds=100 / FPS)
+    assert resumed_at - timedelta(seconds=1.6) <= second.start <= resumed_at + timedelta(seconds=1.1)
+    assert abs(second.end - (T0 + timedelta(seconds=150 / FPS + 0.5))) < timedelta(seconds=0.1)
