@@ -317,15 +317,10 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
-    from edge.footage.audit import HEAD_NAME, LOG_NAME, verify_log
-
-    config = load_config(args.config)
-    folder = Path(config.state_dir) / "audit"
-    result = verify_log(folder / LOG_NAME, folder / HEAD_NAME)
-    message = result.message(folder / LOG_NAME)
-    print(message, file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    desk = _desk(args)
+    ok, message = desk.verify_audit()
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _audit_show(args: argparse.Namespace) -> int:

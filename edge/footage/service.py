@@ -466,6 +466,21 @@ class FootageDesk:
 
     # --- reporting -----------------------------------------------------------------------------------------
 
+    def verify_audit(self) -> tuple[bool, str]:
+        """The chain check, plus: every request the store knows has its intake in the log (a log deleted or
+        replaced wholesale has no broken link to show, but it is missing what the store remembers)."""
+        result = self.audit.verify()
+        if not result.ok:
+            return False, result.message(self.audit.path)
+        if RequestStore(self.state_dir, create=False).exists():
+            logged = {r["data"].get("request") for r in self.audit.records() if r.get("kind") == "intake"}
+            for item in self.store.all():
+                if item.id not in logged:
+                    return False, (f"{self.audit.path}: record {result.records + 1}: missing: request {item.id} "
+                                   "is in the request store but its intake is not in the log (truncated or replaced)")
+        return True, result.message(self.audit.path)
+
+
     def summary(self, request: str) -> dict[str, Any]:
         stored, intake, decision = self.current(request)
         doc = intake.document

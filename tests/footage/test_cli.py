@@ -139,3 +139,13 @@ def test_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and len(out.strip()) == 44 and path.stat().st_mode & 0o777 == 0o600
     code, _, err = run(capsys, "exports", "keygen", str(path))
     assert code == 1 and "not overwriting" in err
+
+
+def test_audit_verify_catches_a_deleted_log(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = setup["cfg"]
+    run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg)
+    assert run(capsys, "audit", "verify", "--config", cfg)[0] == 0
+    for path in (setup["state"] / "audit").iterdir():
+        path.unlink()
+    code, _, err = run(capsys, "audit", "verify", "--config", cfg)
+    assert code == 1 and "record 1: missing" in err
