@@ -491,6 +491,8 @@ class FootageDesk:
             "request_id": stored.request_id,
             "legal_basis": stored.basis,
             "case_number": doc.case_number if doc else None,
+            "document": doc.model_dump(mode="json", exclude={"signatures"}) if doc else None,
+            "document_problems": list(intake.problems),
             "document_sha256": stored.sha256,
             "decision_at_intake": {"decision": stored.decision, "reasons": stored.reasons},
             "now": decision.to_dict(),
