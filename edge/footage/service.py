@@ -512,8 +512,23 @@ class FootageDesk:
                         "codes": list(decision.codes)})
         return out
 
+    def _outcome(self, item: StoredRequest, exported: set[str]) -> str:
+        """How a request ended up, for the report: deny, release (something left), hold, or where it stands."""
+        if item.decision == "deny":
+            return "deny"
+        if item.id in exported:
+            return "release"
+        if self.store.holds(item.id):
+            return "hold"
+        owner = [a for a in self.store.owner_actions(item.id) if a.kind in ("approve", "deny")]
+        if owner and max(owner, key=lambda a: (a.at, a.seq)).kind == "deny":
+            return "deny"
+        return self.current(item.id)[2].decision
+
     def report(self, since: datetime | None = None) -> dict[str, Any]:
-        """The transparency report: counts by basis and decision, exigent releases, holds, UNRATIFIED."""
+        """The transparency report: counts by basis and outcome, exigent releases, holds, UNRATIFIED.
+        `by_decision` counts outcomes: deny (at intake or by the owner), release (an export completed), hold,
+        and owner_review / release for requests still waiting on the owner or on an export."""
         items = self.store.all(since) if self.store.exists() else []
         by_basis: Counter[str] = Counter()
         by_decision: Counter[str] = Counter()
@@ -521,11 +536,11 @@ class FootageDesk:
         exported_requests = {e["request"] for e in self.store.exports() if e["completed_at"]}
         exigent_released = unratified = 0
         for item in items:
-            _, _, decision = self.current(item.id)
+            outcome = self._outcome(item, exported_requests)
             basis = item.basis or "unreadable"
             by_basis[basis] += 1
-            by_decision[decision.decision] += 1
-            pairs[f"{basis}/{decision.decision}"] += 1
+            by_decision[outcome] += 1
+            pairs[f"{basis}/{outcome}"] += 1
             if basis == "exigent" and item.id in exported_requests:
                 exigent_released += 1
                 ratified = any(k == "ratify" for _, k, _, _ in self.store.actions(item.id))

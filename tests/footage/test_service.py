@@ -117,3 +117,27 @@ def test_photo_or_watch_list_is_never_accepted(tmp_path: Path) -> None:
     doc["scope"]["watch_list"] = ["aGVsbG8="]
     _, decision = desk.submit(signed(doc))
     assert decision.codes == ("INCOMPLETE",) and "watch-lists" in decision.reasons[0].detail
+
+
+def test_report_counts_outcomes(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    store = ClipStore(tmp_path, clock)
+    write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    desk = desk_for(tmp_path, clock, clips=store)
+    released, _ = desk.submit(signed(document("warrant", request_id="R1")))
+    desk.approve(released)
+    desk.export(released)
+    refused, _ = desk.submit(signed(document("consent_request", request_id="R2")))
+    desk.deny(refused, "no")
+    desk.submit(signed(document("consent_request", request_id="R3")))
+    desk.submit(signed(document("preservation", request_id="R4")))
+    desk.submit(signed(document("subpoena", request_id="R5")))
+    report = desk.report()
+    assert report["by_decision"] == {"deny": 2, "hold": 1, "owner_review": 1, "release": 1}
+    assert report["by_basis_and_decision"] == {
+        "consent_request/deny": 1, "consent_request/owner_review": 1, "preservation/hold": 1,
+        "subpoena/deny": 1, "warrant/release": 1,
+    }
+    assert report["exports"] == 1 and report["holds"] == 1 and report["unratified"] == 0
+    clock.advance(30 * 86400)  # what happened stays; the request nobody answered has expired
+    assert desk.report()["by_decision"] == {"deny": 3, "hold": 1, "release": 1}
