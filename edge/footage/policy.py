@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -135,7 +135,6 @@ class Decision:
     unblur: frozenset[str] = frozenset()
     approval_seq: int | None = None  # the owner approval this release rests on
     policy_hash: str = ""
-    windows: tuple[tuple[datetime, datetime], ...] = field(default=())
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -298,7 +297,7 @@ def decide(
     windows = tuple((w.start, w.end) for w in doc.scope.windows)
     segments = tuple(in_scope(clips, doc.scope.cameras, windows))
     data = tuple(k for k in ("video", "audio", "snapshots", "event_metadata") if k in doc.scope.data)
-    base = Decision(request_id, "owner_review", (), segments, data, policy_hash=policy.hash, windows=windows)
+    base = Decision(request_id, "owner_review", (), segments, data, policy_hash=policy.hash)
 
     basis = doc.legal_basis
     if basis == "preservation":
