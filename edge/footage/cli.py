@@ -188,6 +188,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     desk = _desk(args)
     request, decision = desk.submit(_read(args.file))
+    if decision.decision == "release":
+        # Only an auto-released verified warrant is released at intake: the owner chose this in the config.
+        result = desk.export(request)
+        if not args.json:
+            _print_decision(decision, False, request)
+            print(f"  exported: {result.path}")
+            return 0
+        print(json.dumps({"id": request, **decision.to_dict(), "export": str(result.path)}, indent=2))
+        return 0
     _print_decision(decision, args.json, request)
     return 0
 

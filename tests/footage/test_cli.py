@@ -149,3 +149,14 @@ def test_audit_verify_catches_a_deleted_log(setup: dict[str, Any], capsys: pytes
         path.unlink()
     code, _, err = run(capsys, "audit", "verify", "--config", cfg)
     assert code == 1 and "record 1: missing" in err
+
+
+def test_auto_released_warrant_is_exported_at_submit(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = Path(setup["cfg"])
+    data = yaml.safe_load(cfg.read_text())
+    data["footage_requests"]["auto_release_verified_warrants"] = True
+    cfg.write_text(yaml.safe_dump(data))
+    code, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", str(cfg), "--json")
+    body = json.loads(out)
+    assert code == 0 and body["decision"] == "release" and Path(body["export"]).exists()
+    assert [r["code"] for r in body["reasons"]] == ["VERIFIED_WARRANT", "AUTO_RELEASED"]
