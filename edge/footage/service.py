@@ -568,3 +568,12 @@ def _local_user() -> str:
         return f"{getpass.getuser()} (uid {os.geteuid()})"
     except (KeyError, OSError):
         return f"uid {os.geteuid()}"
+
+
+def pending_requests(config: Config, clock: Clock | None = None) -> int:
+    """How many requests wait for the owner right now (for the daemon's `pending_requests` MQTT state).
+    Read-only: creates nothing when no request was ever submitted."""
+    desk = FootageDesk(config, clock, emit=lambda event: None)
+    if not RequestStore(desk.state_dir, create=False).exists():
+        return 0
+    return sum(1 for row in desk.rows() if row["decision"] == "owner_review")

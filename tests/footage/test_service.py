@@ -141,3 +141,16 @@ def test_report_counts_outcomes(tmp_path: Path) -> None:
     assert report["exports"] == 1 and report["holds"] == 1 and report["unratified"] == 0
     clock.advance(30 * 86400)  # what happened stays; the request nobody answered has expired
     assert desk.report()["by_decision"] == {"deny": 3, "hold": 1, "release": 1}
+
+
+def test_pending_requests_for_the_state_sensor(tmp_path: Path) -> None:
+    from edge.footage.service import pending_requests
+
+    clock = FakeClock(NOW)
+    assert pending_requests(config(tmp_path), clock) == 0 and not (tmp_path / "footage").exists()
+    desk = desk_for(tmp_path, clock)
+    waiting, _ = desk.submit(signed(document("consent_request", request_id="P1")))
+    desk.submit(signed(document("subpoena", request_id="P2")))  # denied at intake
+    assert pending_requests(config(tmp_path), clock) == 1
+    desk.deny(waiting, "no")
+    assert pending_requests(config(tmp_path), clock) == 0
