@@ -101,7 +101,11 @@ def test_events_reach_the_real_outbox_without_content(tmp_path: Path) -> None:
         pending = outbox.pending()
     payloads = [json.loads(p.payload) for p in pending]
     assert [p["state"] for p in payloads] == ["submitted", "denied"]
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "edge/schemas/event.schema.json").read_text())
     for body in payloads:
+        jsonschema.validate(body, schema)
         assert body["type"] == "footage_request" and body["request"] == request
         assert "officer" not in json.dumps(body) and "Det. A. Example" not in json.dumps(body)
     from edge.footage.notify import footage_event
