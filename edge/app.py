@@ -156,21 +156,21 @@ class App:
             from edge.vision.pipeline import attach as attach_faces
 
             attach_faces(self)  # loads the models once; consumes motion frames, publishes person/face
-        if self.config.recording.enabled:
-            from edge.recorder import build as build_recording
+        from edge.recorder import build as build_recording
 
-            # Started before the cameras (its start() recovers the clip store), stopped after them.
-            pi_cameras = {
-                name: lambda name=name: getattr(getattr(self.cameras.get(name), "source", None), "camera", None)
-                for name, cam in self.config.cameras.items()
-                if cam.source == "picamera2" and self.config.recording.pi_encoder
-            }
-            recording = build_recording(self.config, self.bus, self.clock, pi_cameras=pi_cameras)
-            self.components.append(recording)
-            self.bus.subscribe(recording.on_event)
-            for name in self.config.cameras:
-                self.frame_consumers[name].append(recording.on_frame)
-            self.state_providers.append(recording.state)
+        # Started before the cameras (its start() recovers the clip store), stopped after them. Built even
+        # with recording.enabled false: it then records nothing, but retention keeps deleting old clips.
+        pi_cameras = {
+            name: lambda name=name: getattr(getattr(self.cameras.get(name), "source", None), "camera", None)
+            for name, cam in self.config.cameras.items()
+            if cam.source == "picamera2" and self.config.recording.pi_encoder
+        }
+        recording = build_recording(self.config, self.bus, self.clock, pi_cameras=pi_cameras)
+        self.components.append(recording)
+        self.bus.subscribe(recording.on_event)
+        for name in self.config.cameras:
+            self.frame_consumers[name].append(recording.on_frame)
+        self.state_providers.append(recording.state)
 
     def _beater(self, stage: str) -> Callable[[], None]:
         self.health.register(stage)

@@ -561,6 +561,7 @@ class Recording:
                 factories.get(name, make_encoder),
             )
             for name, cam in config.cameras.items()
+            if config.recording.enabled  # disabled: no new clips, but retention still deletes old ones
         }
         self.sweeper = RetentionSweeper(store, config.retention, clock, free)
 

@@ -54,12 +54,12 @@ def make_config(state_dir: Path, masks: list[list[list[float]]] | None = None, *
 
 def make_recording(
     state_dir: Path, clock: FakeClock, events: list[Any] | None = None, free: Any = None, **kwargs: Any
-) -> tuple[Recording, Recorder, ClipStore]:
+) -> tuple[Recording, Recorder | None, ClipStore]:
     config = make_config(state_dir, **kwargs)
     store = ClipStore(state_dir, clock)
     publish = events.append if events is not None else None
     recording = Recording(config, store, publish, clock, free_bytes=free or (lambda: 10**12))
-    return recording, recording.recorders["front"], store
+    return recording, recording.recorders.get("front"), store
 
 
 def frame_at(index: int, image: np.ndarray, start: datetime = T0, fps: float = FPS) -> Frame:

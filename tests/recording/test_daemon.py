@@ -70,3 +70,7 @@ def test_daemon_records_pre_roll_activity_and_post_roll(shared_data: Path, state
     count, seconds = probe(clip.path)
     assert count == clip.frames and abs(seconds - (clip.end - clip.start).total_seconds()) < 0.05
     assert store.verify(clip.id)
+    # The index and the disk agree: the clip and its snapshots, nothing else.
+    indexed = {clip.path} | {snap.path for snap in store.snapshots()}
+    assert {p for p in store.root.rglob("*") if p.is_file()} == indexed
+    assert len(store.snapshots(clip.id)) >= 1

@@ -258,3 +258,38 @@ def test_activity_still_going_on_is_recorded_when_space_comes_back(shared_data: 
     resumed_at = T0 + timedelta(seconds=100 / FPS)
     assert resumed_at - timedelta(seconds=1.6) <= second.start <= resumed_at + timedelta(seconds=1.1)
     assert abs(second.end - (T0 + timedelta(seconds=150 / FPS + 0.5))) < timedelta(seconds=0.1)
+
+
+def test_a_size_change_finishes_the_clip_and_restarts_the_encoder(shared_data: Path, state_dir: Path) -> None:
+    clock = FakeClock(T0)
+    _, recorder, store = make_recording(state_dir, clock, pre_roll_s=0.5)
+    for i, image in enumerate(video_frames(shared_data, 80)):
+        if i >= 40:  # the camera came back at a lower resolution
+            image = cv2.resize(image, (320, 180))
+        frame = frame_at(i, image)
+        if i in (10, 50):
+            recorder.handle_event(Event("motion_start", "front", frame.ts))
+        recorder.handle_frame(frame)
+    recorder.close()
+    first, second = store.list()
+    assert first.frames == 40 and probe(first.path)[0] == first.frames
+    assert next(decode_frames(second.path))[1].shape == (180, 320, 3)
+    assert second.start >= first.end
+
+
+def test_recording_disabled_records_nothing_but_retention_still_runs(shared_data: Path, state_dir: Path) -> None:
+    from edge.clipstore import ClipStore, write_test_clip
+
+    clock = FakeClock(T0)
+    old = write_test_clip(ClipStore(state_dir, clock), "front", T0, list(video_frames(shared_data, 5)), fps=FPS)
+    clock.advance(timedelta(days=8).total_seconds())  # past motion_days (7)
+    recording, _, store = make_recording(state_dir, clock, enabled=False)
+    assert recording.recorders == {}
+    recording.start()
+    try:
+        for i, image in enumerate(video_frames(shared_data, 10)):
+            recording.on_frame(frame_at(i, image))
+            recording.on_event(Event("ring", "front", frame_at(i, image).ts))
+    finally:
+        recording.stop()
+    assert store.list() == [] and not old.path.exists()
