@@ -597,7 +597,12 @@ class Recording:
             recorder.on_event(event)
 
     def state(self) -> dict[str, Any]:
-        return {"recording": {name: r.state() for name, r in self.recorders.items()}}
+        """For the daemon's state summary: `recording` is the boolean MQTT publishes (a clip being written
+        on any camera); `recorders` has the per-camera details."""
+        return {
+            "recording": any(r.recording for r in self.recorders.values()),
+            "recorders": {name: r.state() for name, r in self.recorders.items()},
+        }
 
 
 def build(

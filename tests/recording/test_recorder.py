@@ -293,3 +293,16 @@ def test_recording_disabled_records_nothing_but_retention_still_runs(shared_data
     finally:
         recording.stop()
     assert store.list() == [] and not old.path.exists()
+
+
+def test_state_reports_a_plain_recording_flag_for_mqtt(shared_data: Path, state_dir: Path) -> None:
+    clock = FakeClock(T0)
+    recording, recorder, _ = make_recording(state_dir, clock)
+    assert recording.state()["recording"] is False
+    frames = list(video_frames(shared_data, 5))
+    recorder.handle_frame(frame_at(0, frames[0]))
+    recorder.handle_event(Event("ring", "front", frame_at(0, frames[0]).ts))
+    recorder.handle_frame(frame_at(1, frames[1]))
+    state = recording.state()
+    assert state["recording"] is True and state["recorders"]["front"]["frames"] == 2
+    recorder.close()
