@@ -62,6 +62,7 @@ DETECTOR_FLOAT = "face_detector_float.tflite"
 MESH = "face_mesh.tflite"
 EMBEDDER_INT8 = "face_embedder_int8.tflite"
 EMBEDDER_FLOAT = "face_embedder_float.tflite"
+TEMPLATE = "face_chip_template.json"
 
 
 def sha256(data: bytes) -> str:
@@ -121,19 +122,26 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
         (work / "det.tflite").write_bytes(det_float)
         (work / "mesh.tflite").write_bytes(mesh_raw)
         detector = D.FaceDetector(runtime.load(work / "det.tflite", 1))
-        aligner = A.Aligner(runtime.load(work / "mesh.tflite", 1))
-        chips = []
+        five_point = A.Aligner(runtime.load(work / "mesh.tflite", 1))
+        faces = []
         for p in chip_imgs:
             img = _read(p)
             det = EV.pick_central(detector.detect(img), img.shape[1], img.shape[0])
             if det is not None:
-                chips.append(aligner.chip(img, det).astype(np.float32)[None])
+                faces.append((img, det))
+        # chip template: where each mesh vertex lands, on average, in a dlib-geometry chip
+        mapped = np.mean([A.dlib_chip_points(five_point, img, det) for img, det in faces], axis=0)
+        points = [[round(float(x), 3), round(float(y), 3)] for x, y in mapped]
+        template = json.dumps({"size": A.CHIP, "padding": A.PADDING, "images": len(faces), "points": points})
+        aligner = A.Aligner(five_point.mesh, np.asarray(points, dtype=np.float64))
+        chips = [aligner.chip(img, det).astype(np.float32)[None] for img, det in faces]
         print(f"embedder: calibrating on {len(chips)} aligned LFW chips", file=sys.stderr)
         emb_int8 = quantize.int8(emb_float, "chip_rgb", chips)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     files = {
+        TEMPLATE: (template + "\n").encode(),
         DETECTOR_INT8: det_int8,
         DETECTOR_FLOAT: det_raw,
         MESH: mesh_raw,
@@ -177,6 +185,15 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
     emb_out = ["embedding [1,128]: Euclidean distance, dlib threshold 0.6"]
     cal = "global min/max (ai-edge-quantizer min_max_update)"
     meta: dict[str, dict[str, object]] = {
+        TEMPLATE: {
+            "role": "aligner template: mean position of the 468 mesh vertices in a dlib chip "
+            "(size 150, padding 0.25) after dlib's five-point transform",
+            "source": {**det_src, "member": "derived: face_mesh.tflite on every 12th LFW image"},
+            "input": {"points": "468 x (x, y) in chip pixels"},
+            "outputs": [],
+            "quantization": {"values": "rounded to 0.001 px"},
+            "io": "JSON",
+        },
         DETECTOR_INT8: {
             "role": "detector",
             "source": det_src,

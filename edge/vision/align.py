@@ -8,7 +8,9 @@ BlazeFace box (1.5x the box, as MediaPipe does).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -75,10 +77,19 @@ def mesh_roi(det: Detection) -> npt.NDArray[np.float64]:
 
 
 class Aligner:
-    """Cuts dlib-geometry chips for the embedder (RGB uint8, 150x150)."""
+    """Cuts dlib-geometry chips for the embedder (RGB uint8, 150x150).
 
-    def __init__(self, mesh: Model) -> None:
+    Without a template the chip comes from the five dlib points alone.  With `template` (468 x 2: where
+    each mesh vertex lands, on average, in a dlib chip; tools/build_models.py measures it by mapping
+    the mesh through the five-point transform) all 468 vertices are fitted at once: the same
+    geometry on average, with far less landmark noise (LFW: 99.0% vs 98.7% with the int8 models).
+    """
+
+    def __init__(self, mesh: Model, template: npt.NDArray[np.float64] | None = None) -> None:
         self.mesh = mesh
+        if template is not None and template.shape != (468, 2):
+            raise ValueError("a chip template holds 468 (x, y) points")
+        self.template = template
 
     def landmarks(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
         """The 468 mesh points in image pixels (x, y)."""
@@ -92,11 +103,31 @@ class Aligner:
         inv = cv2.invertAffineTransform(m)
         return pts @ inv[:, :2].T + inv[:, 2]
 
-    def five_points(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
+    def transform(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
+        """2x3 similarity from image pixels to chip pixels."""
         pts = self.landmarks(image_bgr, det)
-        return pts[list(MESH_POINTS)]
+        if self.template is None:
+            return similarity(pts[list(MESH_POINTS)], chip_template())
+        return similarity(pts, self.template)
 
     def chip(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[Any]:
-        m = similarity(self.five_points(image_bgr, det), chip_template())
+        m = self.transform(image_bgr, det)
         chip = cv2.warpAffine(image_bgr, m, (CHIP, CHIP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB)
+
+
+def dlib_chip_points(aligner: Aligner, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
+    """The 468 mesh points mapped into the chip by dlib's five-point transform (to build a template)."""
+    pts = aligner.landmarks(image_bgr, det)
+    m = similarity(pts[list(MESH_POINTS)], chip_template())
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def load_template(path: Path) -> npt.NDArray[np.float64] | None:
+    """The shipped chip template (JSON: size, padding, points), None when the file is absent."""
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    if doc.get("size") != CHIP or doc.get("padding") != PADDING:
+        raise ValueError(f"{path.name}: template for a different chip geometry")
+    return np.asarray(doc["points"], dtype=np.float64)

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision import runtime
-from edge.vision.align import Aligner
+from edge.vision.align import Aligner, load_template
 from edge.vision.detector import Detection, FaceDetector
 from edge.vision.embedder import Embedder
 
@@ -21,6 +21,7 @@ FILES: dict[str, dict[str, str]] = {
     "float": {"detector": "face_detector_float.tflite", "embedder": "face_embedder_float.tflite"},
 }
 MESH = "face_mesh.tflite"
+TEMPLATE = "face_chip_template.json"
 
 
 @dataclass
@@ -39,7 +40,7 @@ class FaceEngine:
         files = FILES[model]
         return cls(
             detector=FaceDetector(runtime.load(d / files["detector"], threads), score_threshold=detector_score),
-            aligner=Aligner(runtime.load(d / MESH, threads)),
+            aligner=Aligner(runtime.load(d / MESH, threads), load_template(d / TEMPLATE)),
             embedder=Embedder(runtime.load(d / files["embedder"], threads)),
             model=model,
             embedder_file=files["embedder"],
