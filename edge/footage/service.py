@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -59,7 +59,7 @@ class FootageDesk:
         clock: Clock | None = None,
         *,
         clips: Any = None,
-        find_faces: FindFaces | Callable[[], FindFaces] | None = None,
+        find_faces: FindFaces | None = None,
         emit: Emit | None = None,
         actor: str | None = None,
     ) -> None:
@@ -125,7 +125,7 @@ class FootageDesk:
     def find_faces(self) -> FindFaces:
         if self._find_faces is None:
             self._find_faces = default_find_faces()
-        return self._find_faces  # type: ignore[return-value]
+        return self._find_faces
 
     # --- reading -------------------------------------------------------------------------------------------
 
