@@ -94,6 +94,7 @@ class App:
         self.state_providers: list[Callable[[], dict[str, Any]]] = []
         self.control_handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._watchdog_thread: threading.Thread | None = None
+        self._pending_requests = 0
         self._started_mono = self.clock.monotonic()
 
     # --- building ----------------------------------------------------------------------------------------
@@ -171,6 +172,20 @@ class App:
         for name in self.config.cameras:
             self.frame_consumers[name].append(recording.on_frame)
         self.state_providers.append(recording.state)
+        # Footage requests: lapsed approvals and expired holds are audited by the daemon's housekeeping too,
+        # not only when the owner next runs a footage command; the pending count feeds the state summary.
+        self.components.append(Housekeeping(self, HOUSEKEEPING_INTERVAL_S))
+        self.state_providers.append(lambda: {"pending_requests": self._pending_requests})
+
+    def housekeeping(self) -> None:
+        """Periodic chores that must happen even when nobody runs a command."""
+        from edge.footage.service import FootageDesk, pending_requests
+
+        try:
+            FootageDesk(self.config, self.clock, emit=self.bus.publish, actor="daemon").sweep()
+            self._pending_requests = pending_requests(self.config, self.clock)
+        except Exception:
+            log.exception("footage housekeeping failed")
 
     def _beater(self, stage: str) -> Callable[[], None]:
         self.health.register(stage)
@@ -204,8 +219,10 @@ class App:
 
     def state(self) -> dict[str, Any]:
         uptime = max(self.clock.monotonic() - self._started_mono, 1e-6)
+        fps = [stage.frames / uptime for stage in self.cameras.values()]
         state: dict[str, Any] = {
             "motion": any(stage.active for stage in self.motion.values()),
+            "fps": round(sum(fps) / len(fps), 2) if fps else 0.0,
             "cameras": {
                 name: {
                     "fps": round(stage.frames / uptime, 2),
@@ -283,6 +300,32 @@ class App:
             except Exception:
                 log.exception("stopping %r failed", component)
         self.notifier.close()
+
+
+HOUSEKEEPING_INTERVAL_S = 60.0
+
+
+class Housekeeping:
+    """A named thread that runs App.housekeeping() at start and then every `interval` seconds."""
+
+    def __init__(self, app: App, interval: float) -> None:
+        self.app = app
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.app.housekeeping()
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
 
 
 def run_daemon(config: Config, duration: float | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -83,9 +84,7 @@ class CameraConfig(Section):
 
 
 class MotionConfig(Section):
-    threshold: int = Field(
-        25, ge=1, le=255, description="Luma difference (0-255) for a pixel to count as changed."
-    )
+    threshold: int = Field(25, ge=1, le=255, description="Luma difference (0-255) for a pixel to count as changed.")
     min_area: float = Field(
         0.01, gt=0, le=1, description="Share of the watched area that must change for a frame to count as motion."
     )
@@ -93,9 +92,7 @@ class MotionConfig(Section):
     background_alpha: float = Field(
         0.05, gt=0, le=1, description="How fast the background model follows slow changes (light, shadows)."
     )
-    end_after_s: float = Field(
-        3.0, gt=0, description="Seconds without motion before a motion_end event is emitted."
-    )
+    end_after_s: float = Field(3.0, gt=0, description="Seconds without motion before a motion_end event is emitted.")
 
     @field_validator("blur")
     @classmethod
@@ -122,8 +119,9 @@ class MqttTlsConfig(Section):
     cert_file: Path | None = Field(None, description="PEM client certificate for brokers that require one.")
     key_file: Path | None = Field(None, description="PEM private key of cert_file (mode 0600).")
     insecure: bool = Field(
-        False, description="DANGEROUS: skip broker certificate and host name verification; anyone on the path "
-        "can read and forge events. Logged as a warning on every connection. Testing only."
+        False,
+        description="DANGEROUS: skip broker certificate and host name verification; anyone on the path "
+        "can read and forge events. Logged as a warning on every connection. Testing only.",
     )
 
     @model_validator(mode="after")
@@ -136,14 +134,10 @@ class MqttTlsConfig(Section):
 
 
 class MqttConfig(Section):
-    enabled: bool = Field(
-        True, description="Publish events over MQTT. A broker that is down never stops the daemon."
-    )
+    enabled: bool = Field(True, description="Publish events over MQTT. A broker that is down never stops the daemon.")
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
-    topic_prefix: str | None = Field(
-        None, description="Prefix of every topic; default doorbell-edge/<device.id>."
-    )
+    topic_prefix: str | None = Field(None, description="Prefix of every topic; default doorbell-edge/<device.id>.")
     client_id: str | None = Field(None, description="MQTT client id; default doorbell-edge-<device.id>.")
     protocol: Literal["mqttv5", "mqttv311"] = Field(
         "mqttv5", description="MQTT protocol version: mqttv5 or mqttv311 (3.1.1, for older brokers)."
@@ -163,23 +157,29 @@ class MqttConfig(Section):
     reconnect_min_s: float = Field(1.0, gt=0, description="First back-off delay after a failed or lost connection.")
     reconnect_max_s: float = Field(60.0, gt=0, description="Longest back-off delay between connection attempts.")
     outbox_max_events: int = Field(
-        10000, ge=10, description="Most events the durable outbox holds while the broker is away; beyond it "
-        "motion events are dropped first (logged and counted), ring/face/footage events last."
+        10000,
+        ge=10,
+        description="Most events the durable outbox holds while the broker is away; beyond it "
+        "motion events are dropped first (logged and counted), ring/face/footage events last.",
     )
     outbox_max_age_h: float = Field(
-        72.0, gt=0, description="Motion, person and system events older than this are dropped from the outbox "
-        "(logged and counted); ring, face and footage_request events are never dropped for age."
+        72.0,
+        gt=0,
+        description="Motion, person and system events older than this are dropped from the outbox "
+        "(logged and counted); ring, face and footage_request events are never dropped for age.",
     )
     state_interval_s: float = Field(
         60.0, ge=1, description="Seconds between republishing the retained .../state summary."
     )
     snapshot: bool = Field(
-        False, description="Publish JPEG snapshots on .../snapshot (owner consent: frames leave the device "
-        "to the broker). Off by default."
+        False,
+        description="Publish JPEG snapshots on .../snapshot (owner consent: frames leave the device "
+        "to the broker). Off by default.",
     )
     discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery payloads.")
     discovery_prefix: str = Field(
-        "homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        "homeassistant",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
         description="Home Assistant discovery prefix (its status topic is <prefix>/status).",
     )
 
@@ -256,7 +256,10 @@ class RecordingConfig(Section):
     snapshots: bool = Field(True, description="Store one JPEG snapshot per triggering event, beside its clip.")
     snapshot_quality: int = Field(90, ge=10, le=100, description="JPEG quality of event snapshots.")
     mask_margin_px: int = Field(
-        8, ge=0, le=64, description="Extra pixels blacked around each privacy mask in stored footage, so codec "
+        8,
+        ge=0,
+        le=64,
+        description="Extra pixels blacked around each privacy mask in stored footage, so codec "
         "ringing cannot carry masked content back in.",
     )
     disk_check_s: float = Field(
@@ -272,7 +275,9 @@ class RetentionConfig(Section):
         None, ge=1, description="Cap on clips plus snapshots in MB; oldest unheld clips go first. null: no cap."
     )
     min_free_mb: int = Field(
-        512, ge=0, description="Free disk space to keep; below it old clips are deleted, and if only held clips "
+        512,
+        ge=0,
+        description="Free disk space to keep; below it old clips are deleted, and if only held clips "
         "remain, recording pauses (a system event) until space frees.",
     )
     sweep_interval_s: float = Field(
@@ -487,7 +492,7 @@ def markdown_reference() -> str:
         for key, sub in model.model_fields.items():
             default = "(computed)" if sub.default_factory is not None else json.dumps(_jsonable(sub.default))
             kind = sub.annotation.__name__ if isinstance(sub.annotation, type) else str(sub.annotation)
-            kind = kind.replace("typing.", "").replace("pathlib.", "").replace("|", "\\|")
+            kind = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", kind).replace("|", "\\|")
             if len(kind) > 40:
                 kind = "see schema"
             desc = (sub.description or "").replace("|", "\\|")
