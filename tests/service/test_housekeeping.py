@@ -16,7 +16,7 @@ def test_housekeeping_audits_lapsed_approvals_and_counts_pending(tmp_path: Path)
     clock = FakeClock(NOW)
     cfg = config(tmp_path)
     desk = FootageDesk(cfg, clock, emit=lambda event: None)
-    waiting, decision = desk.submit(signed(document("warrant")))
+    _waiting, decision = desk.submit(signed(document("warrant")))
     assert decision.decision == "owner_review"
     approved, _ = desk.submit(signed(document("consent_request", request_id="REQ-2")))
 
