@@ -45,6 +45,12 @@ class Detection:
         return (self.x0, self.y0, self.x1, self.y1)
 
 
+def scale_detection(det: Detection, sx: float, sy: float) -> Detection:
+    """The same detection in an image scaled by (sx, sy), e.g. from the analysis to the main stream."""
+    kps = (det.keypoints * np.array([sx, sy], np.float32)).astype(np.float32)
+    return Detection(det.x0 * sx, det.y0 * sy, det.x1 * sx, det.y1 * sy, det.score, kps)
+
+
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

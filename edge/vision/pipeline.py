@@ -25,7 +25,8 @@ from edge.events import Event
 from edge.queues import Closed, DropOldestQueue
 from edge.types import Frame, MotionFrame
 from edge.vision import recognise as R
-from edge.vision.detector import Detection
+from edge.vision.detector import INPUT as DETECTOR_INPUT
+from edge.vision.detector import Detection, scale_detection
 from edge.vision.engine import FaceEngine
 from edge.vision.gallery import Gallery
 from edge.vision.tracker import IouTracker, Track
@@ -126,7 +127,7 @@ class FacePipeline:
     def process(self, frame: Frame) -> list[Event]:
         self.refresh_gallery(frame.mono)
         image = frame.image
-        dets = self.engine.detect(image)
+        dets = self._detect(frame)
         matched, ended = self.tracker.update(dets, frame.mono)
         events: list[Event] = []
         self._end(ended, frame.mono)
@@ -176,6 +177,15 @@ class FacePipeline:
                 events.append(self._event("face", frame, fields))
         self._purge(frame.mono)
         return events
+
+    def _detect(self, frame: Frame) -> list[Detection]:
+        """Detect on the analysis stream when it is at least the detector's 192 px (the detector
+        letterboxes to 192 anyway), and map the boxes to the main image, where chips are cut."""
+        lores, image = frame.lores, frame.image
+        if lores is None or max(lores.shape[:2]) < DETECTOR_INPUT:
+            return self.engine.detect(image)
+        sx, sy = image.shape[1] / lores.shape[1], image.shape[0] / lores.shape[0]
+        return [scale_detection(d, sx, sy) for d in self.engine.detect(lores)]
 
     def tick(self, mono: float) -> None:
         """Time passes without frames: end stale visits and drop expired stranger embeddings."""

@@ -102,3 +102,21 @@ def test_face_events_pass_the_mqtt_payload_contract(data: Path, engine_int8: Fac
     assert [e.type for e in events].count("face") == 2
     for e in events:
         check_event(e)
+
+
+def test_detects_on_the_analysis_stream_and_cuts_chips_from_main(
+    data: Path, engine_int8: FaceEngine, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    p = _pipeline(engine_int8, data, tmp_path, clock)
+    main = _fit(data / EX / "obama-720p.jpg")
+    lores = cv2.resize(main, (320, round(320 * main.shape[0] / main.shape[1])), interpolation=cv2.INTER_AREA)
+    events = []
+    for i in range(4):
+        events += p.process(Frame("front_door", i, clock.now(), clock.monotonic(), main, lores))
+        clock.advance(0.1)
+    assert [(e.type, e.fields.get("person")) for e in events] == [("person", None), ("face", "Barack Obama")]
+    x0, y0, x1, _y1 = events[0].fields["box"]
+    direct = max(engine_int8.detect(main), key=lambda d: d.width)
+    h, w = main.shape[:2]
+    assert abs(x0 - direct.x0 / w) < 0.03 and abs(x1 - direct.x1 / w) < 0.03 and abs(y0 - direct.y0 / h) < 0.03
