@@ -243,6 +243,9 @@ class Recorder:
             return
         if self._clip is None:
             self._start_clip(event.ts)
+            if self._paused:  # the disk check before starting the clip paused recording
+                self._missed.append(event)
+                return
         self._clip_events.append(event)
         if self._clip is not None:
             self._clip.add_event(event.id, event.type, event.ts)
