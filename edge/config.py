@@ -224,6 +224,10 @@ class PipelineConfig(Section):
     )
 
 
+RecordingTrigger = Literal["motion_start", "person", "face", "ring"]
+_ALL_TRIGGERS: tuple[RecordingTrigger, ...] = ("motion_start", "person", "face", "ring")
+
+
 class RecordingConfig(Section):
     enabled: bool = Field(True, description="Record clips (and event snapshots) under <state_dir>/clips.")
     pre_roll_s: float = Field(
@@ -235,8 +239,8 @@ class RecordingConfig(Section):
     max_clip_s: float = Field(
         300.0, ge=10, le=3600, description="Longest clip; continuing activity rolls over into a new clip, no gap."
     )
-    triggers: list[Literal["motion_start", "person", "face", "ring"]] = Field(
-        default_factory=lambda: ["motion_start", "person", "face", "ring"],
+    triggers: list[RecordingTrigger] = Field(
+        default_factory=lambda: list(_ALL_TRIGGERS),
         description="Event types that start or extend a clip.",
     )
     codec: Literal["auto", "h264", "vp9", "vp8"] = Field(
