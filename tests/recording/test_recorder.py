@@ -306,3 +306,17 @@ def test_state_reports_a_plain_recording_flag_for_mqtt(shared_data: Path, state_
     state = recording.state()
     assert state["recording"] is True and state["recorders"]["front"]["frames"] == 2
     recorder.close()
+
+
+def test_only_one_recording_process_per_state_dir(state_dir: Path) -> None:
+    from edge.errors import StorageError
+
+    clock = FakeClock(T0)
+    first, _, _ = make_recording(state_dir, clock)
+    second, _, _ = make_recording(state_dir, clock)
+    first.start()
+    try:
+        with pytest.raises(StorageError, match="another recorder"):
+            second.start()
+    finally:
+        first.stop()
