@@ -69,6 +69,9 @@ class Model:
             raise ModelError(f"cannot load {path.name}: {exc}") from exc
         self._inputs = self._it.get_input_details()
         self._outputs = self._it.get_output_details()
+        d = self.delegation()
+        if d.partitions != 1:  # slow: ops fall back to TFLite's reference kernels between partitions
+            log.warning("%s: XNNPACK took the graph as %d partitions (expected 1)", path.name, d.partitions)
         log.debug("loaded %s with %s, %d thread(s)", path.name, RUNTIME, num_threads)
 
     @property

@@ -40,3 +40,21 @@ def test_compute_ops_are_int8(name: str) -> None:
 def test_int8_models_are_one_xnnpack_partition(name: str, threads: int) -> None:
     d = runtime.load(MODELS / name, num_threads=threads).delegation()
     assert d.partitions == 1, d
+
+
+def test_missing_model_is_a_model_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edge.errors import ModelError
+
+    with pytest.raises(ModelError):
+        runtime.load(tmp_path / "absent.tflite")
+    (tmp_path / "junk.tflite").write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        runtime.load(tmp_path / "junk.tflite")
+
+
+def test_int8_model_takes_int8_input_via_lookup_table() -> None:
+    m = runtime.load(MODELS / "face_embedder_int8.tflite", num_threads=1)
+    assert m.input_dtype.name == "int8" and m.input_quantization() is not None
+    lut = m.pixel_lut(1.0, 0.0)
+    assert lut.dtype.name == "int8" and lut.shape == (256,)
+    assert list(lut) == sorted(lut)  # monotonic: brighter pixels never map lower
