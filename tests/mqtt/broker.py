@@ -81,6 +81,17 @@ class Broker:
                 time.sleep(0.05)
         pytest.fail(f"mosquitto did not listen on 127.0.0.1:{self.port}\n{self.log_text()}")
 
+    def wait_listening(self, port: int) -> None:
+        """Wait for an extra listener from `extra` (listeners open one after another)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail(f"mosquitto did not listen on 127.0.0.1:{port}\n{self.log_text()}")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return

@@ -29,7 +29,9 @@ def tls_broker(tmp_path: Path, ca: TestCA, server_ca: TestCA, plain_port: int) -
         # a plain listener for the test's own subscriber
         f"listener {plain_port} 127.0.0.1",
     ])
-    return Broker(tmp_path / "broker", extra=extra).start()
+    broker = Broker(tmp_path / "broker", extra=extra).start()
+    broker.wait_listening(plain_port)
+    return broker
 
 
 def ring(bus: EventBus) -> Event:
