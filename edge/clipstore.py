@@ -578,7 +578,7 @@ class ClipStore:
                 try:
                     codec = codec_by_name(sidecar_header(side)[0]) if side.exists() else codec_by_name(codec_name)
                     ref = self._finalize(clip_id, final, codec, truncated=True)
-                except StorageError as exc:
+                except Exception as exc:  # one broken clip must not stop the daemon from starting
                     log.error("clip %s cannot be recovered (%s); removing it", clip_id, exc)
                     self._drop(clip_id, [final, _part(final, _RAW), side, _part(final, _TMP)])
                     ref = None

@@ -438,30 +438,33 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
             handle.truncate(complete)
     ticks = _ticks([f.ts_us for f in frames[first_key:]])
     written = 0
-    with av.open(str(raw_path), format=codec.raw_format) as src:
-        stream = src.streams.video[0]
-        options = {"movflags": "+faststart"} if codec.container == "mp4" else {}
-        with av.open(str(out_path), "w", format=codec.container, options=options) as dst:
-            out_stream: Any = dst.add_stream_from_template(stream)
-            out_stream.time_base = _MUX_TB
-            index = 0
-            for packet in src.demux(stream):
-                if packet.size == 0:
-                    continue
-                if index >= len(frames):
-                    raise StorageError(f"{raw_path}: more frames in the stream than in its frame list")
-                if index >= first_key:
+    try:
+        # The demuxer only supplies the stream's parameters (SPS/PPS, size); the frames themselves are cut
+        # from the raw file at the byte sizes the sidecar recorded, so none can be split or merged.
+        with av.open(str(raw_path), format=codec.raw_format) as src, open(raw_path, "rb") as raw:
+            stream = src.streams.video[0]
+            options = {"movflags": "+faststart"} if codec.container == "mp4" else {}
+            with av.open(str(out_path), "w", format=codec.container, options=options) as dst:
+                out_stream: Any = dst.add_stream_from_template(stream)
+                out_stream.time_base = _MUX_TB
+                raw.seek(header)
+                for index, frame in enumerate(frames):
+                    raw.seek(per_frame, os.SEEK_CUR)
+                    data = raw.read(frame.size)
+                    if index < first_key:
+                        continue
                     pts, duration = ticks[index - first_key]
+                    packet = av.Packet(data)
                     packet.pts = pts
                     packet.dts = pts
                     packet.duration = duration
                     packet.time_base = _MUX_TB
+                    packet.is_keyframe = frame.keyframe
                     packet.stream = out_stream
                     dst.mux(packet)
                     written += 1
-                index += 1
-    if index != len(frames):
-        raise StorageError(f"{raw_path}: demuxed {index} frames but the frame list has {len(frames)}")
+    except av.FFmpegError as exc:
+        raise StorageError(f"{raw_path}: cannot remux: {exc}") from exc
     fsync_file(out_path)
     return written
 

@@ -375,7 +375,7 @@ class Recorder:
             return None
         try:
             ref = clip.finish(truncated=truncated)
-        except StorageError as exc:
+        except Exception as exc:  # a clip that cannot be finished now is recovered at the next start
             log.error("clip %s could not be finished (%s); left for recovery at the next start", clip.id, exc)
             clip.abandon()
             return None
