@@ -251,3 +251,14 @@ def test_writer_lock_is_exclusive(store: ClipStore) -> None:
     again = store.writer_lock()
     again.acquire()
     again.release()
+
+
+def test_recovery_survives_a_garbled_part_file(store: ClipStore) -> None:
+    clip_id, final = _record_parts(store, 10)
+    raw = final.with_name(final.name + ".raw.part")
+    raw.write_bytes(b"\xff" * raw.stat().st_size)  # not H.264 at all any more
+    good = write_test_clip(store, "front", T0 + DAY, _frames(5), fps=10)
+    report = store.recover()  # must not raise: one broken clip cannot keep the daemon from starting
+    assert report.removed == (clip_id,)
+    assert [c.id for c in store.list()] == [good.id]
+    assert {p for p in store.root.rglob("*") if p.is_file()} == {good.path}
