@@ -28,6 +28,8 @@ DOORBELL_FRESH_S = 120.0
 # Events that change what the retained state says: publish the state right after them.
 STATEFUL_TYPES = frozenset({"motion_start", "motion_end", "person", "face", "footage_request"})
 PRUNE_EVERY_S = 60.0
+# Occupancy (Home Assistant binary sensor) stays ON this long after the last person or face event.
+OCCUPANCY_HOLD_S = 30.0
 
 StateProvider = Callable[[], Mapping[str, Any]]
 SnapshotProvider = Callable[[], bytes | None]
@@ -88,6 +90,7 @@ class Publisher:
         self._sent_upto = 0
         self._next_state = 0.0
         self._next_prune = 0.0
+        self._occupied_until = 0.0  # monotonic; a person or face was seen this recently
         self._fed: OrderedDict[str, None] = OrderedDict()
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0}
@@ -250,6 +253,9 @@ class Publisher:
         if "snapshot" in requests and self._snapshot_provider is not None:
             self._send_snapshot()
         state_due = self._send_events() or state_due
+        if self._occupied_until and now >= self._occupied_until:
+            self._occupied_until = 0.0
+            state_due = True  # occupancy goes explicitly OFF
         if state_due:
             self._send_state()
             self._next_state = now + self._state_interval_s
@@ -283,6 +289,11 @@ class Publisher:
                 self._sent_upto = row.seq
                 self.counters["sent"] += 1
                 stateful = stateful or row.type in STATEFUL_TYPES
+                if row.type in ("person", "face"):
+                    age = max(0.0, self._clock.now().timestamp() - row.ts)
+                    if age < OCCUPANCY_HOLD_S:
+                        self._occupied_until = max(self._occupied_until,
+                                                   self._clock.monotonic() + OCCUPANCY_HOLD_S - age)
                 if (row.type in ("ring", "face") and row.id not in self._fed
                         and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S):
                     feed = doorbell_payload(json.loads(row.payload))
@@ -306,6 +317,8 @@ class Publisher:
         except Exception:
             log.exception("state provider failed; publishing outbox figures only")
             provided = {}
+        # The app may say itself; otherwise someone is at the door while a person or face was seen recently.
+        provided.setdefault("occupancy", bool(self._occupied_until))
         stats = self.outbox.stats()
         body = state_payload(provided, stats.waiting, stats.dropped, stats.last_seq)
         self.link.publish(self.topics.state, encode(body), qos=1, retain=True)

@@ -178,3 +178,25 @@ def test_large_snapshots_and_events_from_several_threads_stay_intact(tmp_path: P
         assert sub.on(topics.snapshot) == jpegs
     finally:
         service.stop()
+
+
+def test_occupancy_follows_person_events_and_goes_explicitly_off(tmp_path: Path, broker, subscribe) -> None:
+    from edge.clock import FakeClock
+    from edge.mqtt.publisher import OCCUPANCY_HOLD_S
+
+    config = make_config(tmp_path / "state", broker.port, state_interval_s=3600)
+    topics = topics_for(config)
+    sub = subscribe([topics.state])
+    clock = FakeClock()
+    bus = EventBus()
+    service = build(config, bus, clock, lambda: {"motion": False})
+    service.start()
+    try:
+        assert service.publisher is not None
+        wait_until(lambda: any(s["occupancy"] is False for s in sub.json_on(topics.state)), what="first state")
+        bus.publish(Event("person", "front_door", clock.now(), {"confidence": 0.9}))
+        wait_until(lambda: sub.json_on(topics.state)[-1]["occupancy"] is True, what="occupancy ON")
+        clock.advance(OCCUPANCY_HOLD_S + 1)
+        wait_until(lambda: sub.json_on(topics.state)[-1]["occupancy"] is False, what="occupancy explicitly OFF")
+    finally:
+        service.stop()
