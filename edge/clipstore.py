@@ -29,6 +29,7 @@ from edge.encoder import (
     fsync_dir,
     last_duration_us,
     make_encoder,
+    probe,
     read_sidecar,
     remux,
     sidecar_header,
@@ -503,6 +504,18 @@ class ClipStore:
         try:
             remux(raw, frames, tmp, codec)
             kept = frames[first_key:]
+            if truncated:
+                # After a crash, only keep what decodes: a damaged tail is cut at the last decodable frame.
+                decodable = probe(tmp)[0]
+                if decodable < len(kept):
+                    log.warning("clip %s: %d of %d frames decode; keeping those", clip_id, decodable, len(kept))
+                    if decodable == 0:
+                        raise StorageError(f"clip {clip_id}: no frame decodes")
+                    frames = frames[: first_key + decodable]
+                    kept = frames[first_key:]
+                    remux(raw, frames, tmp, codec)
+                    if probe(tmp)[0] != len(kept):
+                        raise StorageError(f"clip {clip_id}: still not decodable after cutting the tail")
             digest, size = sha256_file(tmp), tmp.stat().st_size
             os.replace(tmp, final)
             fsync_dir(final.parent)
