@@ -36,3 +36,14 @@ def test_vote_settles_on_unknown() -> None:
     v = R.Vote(TH)
     out = [v.add(R.Match("", "alice", 0.6)) for _ in range(6)]
     assert out[-1] == R.UNKNOWN and out[:-1] == [None] * 5
+
+
+def test_quality_gates() -> None:
+    th = R.Thresholds(min_face_px=40, min_sharpness=15.0)
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 255, (150, 150, 3), dtype=np.uint8)
+    flat = np.full((150, 150, 3), 128, np.uint8)
+    assert R.sharpness(sharp) > 1000 and R.sharpness(flat) == 0.0
+    assert R.passes_quality(60, R.sharpness(sharp), th)
+    assert not R.passes_quality(30, R.sharpness(sharp), th)  # too small
+    assert not R.passes_quality(60, R.sharpness(flat), th)  # too blurred
