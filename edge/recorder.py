@@ -267,13 +267,14 @@ class Recorder:
 
     def _masked(self, image: Image) -> Image:
         height, width = image.shape[:2]
-        if self._mask is None or self._mask.shape != (height, width):
-            self._mask = storage_mask(self.camera_config.privacy_masks, height, width, self.config.mask_margin_px)
         if not self.camera_config.privacy_masks:
             return image
+        if self._mask is None or self._mask.shape != (height, width):
+            margin = self.config.mask_margin_px
+            self._mask = storage_mask(self.camera_config.privacy_masks, height, width, margin) > 0
         # Applied here even though the camera stage masks at the source: nothing unmasked may be stored.
         out = image.copy()
-        out[self._mask > 0] = 0
+        out[self._mask] = 0
         return out
 
     def _encoder_for(self, image: Image) -> FrameEncoder:
