@@ -268,17 +268,16 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
         },
     }
     out.mkdir(parents=True, exist_ok=True)
-    notices = {
-        "LICENSE-Apache-2.0.txt": Path("/usr/share/common-licenses/Apache-2.0").read_bytes()
-        if Path("/usr/share/common-licenses/Apache-2.0").exists()
-        else None,
-        "LICENSE-CC0-1.0.txt": cc0,
-    }
+    apache = Path("/usr/share/common-licenses/Apache-2.0")  # Debian's verbatim copy of the licence text
+    if not apache.exists():
+        apache = out / "LICENSE-Apache-2.0.txt"
+    if not apache.exists():
+        raise SystemExit("Apache-2.0 licence text not found (Debian: /usr/share/common-licenses/Apache-2.0)")
+    notices = {"LICENSE-Apache-2.0.txt": apache.read_bytes(), "LICENSE-CC0-1.0.txt": cc0}
     for name, blob in files.items():
         (out / name).write_bytes(blob)
     for name, blob in notices.items():
-        if blob is not None:
-            (out / name).write_bytes(blob)
+        (out / name).write_bytes(blob)
     (out / "NOTICE.md").write_text(NOTICE)
     manifest = {
         "tool": "tools/build_models.py",
