@@ -123,17 +123,26 @@ def _weighted_nms(
     boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], scores: npt.NDArray[Any], threshold: float
 ) -> list[Detection]:
     """MediaPipe-style blending: overlapping candidates are averaged by score instead of dropped."""
-    order = list(np.argsort(-scores))
+    order = np.argsort(-scores, kind="stable")
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    left = np.ones(len(boxes), bool)
     out: list[Detection] = []
-    while order:
-        best = order[0]
-        b = tuple(boxes[best])
-        group = [i for i in order if iou(b, tuple(boxes[i])) > threshold]  # type: ignore[arg-type]
-        order = [i for i in order if i not in group]
-        wts = scores[group].astype(np.float64)
-        wts /= wts.sum()
-        box = (boxes[group] * wts[:, None]).sum(0)
-        kp = (kps[group] * wts[:, None, None]).sum(0)
+    for best in range(len(boxes)):
+        if not left[best]:
+            continue
+        b = boxes[best]
+        ix = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
+        iy = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
+        inter = ix * iy
+        union = area[best] + area - inter
+        group = left & (inter > threshold * np.where(union > 0, union, np.inf))
+        group[best] = True
+        left &= ~group
+        w = scores[group].astype(np.float64)
+        w /= w.sum()
+        box = (boxes[group] * w[:, None]).sum(0)
+        kp = (kps[group] * w[:, None, None]).sum(0)
         out.append(
             Detection(
                 float(box[0]), float(box[1]), float(box[2]), float(box[3]), float(scores[best]), kp.astype(np.float32)
