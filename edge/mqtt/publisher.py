@@ -1,5 +1,4 @@
-"""Drains the outbox to the broker in seq order, removing an event only on its PUBACK; also availability, state,
-discovery, snapshots and the harmless commands."""
+"""Drains the outbox to the broker in seq order, deleting an event only on its PUBACK; plus state and commands."""
 
 from __future__ import annotations
 
