@@ -120,3 +120,31 @@ def test_detects_on_the_analysis_stream_and_cuts_chips_from_main(
     direct = max(engine_int8.detect(main), key=lambda d: d.width)
     h, w = main.shape[:2]
     assert abs(x0 - direct.x0 / w) < 0.03 and abs(x1 - direct.x1 / w) < 0.03 and abs(y0 - direct.y0 / h) < 0.03
+
+
+def test_threaded_stage_publishes_and_forgets_on_stop(data: Path, engine_int8: FaceEngine, tmp_path: Path) -> None:
+    import threading
+
+    from edge.clock import SystemClock
+    from edge.types import MotionFrame, MotionResult
+    from edge.vision.pipeline import FaceStage
+
+    clock = SystemClock()
+    got: list = []
+    done = threading.Event()
+
+    def publish(ev):  # type: ignore[no-untyped-def]
+        got.append(ev)
+        if ev.type == "face":
+            done.set()
+
+    stage = FaceStage(FacesConfig(), engine_int8, Gallery(tmp_path), clock, publish, queue_size=8)
+    stage.start()
+    img = _fit(data / EX / "biden.jpg")
+    for i in range(4):
+        stage.submit(MotionFrame(Frame("front_door", i, clock.now(), clock.monotonic(), img), MotionResult(True, 0.2)))
+    assert done.wait(10.0)
+    stage.stop()
+    assert [e.type for e in got] == ["person", "face"] and got[1].fields["result"] == "unknown"
+    assert all(p.stranger_embeddings() == 0 for p in stage.pipelines.values())
+    assert stage.errors == 0
