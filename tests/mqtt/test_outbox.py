@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.clock import FakeClock
 from edge.errors import StorageError
@@ -175,3 +177,40 @@ def test_unusable_state_dir_is_a_clear_storage_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StorageError, match=r"outbox .*cannot open"):
         Outbox(blocker / "o.sqlite3")
+
+
+KINDS = ["motion_start", "motion_end", "person", "system", "ring", "face", "footage_request"]
+
+
+def _fields(kind: str) -> dict[str, object]:
+    return {"ring": {"source": "button"}, "system": {"status": "x"},
+            "face": {"result": "unknown", "visit_id": "visit1"}}.get(kind, {})
+
+
+@given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=60), bound=st.integers(10, 25),
+       acks=st.lists(st.integers(1, 60), max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_drop_policy_invariants(tmp_path_factory: pytest.TempPathFactory, kinds: list[str], bound: int,
+                                acks: list[int]) -> None:
+    path = tmp_path_factory.mktemp("prop") / "o.sqlite3"
+    with Outbox(path, OutboxBounds(max_events=bound)) as outbox:
+        for i, kind in enumerate(kinds, 1):
+            before = {p.seq: p.type for p in outbox.pending(limit=1000)}
+            stamped = outbox.record(ev(kind, **_fields(kind)))
+            assert stamped.seq == i
+            after = {p.seq: p.type for p in outbox.pending(limit=1000)}
+            assert len(after) <= bound
+            gone = set(before) - set(after)
+            for seq in gone:
+                # a keeper only goes when nothing droppable was left to drop instead
+                if drop_class(before[seq]) == KEEP:
+                    assert all(drop_class(t) == KEEP for t in after.values())
+            if i in acks:
+                outbox.remove([i])
+        stats = outbox.stats()
+        removed = len({a for a in acks if a <= len(kinds)})
+        assert stats.last_seq == len(kinds)
+        assert stats.waiting + stats.dropped <= len(kinds)
+        assert stats.waiting + stats.dropped + removed >= len(kinds)
+        seqs = [p.seq for p in outbox.pending(limit=1000)]
+        assert seqs == sorted(seqs)
