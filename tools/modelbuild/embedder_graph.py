@@ -10,6 +10,7 @@ rows/columns at the bottom/right), so the graph pads explicitly there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
@@ -206,7 +207,7 @@ def reference_forward(net: dd.DlibResNet, chip_rgb: np.ndarray) -> np.ndarray:
         out[: b.shape[0], : b.shape[1], : b.shape[2]] += b
         return out
 
-    L = net.layers
+    L: list[Any] = list(net.layers)
     aff = lambda x, a: x * a.gamma[:, None, None] + a.beta[:, None, None]  # noqa: E731
     x = pool(np.maximum(aff(conv(x, L[0]), L[1]), 0), L[2])
     i = 3
