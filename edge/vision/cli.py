@@ -100,7 +100,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         if det.width < cfg.faces.min_face_px:
             raise EdgeError(f"{path}: face too small ({det.width:.0f} px < faces.min_face_px)")
         templates.append(engine.embed_face(img, det))
-        photos.append((path.suffix.lower() or ".jpg", blob))
+        # re-encoded, so no EXIF (camera, GPS position, time) from the original file is kept
+        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise EdgeError(f"{path}: cannot re-encode")
+        photos.append((".jpg", jpeg.tobytes()))
     person = Gallery(cfg.state_dir).enroll(
         args.name, photos, np.stack(templates), args.consent_by, args.consent_date, engine.embedder_file
     )
