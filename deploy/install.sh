@@ -111,6 +111,12 @@ run "$PREFIX/venv/bin/pip" install --upgrade "$PREFIX/src$EXTRAS"
 step "Configuration in $CONFIG_DIR"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONFIG_DIR"
 run install -d -m 0700 -o root -g root "$CONFIG_DIR/secrets"
+# The unit loads this file as the mqtt_password credential; empty means no password.
+if [ -f "$CONFIG_DIR/secrets/mqtt_password" ]; then
+    echo "    keeping the existing MQTT password file"
+else
+    run install -m 0600 -o root -g root /dev/null "$CONFIG_DIR/secrets/mqtt_password"
+fi
 if [ -f "$CONFIG_DIR/config.yaml" ]; then
     echo "    keeping the existing $CONFIG_DIR/config.yaml"
 else

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import cv2
+
 from edge import __version__
 from edge.button import GpioButton
 from edge.camera.base import make_source
@@ -95,6 +97,7 @@ class App:
         self.control_handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._watchdog_thread: threading.Thread | None = None
         self._pending_requests = 0
+        self._latest: dict[str, Frame] = {}
         self._started_mono = self.clock.monotonic()
 
     # --- building ----------------------------------------------------------------------------------------
@@ -151,7 +154,9 @@ class App:
         # publisher starts before and stops after everything that emits events.
         from edge.mqtt.service import build as build_mqtt
 
-        self.mqtt = build_mqtt(self.config, self.bus, self.clock, self.state)
+        self.mqtt = build_mqtt(self.config, self.bus, self.clock, self.state, self.snapshot_jpeg)
+        for name in self.config.cameras:
+            self.frame_consumers[name].append(self._keep_latest)
         self.components.append(self.mqtt)
         if self.config.faces.enabled:
             from edge.vision.pipeline import attach as attach_faces
@@ -176,6 +181,18 @@ class App:
         # not only when the owner next runs a footage command; the pending count feeds the state summary.
         self.components.append(Housekeeping(self, HOUSEKEEPING_INTERVAL_S))
         self.state_providers.append(lambda: {"pending_requests": self._pending_requests})
+
+    def _keep_latest(self, frame: Frame) -> None:
+        self._latest[frame.camera] = frame  # a reference only; frames are immutable
+
+    def snapshot_jpeg(self, camera: str | None = None) -> bytes | None:
+        """The newest frame of a camera (default: the doorbell's) as JPEG; privacy masks are already applied."""
+        name = camera or self.config.button.camera or next(iter(self.config.cameras))
+        frame = self._latest.get(name)
+        if frame is None:
+            return None
+        ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return bytes(data) if ok else None
 
     def housekeeping(self) -> None:
         """Periodic chores that must happen even when nobody runs a command."""

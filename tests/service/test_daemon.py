@@ -31,6 +31,12 @@ def daemon_env(state_dir: Path, home: Path) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def read_lines_until(proc: subprocess.Popen, predicate, timeout: float) -> list[dict]:
     events: list[dict] = []
     sel = selectors.DefaultSelector()
@@ -56,8 +62,12 @@ def read_lines_until(proc: subprocess.Popen, predicate, timeout: float) -> list[
 def test_default_run_prints_motion_events_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """The README's run command: no config file, no camera, no broker needed."""
     state = tmp_path / "state"
+    # Built-in defaults, except that the broker is pointed at a free port where nothing listens: the daemon
+    # must run with no broker (and must not leave retained messages on this machine's own broker).
+    config = tmp_path / "nobroker.yaml"
+    config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run"],
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
         cwd=REPO,
         env=daemon_env(state, tmp_path),
         stdout=subprocess.PIPE,
