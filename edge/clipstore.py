@@ -26,7 +26,6 @@ from edge.encoder import (
     choose_codec,
     codec_by_name,
     from_us,
-    fsync_dir,
     last_duration_us,
     make_encoder,
     probe,
@@ -36,6 +35,7 @@ from edge.encoder import (
     to_us,
 )
 from edge.errors import StorageError
+from edge.fsutil import fsync_dir
 from edge.retention import Deletion, RetentionPolicy, StoredClip, clip_class, plan
 
 log = logging.getLogger(__name__)

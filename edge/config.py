@@ -384,7 +384,9 @@ class FacesConfig(Section):
         15.0, ge=0, description="Smallest variance of the Laplacian of the face chip; blurrier faces are skipped."
     )
     vote_frames: int = Field(3, ge=1, le=20, description="Faces embedded per visit before deciding on a name.")
-    vote_min: int = Field(2, ge=1, le=20, description="Agreeing frames needed to name a visitor (or call them unknown).")
+    vote_min: int = Field(
+        2, ge=1, le=20, description="Agreeing frames needed to name a visitor (or call them unknown)."
+    )
     visit_end_s: float = Field(2.0, gt=0, le=60, description="A face unseen this long ends its visit (IoU track).")
     stranger_ttl_s: float = Field(
         30.0, ge=0, le=60, description="Embeddings of unknown visitors are kept in memory only, at most this long "

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge.errors import StorageError
+from edge.fsutil import fsync_file
 from edge.types import Image
 
 log = logging.getLogger(__name__)
@@ -538,22 +539,6 @@ def encode_jpeg(image: Image, quality: int) -> bytes:
     if not ok:
         raise StorageError("JPEG encoding failed")
     return bytes(buf.tobytes())
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def to_us(ts: datetime) -> int:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime
+from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 # uint8 pixels by convention; typed loosely because OpenCV returns its own MatLike alias.

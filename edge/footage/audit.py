@@ -17,6 +17,7 @@ import rfc8785
 
 from edge.clock import Clock, rfc3339
 from edge.errors import StorageError
+from edge.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ class VerifyResult:
         if self.ok:
             return f"{path}: {self.records} record(s), chain intact"
         return f"{path}: record {self.bad_record}: {self.problem}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AuditLog:
@@ -143,7 +136,7 @@ class AuditLog:
                 finally:
                     os.close(fd)
                 if created:
-                    _fsync_dir(self.dir)
+                    fsync_dir(self.dir)
                 self._write_head(record["seq"], record["hash"])
             except OSError as exc:
                 raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
@@ -159,7 +152,7 @@ class AuditLog:
         finally:
             os.close(fd)
         os.replace(tmp, self.head_path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():

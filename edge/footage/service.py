@@ -28,6 +28,7 @@ from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Po
 from edge.footage.redact import FindFaces, default_find_faces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
+from edge.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ class ExportResult:
     sha256: str
     export_id: str
     manifest: dict[str, Any]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FootageDesk:
@@ -428,7 +421,7 @@ class FootageDesk:
                               path=str(final), files=[{"path": f["path"], "sha256": f["sha256"]}
                                                       for f in manifest["files"]])
             os.replace(temp, final)
-            _fsync_dir(final_dir)
+            fsync_dir(final_dir)
             shutil.rmtree(work, ignore_errors=True)
         except OSError as exc:
             raise StorageError(f"export {export_id} of {request} failed: {exc}") from exc
