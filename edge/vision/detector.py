@@ -90,8 +90,20 @@ class FaceDetector:
 
     def detect(self, image_bgr: npt.NDArray[Any]) -> list[Detection]:
         canvas, scale, px, py = letterbox(image_bgr)
-        regress, logits = self.model.run(cv2.LUT(canvas, self._lut)[None])
-        return decode(regress[0], logits[0, :, 0], scale, px, py, self.score_threshold, self.nms_iou)
+        regress, logits = self.model.run(cv2.LUT(canvas, self._lut)[None], raw=True)
+        lq = self.model.output_quantization(1)
+        if lq is not None:  # 2,304 logits are cheap to dequantize; regressor rows only once selected
+            logits = (logits.astype(np.float32) - lq[1]) * np.float32(lq[0])
+        return decode(
+            regress[0],
+            logits[0, :, 0],
+            scale,
+            px,
+            py,
+            self.score_threshold,
+            self.nms_iou,
+            self.model.output_quantization(0),
+        )
 
 
 def decode(
@@ -102,12 +114,17 @@ def decode(
     py: float,
     score_threshold: float,
     nms_iou: float,
+    regress_quantization: tuple[float, int] | None = None,
 ) -> list[Detection]:
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))
-    keep = np.flatnonzero(scores >= score_threshold)
+    # threshold in logit space: the sigmoid is only needed for the few candidates
+    keep = np.flatnonzero(logits >= np.log(score_threshold / (1.0 - score_threshold)))
     if keep.size == 0:
         return []
-    raw = regress[keep].astype(np.float64) / INPUT
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -100.0, 100.0)))
+    raw = regress[keep].astype(np.float64)
+    if regress_quantization is not None:
+        raw = (raw - regress_quantization[1]) * regress_quantization[0]
+    raw /= INPUT
     anchors = _ANCHORS[keep]
     cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
     w, h = raw[:, 2], raw[:, 3]
@@ -116,7 +133,7 @@ def decode(
     # letterbox space (0..1 of 192 px) -> image pixels
     boxes = (boxes * INPUT - np.array([px, py, px, py])) / scale
     kps = (kps * INPUT - np.array([px, py])) / scale
-    return _weighted_nms(boxes, kps, scores[keep], nms_iou)
+    return _weighted_nms(boxes, kps, scores, nms_iou)
 
 
 def _weighted_nms(

@@ -100,11 +100,17 @@ class Model:
         info = np.iinfo(self.input_dtype)
         return np.clip(np.rint(values / scale) + zero, info.min, info.max).astype(self.input_dtype)
 
-    def run(self, *arrays: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+    def output_quantization(self, i: int) -> tuple[float, int] | None:
+        """(scale, zero_point) of integer output i, None for a float output."""
+        scale, zero = self._outputs[i]["quantization"]
+        return (float(scale), int(zero)) if np.dtype(self._outputs[i]["dtype"]).kind in "iu" and scale else None
+
+    def run(self, *arrays: npt.NDArray[Any], raw: bool = False) -> list[npt.NDArray[Any]]:
         """Invoke on the given inputs (in model input order) and return every output as float32.
 
         Float inputs given to an integer-input model are quantized with its input scale; integer
-        outputs are dequantized, so int8 and float models are called the same way.
+        outputs are dequantized, so int8 and float models are called the same way.  `raw` returns
+        outputs as stored (callers that only need a few rows dequantize those themselves).
         """
         for detail, arr in zip(self._inputs, arrays, strict=True):
             dtype = np.dtype(detail["dtype"])
@@ -117,7 +123,9 @@ class Model:
         outs = []
         for d in self._outputs:
             out = self._it.get_tensor(d["index"])
-            if out.dtype.kind in "iu":
+            if raw:
+                pass
+            elif out.dtype.kind in "iu":
                 scale, zero = d["quantization"]
                 out = (out.astype(np.float32) - zero) * np.float32(scale)
             else:
