@@ -27,6 +27,7 @@ from edge.queues import Closed, DropOldestQueue
 from edge.service.control import ControlServer
 from edge.service.health import Health
 from edge.service.logging import setup_logging
+from edge.service.memory import tune_malloc
 from edge.service.notify import Notifier
 from edge.types import Frame, MotionFrame
 
@@ -196,6 +197,8 @@ class App:
 
     def housekeeping(self) -> None:
         """Periodic chores that must happen even when nobody runs a command."""
+        if not (self.config.state_dir / "footage").exists():
+            return  # no request was ever submitted: nothing to sweep (and no need to load the footage code)
         from edge.footage.service import FootageDesk, pending_requests
 
         try:
@@ -347,6 +350,7 @@ class Housekeeping:
 
 def run_daemon(config: Config, duration: float | None = None) -> int:
     setup_logging(config.output.log_level)
+    tune_malloc()
     app = App(config).build()
     stop_requested = threading.Event()
 
