@@ -178,6 +178,7 @@ class App:
         for name in self.config.cameras:
             self.frame_consumers[name].append(recording.on_frame)
         self.state_providers.append(recording.state)
+        recording.attach_health(self._beater)
         # Footage requests: lapsed approvals and expired holds are audited by the daemon's housekeeping too,
         # not only when the owner next runs a footage command; the pending count feeds the state summary.
         self.components.append(Housekeeping(self, HOUSEKEEPING_INTERVAL_S))

@@ -123,6 +123,7 @@ class Recorder:
 
         self._frames: DropOldestQueue[Frame] = DropOldestQueue(config.queue_size)
         self._events: collections.deque[Event] = collections.deque()
+        self.beat: Callable[[], None] = lambda: None  # the daemon's stage heartbeat (watchdog)
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -191,6 +192,7 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
+            self.beat()
             try:
                 frame = self._frames.get(timeout=0.2)
             except Closed:
@@ -599,6 +601,11 @@ class Recording:
         recorder = self.recorders.get(event.camera or "")
         if recorder is not None:
             recorder.on_event(event)
+
+    def attach_health(self, beater: Callable[[str], Callable[[], None]]) -> None:
+        """Give each camera's recorder thread a heartbeat, so a wedged encoder stops the watchdog feed."""
+        for name, recorder in self.recorders.items():
+            recorder.beat = beater(f"recorder:{name}")
 
     def state(self) -> dict[str, Any]:
         """For the daemon's state summary: `recording` is the boolean MQTT publishes (a clip being written

@@ -179,6 +179,7 @@ def test_sd_notify_ready_and_watchdog_stop_when_a_stage_stalls(tmp_path: Path, m
             time.sleep(0.05)
         stalled_at = time.monotonic()
         assert app.health.stalled() == ["camera:porch"]
+        assert {"camera:porch", "motion:porch", "recorder:porch"} <= set(app.health.stages())
         time.sleep(1.0)
     finally:
         HangingSource.release.set()
