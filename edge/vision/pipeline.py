@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ class FaceStage:
         self.pipelines: dict[str, FacePipeline] = {}
         self.thread = threading.Thread(target=self.run, name="faces", daemon=True)
         self.errors = 0
+        self.inference_ms: float | None = None  # smoothed time per analysed frame (detect + track + embed)
 
     def submit(self, item: MotionFrame) -> None:
         with contextlib.suppress(Closed):
@@ -285,6 +287,13 @@ class FaceStage:
             self.pipelines[camera] = p
         return self.pipelines[camera]
 
+    def _note_time(self, ms: float) -> None:
+        # An exponential average: the state topic wants a steady figure, not the last frame's jitter.
+        self.inference_ms = ms if self.inference_ms is None else 0.9 * self.inference_ms + 0.1 * ms
+
+    def state(self) -> dict[str, Any]:
+        return {"inference_ms": None if self.inference_ms is None else round(self.inference_ms, 2)}
+
     def run(self) -> None:
         while True:
             self.beat()
@@ -298,7 +307,10 @@ class FaceStage:
                     p.tick(mono)
                 continue
             try:
-                for ev in self._pipeline(item.frame.camera).process(item.frame):
+                started = time.perf_counter()
+                events = self._pipeline(item.frame.camera).process(item.frame)
+                self._note_time(1000.0 * (time.perf_counter() - started))
+                for ev in events:
                     self.publish(ev)
             except Exception:  # one bad frame must not stop recognition
                 self.errors += 1
@@ -326,4 +338,5 @@ def attach(app: Any) -> FaceStage | None:
     )
     app.components.append(stage)
     app.motion_consumers.append(stage.submit)
+    app.state_providers.append(stage.state)
     return stage
