@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +15,8 @@ import yaml
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from edge import strictjson
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -179,19 +180,6 @@ _NoAliasLoader.yaml_implicit_resolvers = {
 }
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DocumentError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _DocumentError(f"{name} is not a JSON number")
-
-
 def _depth(value: Any) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
@@ -215,14 +203,14 @@ def load_document(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise _DocumentError(f"document is not UTF-8 text (byte {exc.start})") from exc
     try:
-        if text.lstrip().startswith("{"):
-            data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        else:
-            data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+        # JSON when it looks like JSON; otherwise YAML through a SafeLoader subclass without aliases.
+        data = strictjson.loads(text) if text.lstrip().startswith("{") else yaml.load(text, Loader=_NoAliasLoader)
     except RecursionError as exc:
         raise _DocumentError("document is nested too deeply") from exc
     except _DocumentError:
         raise
+    except strictjson.StrictJSONError as exc:
+        raise _DocumentError(str(exc)) from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise _DocumentError(f"document does not parse as JSON or YAML: {str(exc).splitlines()[0][:200]}") from exc
     if not isinstance(data, dict):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
+from edge import strictjson
 from edge.mqtt.topics import COMMANDS
 
 MAX_COMMAND_BYTES = 256
@@ -43,7 +42,7 @@ def parse_command(name: str, payload: bytes) -> Command | Rejected:
     except UnicodeDecodeError:
         return Rejected("payload is not UTF-8")
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        data = strictjson.loads(text)
     except (ValueError, RecursionError) as exc:
         return Rejected(f"payload is not valid JSON: {str(exc)[:80]}")
     if not isinstance(data, dict):
@@ -57,14 +56,3 @@ def parse_command(name: str, payload: bytes) -> Command | Rejected:
     return Command(name, request_id)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
