@@ -17,7 +17,8 @@ def fake_picamera2(monkeypatch: pytest.MonkeyPatch):
     fake.Picamera2.instances.clear()
     fake.Picamera2.fail_after = None
     monkeypatch.setitem(sys.modules, "picamera2", fake)
-    return fake
+    yield fake
+    fake.Picamera2.fail_after = None  # other suites share this fake
 
 
 def test_main_and_lores_streams(fake_picamera2) -> None:

@@ -12,7 +12,7 @@ from edge.clock import FakeClock
 from edge.encoder import decode_frames, probe
 from edge.events import Event
 from edge.recorder import Recording, picamera2_encoder_factory
-from tests.recording import fake_picamera2
+from tests.fakes import picamera2 as fake_picamera2
 from tests.recording.helpers import (
     CHANNEL_TOLERANCE,
     FPS,
@@ -28,7 +28,7 @@ from tests.recording.helpers import (
 
 def test_pi_encoder_records_masked_clips(shared_data: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_picamera2.install(monkeypatch)
-    camera = fake_picamera2.Picamera2(video_frames(shared_data, 150), FPS)
+    camera = fake_picamera2.Picamera2(frames=video_frames(shared_data, 150), fps=FPS)
     config = make_config(state_dir, masks=[MASK], pre_roll_s=1.0, post_roll_s=1.0)
     clock = FakeClock(T0)
     store = ClipStore(state_dir, clock)
@@ -75,7 +75,7 @@ def test_pi_encoder_follows_a_reopened_camera(
 ) -> None:
     fake_picamera2.install(monkeypatch)
     frames = video_frames(shared_data, 120)
-    cameras = [fake_picamera2.Picamera2(frames, FPS)]
+    cameras = [fake_picamera2.Picamera2(frames=frames, fps=FPS)]
     config = make_config(state_dir, masks=[MASK], pre_roll_s=0.5, post_roll_s=0.5)
     clock = FakeClock(T0)
     store = ClipStore(state_dir, clock)
@@ -84,7 +84,7 @@ def test_pi_encoder_follows_a_reopened_camera(
     recorder = recording.recorders["front"]
     for i in range(120):
         if i == 60:  # the source lost the camera and opened it again: a new Picamera2 object
-            cameras.append(fake_picamera2.Picamera2(frames, FPS))
+            cameras.append(fake_picamera2.Picamera2(frames=frames, fps=FPS))
         frame = frame_at(i, cameras[-1].capture_array("main"))
         if i == 20:
             recorder.handle_event(Event("motion_start", "front", frame.ts))
