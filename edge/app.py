@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import cv2
-
 from edge import __version__
 from edge.button import GpioButton
 from edge.camera.base import make_source
 from edge.camera.stage import CameraStage
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+from edge.encoder import encode_jpeg
 from edge.errors import StorageError
 from edge.events import Event, EventBus
 from edge.motion_stage import MotionStage
@@ -33,6 +32,7 @@ from edge.types import Frame, MotionFrame
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_JPEG_QUALITY = 85
 STOP_TIMEOUT_S = 4.0  # SIGTERM must end the process with exit 0 within 5 s
 
 
@@ -142,7 +142,7 @@ class App:
         first_camera = next(iter(self.config.cameras))
         ring_camera = self.config.button.camera or first_camera
         self.components.append(
-            GpioButton(self.config.button, lambda: self._ring_quietly(ring_camera, "button"), self.clock.monotonic)
+            GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic)
         )
         self.control_handlers["ring"] = self._handle_ring
         self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
@@ -193,8 +193,10 @@ class App:
         frame = self._latest.get(name)
         if frame is None:
             return None
-        ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        return bytes(data) if ok else None
+        try:
+            return encode_jpeg(frame.image, SNAPSHOT_JPEG_QUALITY)
+        except StorageError:
+            return None
 
     def housekeeping(self) -> None:
         """Periodic chores that must happen even when nobody runs a command."""
@@ -227,9 +229,6 @@ class App:
     def ring(self, camera: str, source: str) -> Event:
         log.info("ring on %s (%s)", camera, source)
         return self.bus.publish(Event("ring", camera, self.clock.now(), {"source": source}))
-
-    def _ring_quietly(self, camera: str, source: str) -> None:
-        self.ring(camera, source)
 
     def _handle_ring(self, request: dict[str, Any]) -> dict[str, Any]:
         camera = request.get("camera") or next(iter(self.config.cameras))

@@ -35,7 +35,7 @@ class Debouncer:
 class GpioButton:
     """Wraps gpiozero.Button; gpiozero's own bounce_time plus our debouncer guard against contact bounce."""
 
-    def __init__(self, config: ButtonConfig, on_press: Callable[[], None], monotonic: Callable[[], float]) -> None:
+    def __init__(self, config: ButtonConfig, on_press: Callable[[], object], monotonic: Callable[[], float]) -> None:
         self.config = config
         self.on_press = on_press
         self.debouncer = Debouncer(config.debounce_ms / 1000.0, monotonic)

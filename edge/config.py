@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -248,7 +249,8 @@ class RecordingConfig(Section):
     )
     quality: Literal["low", "medium", "high"] = Field("medium", description="Encoder quality/size trade-off.")
     pi_encoder: bool = Field(
-        True, description="picamera2 cameras: record with picamera2's H.264 encoder (masks painted in its "
+        True,
+        description="picamera2 cameras: record with picamera2's H.264 encoder (masks painted in its "
         "pre_callback); false: encode in software like other cameras.",
     )
     keyframe_interval_s: float = Field(
@@ -389,8 +391,11 @@ class FacesConfig(Section):
     )
     visit_end_s: float = Field(2.0, gt=0, le=60, description="A face unseen this long ends its visit (IoU track).")
     stranger_ttl_s: float = Field(
-        30.0, ge=0, le=60, description="Embeddings of unknown visitors are kept in memory only, at most this long "
-        "after their visit ends (never written to disk)."
+        30.0,
+        ge=0,
+        le=60,
+        description="Embeddings of unknown visitors are kept in memory only, at most this long "
+        "after their visit ends (never written to disk).",
     )
     max_faces: int = Field(4, ge=1, le=16, description="Most faces embedded per frame (largest first).")
 
@@ -493,7 +498,7 @@ def markdown_reference() -> str:
         model = _section_model(annotation)
         if model is None:
             continue
-        prefix = f"{name}.<name>." if typing_get_origin(annotation) is dict else f"{name}."
+        prefix = f"{name}.<name>." if typing.get_origin(annotation) is dict else f"{name}."
         lines += ["| key | type | default | description |", "|---|---|---|---|"]
         for key, sub in model.model_fields.items():
             default = "(computed)" if sub.default_factory is not None else json.dumps(_jsonable(sub.default))
@@ -507,15 +512,7 @@ def markdown_reference() -> str:
     return "\n".join(lines)
 
 
-def typing_get_origin(tp: Any) -> Any:
-    import typing
-
-    return typing.get_origin(tp)
-
-
 def _section_model(annotation: Any) -> type[BaseModel] | None:
-    import typing
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if typing.get_origin(annotation) is dict:

@@ -181,14 +181,11 @@ def validation_problems(exc: ValidationError, positions: Positions) -> list[Prob
     order: list[PathKey] = []
     for err in exc.errors(include_url=False):
         loc: PathKey = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        # Union members and dict-key validators add loc parts that are not in the file: trim to the data.
-        known = loc
-        while known and known not in positions and not _is_data_path(known, positions):
-            known = known[:-1]
         if err["type"] == "extra_forbidden":
             known = loc
             message = f"unknown key '{loc[-1]}'" + _did_you_mean(loc)
         else:
+            known = _trim_to_data(loc, positions)
             message = _message(err)
             if message.startswith("@") and ": " in message:
                 target, message = message[1:].split(": ", 1)
@@ -203,9 +200,15 @@ def validation_problems(exc: ValidationError, positions: Positions) -> list[Prob
     ]
 
 
-def _is_data_path(path: PathKey, positions: Positions) -> bool:
-    # A path with no position can still be real data (a default-built section): keep it if a parent exists.
-    return len(path) == 1
+def _trim_to_data(loc: PathKey, positions: Positions) -> PathKey:
+    """Union members and dict-key validators add loc parts that are not in the file: trim to the data.
+
+    A top-level section keeps its name even when the file leaves it out (it was built from defaults).
+    """
+    known = loc
+    while len(known) > 1 and known not in positions:
+        known = known[:-1]
+    return known
 
 
 def _position(path: PathKey, positions: Positions) -> tuple[int, int]:

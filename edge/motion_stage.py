@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from edge.clock import Clock
 from edge.config import CameraConfig, MotionConfig
@@ -91,5 +92,5 @@ class MotionStage:
         elif change == "motion_end":
             self._emit("motion_end", ts, {"peak_score": round(self.peak_score, 4)})
 
-    def _emit(self, kind: str, ts: object, fields: dict[str, object]) -> None:
-        self.publish(Event(kind, self.camera, ts, fields))  # type: ignore[arg-type]
+    def _emit(self, kind: str, ts: datetime, fields: dict[str, object]) -> None:
+        self.publish(Event(kind, self.camera, ts, fields))
