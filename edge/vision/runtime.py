@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.errors import ModelError
+from edge.service.memory import release_mapped_file
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Model:
         self._inputs = self._it.get_input_details()
         self._outputs = self._it.get_output_details()
         d = self.delegation()
+        if d.partitions == 1:  # XNNPACK holds packed copies of the weights: the mapped file is not read again
+            release_mapped_file(path)
         if d.partitions != 1:  # slow: ops fall back to TFLite's reference kernels between partitions
             log.warning("%s: XNNPACK took the graph as %d partitions (expected 1)", path.name, d.partitions)
         log.debug("loaded %s with %s, %d thread(s)", path.name, RUNTIME, num_threads)
