@@ -144,6 +144,12 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         raise StorageError(f"destination folder {dest.parent} does not exist")
     if not store.verify(ref.id):
         raise StorageError(f"clip {ref.id} does not match its recorded sha256; not copying a damaged file")
+    # Footage leaving the store is audited before it leaves, like a footage-request export: no record, no copy.
+    from edge.footage.audit import AuditLog
+
+    AuditLog(store.state_dir, SystemClock()).append(
+        "owner_copy", clip=ref.id, camera=ref.camera, sha256=ref.sha256, dest=str(dest.resolve())
+    )
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
         shutil.copyfile(ref.path, tmp)

@@ -40,6 +40,7 @@ KINDS = frozenset(
         "hold_expired",
         "expiry",  # an approval lapsed unused
         "notification",
+        "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made
     }
 )
 
@@ -90,19 +91,22 @@ class AuditLog:
 
     def _last(self) -> tuple[int, str]:
         """(seq, hash) of the last complete record; refuses to extend a damaged tail."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return 0, GENESIS
-        with self.path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            chunk, pos = b"", size
-            while pos > 0:
-                step = min(65536, pos)
-                pos -= step
-                fh.seek(pos)
-                chunk = fh.read(step) + chunk
-                if chunk.count(b"\n") >= 2 or pos == 0:
-                    break
+        try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                return 0, GENESIS
+            with self.path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                chunk, pos = b"", size
+                while pos > 0:
+                    step = min(65536, pos)
+                    pos -= step
+                    fh.seek(pos)
+                    chunk = fh.read(step) + chunk
+                    if chunk.count(b"\n") >= 2 or pos == 0:
+                        break
+        except OSError as exc:
+            raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
         if not chunk.endswith(b"\n"):
             raise StorageError(f"{self.path}: the last record is incomplete; run `doorbell-edge audit verify`")
         last = chunk[:-1].rsplit(b"\n", 1)[-1]

@@ -12,6 +12,7 @@ import pytest
 from edge.cli import main
 from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
+from edge.footage.audit import AuditLog
 from tests.recording.helpers import T0
 
 
@@ -64,6 +65,31 @@ def test_copy_is_hash_checked_and_never_overwrites_silently(
     assert main(["clips", "copy", a.id, str(tmp_path / "x.mp4")]) == 1
     assert "does not match its recorded sha256" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_copy_is_audited_before_the_file_leaves_the_store(
+    clips, state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, a, b = clips
+    log = AuditLog(state_dir, FakeClock(T0))
+    assert main(["clips", "copy", a.id, str(tmp_path / "a.mp4")]) == 0
+    assert main(["clips", "copy", a.id, str(tmp_path / "a.mp4")]) == 1  # refused (exists): no record
+    records = log.records()
+    assert [r["kind"] for r in records] == ["owner_copy"]
+    assert records[0]["data"] == {
+        "clip": a.id,
+        "camera": "front",
+        "sha256": a.sha256,
+        "dest": str((tmp_path / "a.mp4").resolve()),
+    }
+    assert log.verify().ok
+    # an audit log that cannot be written stops the copy: nothing leaves without its record
+    log.path.unlink()
+    log.path.mkdir()
+    capsys.readouterr()
+    assert main(["clips", "copy", b.id, str(tmp_path / "b.mp4")]) == 1
+    assert "cannot append to the audit log" in capsys.readouterr().err
+    assert not (tmp_path / "b.mp4").exists()
 
 
 def test_missing_store_is_a_clear_error(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
