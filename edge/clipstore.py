@@ -25,6 +25,7 @@ from edge.encoder import (
     RawStreamWriter,
     choose_codec,
     codec_by_name,
+    frames_in_stream,
     from_us,
     last_duration_us,
     make_encoder,
@@ -495,6 +496,12 @@ class ClipStore:
         with no usable frame is removed. Returns None when nothing was kept."""
         raw, side, tmp = _part(final, _RAW), _part(final, _SIDECAR), _part(final, _TMP)
         frames = read_sidecar(side) if side.exists() else []
+        if truncated and frames and raw.exists():
+            listed = len(frames)
+            frames = frames_in_stream(raw, frames, codec)
+            if len(frames) < listed:
+                missing = listed - len(frames)
+                log.warning("clip %s: %d listed frames missing from the stream (power cut?)", clip_id, missing)
         first_key = next((i for i, f in enumerate(frames) if f.keyframe), None)
         if first_key is None:
             log.warning("clip %s has no complete keyframe; removing it", clip_id)

@@ -153,6 +153,20 @@ def test_recovery_keeps_complete_frames_of_a_torn_clip(store: ClipStore) -> None
     assert sorted(p.name for p in store.root.rglob("*") if p.is_file()) == [final.name]
 
 
+def test_recovery_after_a_power_cut_keeps_the_frames_the_stream_holds(store: ClipStore) -> None:
+    clip_id, final = _record_parts(store, 25)
+    raw = final.with_name(final.name + ".raw.part")
+    side = final.with_name(final.name + ".frames.part")
+    # The frame list reached the disk but the stream's last 5 frames did not (the kernel wrote the list first).
+    frames = read_sidecar(side)
+    raw.write_bytes(raw.read_bytes()[: -sum(f.size for f in frames[-5:])])
+    report = store.recover()
+    assert report.recovered == (clip_id,) and report.removed == ()
+    ref = store.get(clip_id)
+    assert ref.truncated and ref.frames == 20
+    assert probe(ref.path)[0] == 20 and store.verify(ref.id)
+
+
 def test_recovery_removes_a_clip_with_nothing_playable_and_stray_files(store: ClipStore) -> None:
     clip_id, final = _record_parts(store, 3)
     final.with_name(final.name + ".frames.part").write_text("# h264 h264 160x120\n")  # killed before frame 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 from edge.encoder import (
+    EncodedFrame,
     RawStreamWriter,
     choose_codec,
     decode_frames,
+    frames_in_stream,
     from_us,
     make_encoder,
     probe,
@@ -112,6 +115,24 @@ def test_a_raw_file_shorter_than_its_frame_list_is_refused(tmp_path: Path) -> No
     raw.write_bytes(raw.read_bytes()[:-3])
     with pytest.raises(StorageError, match="shorter"):
         remux(raw, frames, tmp_path / "x.mp4", codec)
+
+
+def test_a_clip_in_progress_is_fsynced_about_every_second_stream_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = choose_codec("auto")
+    writer = RawStreamWriter(tmp_path / "c.raw", tmp_path / "c.frames", codec, 64, 48)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr("edge.encoder.os.fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    raw_fd, side_fd = writer._raw.fileno(), writer._side.fileno()
+    for i in range(35):  # 3.5 s at 10 fps, a keyframe every 0.5 s
+        writer.write(EncodedFrame(b"\x00\x00\x00\x01" + bytes([i]), i % 5 == 0, T0 + timedelta(seconds=i / 10), i / 10))
+    writer.close()
+    assert writer.syncs == 3  # at 1.0, 2.0 and 3.0 s: keyframes a second or more after the last sync
+    assert synced == [raw_fd, side_fd] * 3  # the stream before the list that points into it
+    listed = read_sidecar(tmp_path / "c.frames")
+    assert len(listed) == 35 and frames_in_stream(tmp_path / "c.raw", listed, codec) == listed
 
 
 def test_frame_size_mismatch_and_odd_sizes_are_named() -> None:
