@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -97,43 +97,72 @@ def _stem(segment: Segment) -> str:
     return f"{segment.camera}/{safe}_{segment.start.strftime('%Y%m%dT%H%M%S%fZ')}"
 
 
-def _frames(clips: ClipSource, segment: Segment) -> tuple[list[datetime], list[Image]]:
-    """Decoded frames of the segment's clip with their capture times (from the clip store's frame list)."""
-    from edge.encoder import decode_frames
+def _clip_times(clips: ClipSource, segment: Segment) -> tuple[Path, list[datetime]]:
+    """The segment's clip file and its frames' capture times, after checking the file is the one recorded and
+    decodes to exactly that many frames (so frame i of the decoder is frame i of the list)."""
+    from edge.encoder import probe
 
     ref = clips.get(segment.clip_id)
     if not clips.verify(segment.clip_id):
         raise StorageError(f"clip {segment.clip_id} does not match its recorded sha256; not exported")
     times = clips.frame_times(segment.clip_id)
-    decoded = list(decode_frames(Path(ref.path)))
-    if len(decoded) != len(times):
+    decodable = probe(Path(ref.path))[0]
+    if decodable != len(times):
         raise StorageError(
-            f"clip {segment.clip_id}: {len(decoded)} decodable frames but {len(times)} frame times; not exported"
+            f"clip {segment.clip_id}: {decodable} decodable frames but {len(times)} frame times; not exported"
         )
-    return times, [image for _, image in decoded]
+    return Path(ref.path), times
 
 
-def _encode_video(images: Sequence[Image], times: Sequence[datetime], workdir: Path, stem: str) -> bytes:
+def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
+    """The decoded frames at the given (ascending, contiguous) indices, one at a time: a long clip is never
+    held in memory whole (five minutes of 640x480 would be 2.7 GB of frames)."""
+    from edge.encoder import decode_frames
+
+    first, last = picked[0], picked[-1]
+    for index, (_, image) in enumerate(decode_frames(path)):
+        if index > last:
+            return
+        if index >= first:
+            yield image
+
+
+def _redacted(path: Path, picked: Sequence[int], find_faces: FindFaces | None) -> Iterator[Image]:
+    """The picked frames, faces blurred when a detector is given (None: the owner released the clip unblurred)."""
+    for image in _picked_images(path, picked):
+        yield blur_boxes(image, find_faces(image)) if find_faces is not None else image
+
+
+def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> bytes:
+    """Encode frames (streamed) at their capture times into a finished, browser-playable file's bytes."""
     from edge.encoder import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
 
     codec = choose_codec("auto")
-    height, width = images[0].shape[:2]
     span = (times[-1] - times[0]).total_seconds()
     fps = (len(times) - 1) / span if len(times) > 1 and span > 0 else 10.0
     base = workdir / stem.replace("/", "_")
     raw, side, out = base.with_suffix(".raw"), base.with_suffix(".frames"), base.with_suffix(codec.suffix)
     for path in (raw, side, out):
         path.unlink(missing_ok=True)
-    encoder = make_encoder(codec, width, height, fps, 1.0, "medium")
-    writer = RawStreamWriter(raw, side, codec, width, height)
+    encoder = writer = None
+    count = 0
     try:
-        encoder.request_keyframe()
-        for image, ts in zip(images, times, strict=True):
+        for image, ts in zip(images, times, strict=False):
+            if encoder is None or writer is None:
+                height, width = image.shape[:2]
+                encoder = make_encoder(codec, width, height, fps, 1.0, "medium")
+                writer = RawStreamWriter(raw, side, codec, width, height)
+                encoder.request_keyframe()
             for packet in encoder.encode(image, ts, 0.0):
                 writer.write(packet)
+            count += 1
     finally:
-        encoder.close()
-        writer.close()
+        if encoder is not None:
+            encoder.close()
+        if writer is not None:
+            writer.close()
+    if count != len(times):
+        raise StorageError(f"{stem}: {count} frames decoded for {len(times)} frame times; not exported")
     remux(raw, read_sidecar(side), out, codec)
     return out.read_bytes()
 
@@ -158,7 +187,7 @@ def build_files(
     for segment in decision.segments:
         if not wants_images:
             break
-        times, images = _frames(clips, segment)
+        path, times = _clip_times(clips, segment)
         picked = select_frames(times, segment.start, segment.end)
         if not picked:
             span = f"{rfc3339(segment.start)}..{rfc3339(segment.end)}"
@@ -166,23 +195,21 @@ def build_files(
             continue
         blur = segment.clip_id not in decision.unblur
         kept_times = [times[i] for i in picked]
-        kept = []
-        for i in picked:
-            image = images[i]
-            kept.append(blur_boxes(image, find_faces(image)) if blur and find_faces is not None else image)
+        redact = find_faces if blur else None
         start, end = covered_range(times, picked, segment)
         stem = _stem(segment)
         if "video" in decision.data:
-            data = _encode_video(kept, kept_times, workdir, stem)
+            data = _encode_video(_redacted(path, picked, redact), kept_times, workdir, stem)
             suffix = ".mp4" if data[4:8] == b"ftyp" else ".webm"
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
-                                    data, len(kept), blur))
+                                    data, len(kept_times), blur))
         if "snapshots" in decision.data:
             from edge.encoder import encode_jpeg
 
+            first = next(_redacted(path, picked[:1], redact))
             first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
             files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
-                                    kept_times[0], min(first_end, segment.end), encode_jpeg(kept[0], 90), 1, blur))
+                                    kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))
     if "event_metadata" in decision.data and decision.segments:
         entries = []
         for segment in decision.segments:
