@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision.detector import Detection
-from edge.vision.runtime import Model
+from edge.vision.runtime import Model, PixelMap
 
 CHIP = 150
 PADDING = 0.25
@@ -47,21 +47,34 @@ def chip_template(size: int = CHIP, padding: float = PADDING) -> npt.NDArray[np.
 
 
 def similarity(src: npt.NDArray[np.float64], dst: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src points onto dst: 2x3."""
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src points onto dst: 2x3.
+
+    Umeyama's estimate in the closed form 2-D allows (no SVD): with both point sets centred, the best
+    rotation-and-scale is the complex number sum(conj(s) * d) / sum(|s|^2), i.e. cos and sin times the
+    scale are a / var and b / var with a = sum(s . d) and b = sum(s x d).
+    """
     ms, md = src.mean(0), dst.mean(0)
     s, d = src - ms, dst - md
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    fix = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        fix[1, 1] = -1
-    rot = u @ fix @ vt
-    var = (s**2).sum() / len(src)
-    scale = float(np.trace(np.diag(sig) @ fix) / var) if var > 0 else 1.0
+    var = float(np.einsum("ij,ij->", s, s))
+    if var > 0:
+        a = float(np.einsum("ij,ij->", s, d))
+        b = float(np.dot(s[:, 0], d[:, 1]) - np.dot(s[:, 1], d[:, 0]))
+        c, k = a / var, b / var
+    else:  # every src point the same: no rotation or scale to fit
+        c, k = 1.0, 0.0
     m = np.empty((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - scale * rot @ ms
+    m[0, 0], m[0, 1], m[1, 0], m[1, 1] = c, -k, k, c
+    m[:, 2] = md - m[:, :2] @ ms
     return m
+
+
+def _to_unit(crop_rgb: npt.NDArray[Any]) -> F32:
+    return (crop_rgb.astype(np.float32) * (1.0 / 255.0))[None]
+
+
+def _unit_pixels() -> F32:
+    """_to_unit's value for each of the 256 pixel values (float32 arithmetic, as on a whole crop)."""
+    return np.arange(256, dtype=np.uint8).astype(np.float32) * (1.0 / 255.0)
 
 
 def mesh_roi(det: Detection) -> npt.NDArray[np.float64]:
@@ -90,16 +103,41 @@ class Aligner:
         if template is not None and template.shape != (468, 2):
             raise ValueError("a chip template holds 468 (x, y) points")
         self.template = template
+        # A real Model is fed in place through a pixel table: the float32 values of mesh_input() for
+        # every pixel value, quantized as Model.run would for an int8 mesh, so either kind of mesh gets
+        # bit for bit what run(mesh_input()) feeds it.  A stand-in (anything with run(), such as a
+        # calibration recorder) is called with the float tensor itself.
+        self._pixels = PixelMap(mesh.quantize_input(_unit_pixels())) if isinstance(mesh, Model) else None
+        self._crop = np.empty((MESH_INPUT, MESH_INPUT, 3), np.uint8)
+        self._rgb = np.empty((MESH_INPUT, MESH_INPUT, 3), np.uint8)
+
+    def _mesh_crop(self, image_bgr: npt.NDArray[Any], m: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+        """The 192x192 RGB crop under the ROI transform m (a buffer reused by the next call)."""
+        cv2.warpAffine(
+            image_bgr,
+            m,
+            (MESH_INPUT, MESH_INPUT),
+            dst=self._crop,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
+        return cv2.cvtColor(self._crop, cv2.COLOR_BGR2RGB, dst=self._rgb)
+
+    def mesh_input(self, image_bgr: npt.NDArray[Any], det: Detection) -> F32:
+        """The float mesh input for a face: RGB in [0, 1], batch of one (the reference form of the input)."""
+        return _to_unit(self._mesh_crop(image_bgr, mesh_roi(det)))
 
     def landmarks(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:
         """The 468 mesh points in image pixels (x, y)."""
         m = mesh_roi(det)
-        crop = cv2.warpAffine(
-            image_bgr, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-        )
-        tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
-        out = self.mesh.run(tensor[None])
-        pts = out[0].reshape(-1, 3)[:, :2].astype(np.float64)
+        if self._pixels is None:
+            out = self.mesh.run(_to_unit(self._mesh_crop(image_bgr, m)))[0]
+        else:
+            rgb = self._mesh_crop(image_bgr, m)
+            pixels = self._pixels
+            self.mesh.invoke_with(lambda view: pixels(rgb, view))
+            out = self.mesh.output(0)
+        pts = out.reshape(-1, 3)[:, :2].astype(np.float64)
         inv = cv2.invertAffineTransform(m)
         return pts @ inv[:, :2].T + inv[:, 2]
 
@@ -111,9 +149,10 @@ class Aligner:
         return similarity(pts, self.template)
 
     def chip(self, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[Any]:
+        """The 150x150 RGB uint8 chip (a new array)."""
         m = self.transform(image_bgr, det)
         chip = cv2.warpAffine(image_bgr, m, (CHIP, CHIP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(chip, cv2.COLOR_BGR2RGB, dst=chip)
 
 
 def dlib_chip_points(aligner: Aligner, image_bgr: npt.NDArray[Any], det: Detection) -> npt.NDArray[np.float64]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,11 +10,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.runtime import Model
+from edge.vision.runtime import Model, PixelMap
 
 INPUT = 192
 _GRID = 48  # one anchor per cell of a 48x48 grid (stride 4), fixed anchor size 1.0
 _ANCHORS = np.stack(np.meshgrid((np.arange(_GRID) + 0.5) / _GRID, (np.arange(_GRID) + 0.5) / _GRID), -1).reshape(-1, 2)
+_ANCHORS_PX = _ANCHORS * INPUT
 
 F32 = npt.NDArray[np.float32]
 
@@ -59,19 +61,44 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-def letterbox(image_bgr: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float, float, float]:
-    """Scale the longer side to 192 and centre on black: (RGB uint8 192x192, scale, pad_x, pad_y)."""
-    h, w = image_bgr.shape[:2]
+@dataclass(frozen=True)
+class _Geometry:
+    """Where a frame of one size lands on the 192x192 canvas: halvings first, then one resize."""
+
+    halvings: int  # cv2.pyrDown steps (anti-aliased halving) before the resize
+    nw: int
+    nh: int
+    px: int
+    py: int
+    scale: float
+
+
+def _geometry(h: int, w: int) -> _Geometry:
     scale = INPUT / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    halvings = 0
+    while w * 0.5 >= nw and h * 0.5 >= nh:  # pyrDown output: (w + 1) // 2 x (h + 1) // 2
+        w, h = (w + 1) // 2, (h + 1) // 2
+        halvings += 1
+    return _Geometry(halvings, nw, nh, (INPUT - nw) // 2, (INPUT - nh) // 2, scale)
+
+
+def _shrink(image_bgr: npt.NDArray[Any], g: _Geometry, dst: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]:
     src = image_bgr
-    while src.shape[1] * 0.5 >= nw and src.shape[0] * 0.5 >= nh:
+    for _ in range(g.halvings):
         src = cv2.pyrDown(src)  # anti-aliased halving; INTER_AREA costs ~1 ms on a 640x480 frame
-    small = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
+    return cv2.resize(src, (g.nw, g.nh), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
+def letterbox(image_bgr: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float, float, float]:
+    """Scale the longer side to 192 and centre on black: (RGB uint8 192x192, scale, pad_x, pad_y).
+
+    The reference form of what FaceDetector.detect writes into the model input (tools calibrate on it).
+    """
+    g = _geometry(*image_bgr.shape[:2])
     canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
-    canvas[py : py + nh, px : px + nw] = small
-    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), scale, float(px), float(py)
+    canvas[g.py : g.py + g.nh, g.px : g.px + g.nw] = _shrink(image_bgr, g)
+    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), g.scale, float(g.px), float(g.py)
 
 
 def to_float(canvas_rgb: npt.NDArray[Any]) -> F32:
@@ -79,31 +106,95 @@ def to_float(canvas_rgb: npt.NDArray[Any]) -> F32:
     return (canvas_rgb.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
 
 
+def _logit_threshold(score_threshold: float, quantization: tuple[float, int] | None) -> float:
+    """The smallest stored logit that passes score_threshold: decode's float test, applied to every int8 value."""
+    t = np.log(score_threshold / (1.0 - score_threshold))
+    if quantization is None:
+        return float(t)
+    values = np.arange(-128, 128)
+    passing = values[(values.astype(np.float32) - quantization[1]) * np.float32(quantization[0]) >= t]
+    return float(passing[0]) if passing.size else math.inf
+
+
 class FaceDetector:
-    """Finds faces in one BGR frame with the shipped BlazeFace full-range model."""
+    """Finds faces in one BGR frame with the shipped BlazeFace full-range model.
+
+    Per frame: the anti-aliased shrink into a buffer kept per frame size, BGR->RGB into a second
+    one, then one table pass straight into the interpreter's input tensor (padding rows and columns
+    are set to the table's value for black).  The logits are tested as stored (an int8 threshold),
+    and only the few rows that pass are dequantized and decoded.
+    """
 
     def __init__(self, model: Model, score_threshold: float = 0.5, nms_iou: float = 0.3) -> None:
         self.model = model
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self._lut = model.pixel_lut(2.0 / 255.0, -1.0)
+        self._pixels = PixelMap(self._lut)
+        self._regress_q = model.output_quantization(0)
+        self._logit_q = model.output_quantization(1)
+        self._min_logit = _logit_threshold(score_threshold, self._logit_q)
+        self._buffers: dict[tuple[int, int], tuple[_Geometry, npt.NDArray[Any], npt.NDArray[Any]]] = {}
+
+    def _frame_buffers(self, h: int, w: int) -> tuple[_Geometry, npt.NDArray[Any], npt.NDArray[Any]]:
+        got = self._buffers.get((h, w))
+        if got is None:
+            g = _geometry(h, w)
+            got = (g, np.empty((g.nh, g.nw, 3), np.uint8), np.empty((g.nh, g.nw, 3), np.uint8))
+            if len(self._buffers) >= 8:  # frame sizes are few (one per camera stream); photos vary
+                self._buffers.clear()
+            self._buffers[(h, w)] = got
+        return got
 
     def detect(self, image_bgr: npt.NDArray[Any]) -> list[Detection]:
-        canvas, scale, px, py = letterbox(image_bgr)
-        regress, logits = self.model.run(cv2.LUT(canvas, self._lut)[None], raw=True)
-        lq = self.model.output_quantization(1)
-        if lq is not None:  # 2,304 logits are cheap to dequantize; regressor rows only once selected
-            logits = (logits.astype(np.float32) - lq[1]) * np.float32(lq[0])
-        return decode(
-            regress[0],
-            logits[0, :, 0],
-            scale,
-            px,
-            py,
-            self.score_threshold,
-            self.nms_iou,
-            self.model.output_quantization(0),
-        )
+        h, w = image_bgr.shape[:2]
+        g, small, rgb = self._frame_buffers(h, w)
+        _shrink(image_bgr, g, small)
+        cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=rgb)
+        self.model.invoke_with(lambda view: self._fill(view, g, rgb))
+        logits = self.model.output(1, raw=True)[0, :, 0]
+        keep = np.flatnonzero(logits >= self._min_logit)
+        if keep.size == 0:
+            return []
+        rows = self.model.output(0, raw=True)[0, keep]
+        return decode_rows(keep, rows, logits[keep], g.scale, g.px, g.py, self.nms_iou, self._regress_q, self._logit_q)
+
+    def _fill(self, view: npt.NDArray[Any], g: _Geometry, rgb: npt.NDArray[Any]) -> None:
+        black = self._lut[0]
+        y1, x1 = g.py + g.nh, g.px + g.nw
+        view[: g.py] = black
+        view[y1:] = black
+        view[g.py : y1, : g.px] = black
+        view[g.py : y1, x1:] = black
+        self._pixels(rgb, view[g.py : y1, g.px : x1])
+
+
+def decode_rows(
+    keep: npt.NDArray[np.intp],
+    regress: npt.NDArray[Any],
+    logits: npt.NDArray[Any],
+    scale: float,
+    px: float,
+    py: float,
+    nms_iou: float,
+    regress_quantization: tuple[float, int] | None = None,
+    logit_quantization: tuple[float, int] | None = None,
+) -> list[Detection]:
+    """decode() for the anchors `keep` only (already thresholded), with their regressor rows and logits as stored."""
+    if logit_quantization is not None:
+        logits = (logits.astype(np.float32) - logit_quantization[1]) * np.float32(logit_quantization[0])
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
+    raw = regress.astype(np.float64)
+    if regress_quantization is not None:
+        raw = (raw - regress_quantization[1]) * regress_quantization[0]
+    # 192-px canvas units: centre and keypoints are offsets from the anchor, then canvas -> image pixels
+    pts = np.delete(raw, (2, 3), axis=1).reshape(-1, 7, 2)
+    pts += _ANCHORS_PX[keep][:, None, :]
+    pts -= (px, py)
+    pts /= scale
+    half = raw[:, 2:4] / (2.0 * scale)
+    boxes = np.concatenate([pts[:, 0] - half, pts[:, 0] + half], 1)
+    return _weighted_nms(boxes, pts[:, 1:], scores, nms_iou)
 
 
 def decode(
@@ -116,53 +207,50 @@ def decode(
     nms_iou: float,
     regress_quantization: tuple[float, int] | None = None,
 ) -> list[Detection]:
+    """Detections from all 2,304 anchors: float logits (2304,), regressor rows (2304, 16) float or as stored."""
     # threshold in logit space: the sigmoid is only needed for the few candidates
     keep = np.flatnonzero(logits >= np.log(score_threshold / (1.0 - score_threshold)))
     if keep.size == 0:
         return []
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -100.0, 100.0)))
-    raw = regress[keep].astype(np.float64)
-    if regress_quantization is not None:
-        raw = (raw - regress_quantization[1]) * regress_quantization[0]
-    raw /= INPUT
-    anchors = _ANCHORS[keep]
-    cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
-    w, h = raw[:, 2], raw[:, 3]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-    kps = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
-    # letterbox space (0..1 of 192 px) -> image pixels
-    boxes = (boxes * INPUT - np.array([px, py, px, py])) / scale
-    kps = (kps * INPUT - np.array([px, py])) / scale
-    return _weighted_nms(boxes, kps, scores, nms_iou)
+    return decode_rows(keep, regress[keep], logits[keep], scale, px, py, nms_iou, regress_quantization)
 
 
 def _weighted_nms(
     boxes: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], scores: npt.NDArray[Any], threshold: float
 ) -> list[Detection]:
-    """MediaPipe-style blending: overlapping candidates are averaged by score instead of dropped."""
+    """MediaPipe-style blending: overlapping candidates are averaged by score instead of dropped.
+
+    Candidates in descending score order; each one still left takes every left candidate overlapping
+    it by IoU > threshold (the overlaps are computed once, as a matrix) and becomes their
+    score-weighted average.
+    """
+    n = len(boxes)
+    if n == 1:
+        return [_detection(boxes[0], kps[0], float(scores[0]))]
     order = np.argsort(-scores, kind="stable")
-    boxes, kps, scores = boxes[order], kps[order], scores[order]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    left = np.ones(len(boxes), bool)
+    rows = np.concatenate([boxes, kps.reshape(n, -1)], 1)[order]
+    scores = scores[order]
+    x0, y0, x1, y1 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    area = (x1 - x0) * (y1 - y0)
+    ix = np.clip(np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0), 0, None)
+    iy = np.clip(np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0), 0, None)
+    inter = ix * iy
+    union = area[:, None] + area - inter
+    overlaps = inter > threshold * np.where(union > 0, union, np.inf)
+    left = np.ones(n, bool)
     out: list[Detection] = []
-    for best in range(len(boxes)):
+    for best in range(n):
         if not left[best]:
             continue
-        b = boxes[best]
-        ix = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
-        iy = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
-        inter = ix * iy
-        union = area[best] + area - inter
-        group = left & (inter > threshold * np.where(union > 0, union, np.inf))
+        group = left & overlaps[best]
         group[best] = True
         left &= ~group
-        w = scores[group].astype(np.float64)
-        w /= w.sum()
-        box = (boxes[group] * w[:, None]).sum(0)
-        kp = (kps[group] * w[:, None, None]).sum(0)
-        out.append(
-            Detection(
-                float(box[0]), float(box[1]), float(box[2]), float(box[3]), float(scores[best]), kp.astype(np.float32)
-            )
-        )
+        w = scores[group]
+        blend = w @ rows[group] / w.sum()
+        out.append(_detection(blend[:4], blend[4:], float(scores[best])))
     return out
+
+
+def _detection(box: npt.NDArray[np.float64], kps: npt.NDArray[np.float64], score: float) -> Detection:
+    x0, y0, x1, y1 = box.tolist()
+    return Detection(x0, y0, x1, y1, score, kps.astype(np.float32).reshape(6, 2))

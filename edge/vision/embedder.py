@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.runtime import Model
+from edge.vision.runtime import Model, PixelMap
 
 DIM = 128
 F32 = npt.NDArray[np.float32]
@@ -19,11 +18,12 @@ class Embedder:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self._lut = model.pixel_lut(1.0, 0.0)
+        self._pixels = PixelMap(model.pixel_lut(1.0, 0.0))
 
     def embed(self, chip_rgb: npt.NDArray[Any]) -> F32:
-        (out,) = self.model.run(cv2.LUT(chip_rgb, self._lut)[None])
-        return out[0].astype(np.float32)
+        pixels = self._pixels
+        self.model.invoke_with(lambda view: pixels(chip_rgb, view))
+        return self.model.output(0)[0].astype(np.float32)
 
 
 def distance(a: F32, b: F32) -> float:

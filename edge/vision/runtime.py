@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -103,6 +105,18 @@ class Model:
         info = np.iinfo(self.input_dtype)
         return np.clip(np.rint(values / scale) + zero, info.min, info.max).astype(self.input_dtype)
 
+    def quantize_input(self, arr: npt.NDArray[Any], i: int = 0) -> npt.NDArray[Any]:
+        """`arr` as input i takes it: float values quantized with the input's scale for an integer input."""
+        detail = self._inputs[i]
+        dtype = np.dtype(detail["dtype"])
+        if arr.dtype == dtype:
+            return arr
+        if dtype.kind not in "iu":
+            return arr.astype(dtype)
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(arr / scale) + zero, info.min, info.max).astype(dtype)
+
     def output_quantization(self, i: int) -> tuple[float, int] | None:
         """(scale, zero_point) of integer output i, None for a float output."""
         scale, zero = self._outputs[i]["quantization"]
@@ -115,13 +129,8 @@ class Model:
         outputs are dequantized, so int8 and float models are called the same way.  `raw` returns
         outputs as stored (callers that only need a few rows dequantize those themselves).
         """
-        for detail, arr in zip(self._inputs, arrays, strict=True):
-            dtype = np.dtype(detail["dtype"])
-            if arr.dtype != dtype:
-                scale, zero = detail["quantization"]
-                info = np.iinfo(dtype)
-                arr = np.clip(np.rint(arr / scale) + zero, info.min, info.max).astype(dtype)
-            self._it.set_tensor(detail["index"], arr)
+        for i, (detail, arr) in enumerate(zip(self._inputs, arrays, strict=True)):
+            self._it.set_tensor(detail["index"], self.quantize_input(arr, i))
         self._it.invoke()
         outs = []
         for d in self._outputs:
@@ -135,6 +144,31 @@ class Model:
                 out = out.copy()
             outs.append(out)
         return outs
+
+    def invoke_with(self, fill: Callable[[npt.NDArray[Any]], object]) -> None:
+        """Invoke after `fill` has written input 0 in place: no temporary input array, no copy.
+
+        `fill` gets a writable view of the interpreter's own input buffer (batch dimension dropped,
+        the model's input dtype) and must not keep it: the runtime refuses to invoke while a view of
+        its buffers is alive.
+        """
+        view = self._it.tensor(self._inputs[0]["index"])()[0]
+        fill(view)
+        del view
+        self._it.invoke()
+
+    def input(self, i: int = 0) -> npt.NDArray[Any]:
+        """A copy of input i as last fed (batch dimension kept)."""
+        return self._it.get_tensor(self._inputs[i]["index"])
+
+    def output(self, i: int, raw: bool = False) -> npt.NDArray[Any]:
+        """A copy of output i after an invoke: dequantized to float32 (as run() returns it), or as stored."""
+        d = self._outputs[i]
+        out = self._it.get_tensor(d["index"])
+        if not raw and out.dtype.kind in "iu":
+            scale, zero = d["quantization"]
+            out = (out.astype(np.float32) - zero) * np.float32(scale)
+        return out
 
     def ops(self) -> list[OpInfo]:
         """The original graph's nodes (DELEGATE nodes excluded) with their input dtypes."""
@@ -152,6 +186,43 @@ class Model:
         counts = Counter(names)
         partitions = counts.pop("DELEGATE", 0)
         return Delegation(partitions=partitions, ops=sum(counts.values()), by_op=dict(counts))
+
+
+class PixelMap:
+    """Writes uint8 pixels as model input values through a 256-entry table, in one pass.
+
+    The table (Model.pixel_lut, or Model.quantize_input of the float values a reference path
+    computes) maps each pixel value to what the model is fed; the destination is typically the view
+    Model.invoke_with hands out.  When the table is a plain shift by 128 (int8 input with scale 1 and
+    zero point -128, as the embedder has) the pass is an XOR of the sign bit, which writes the same
+    bytes several times faster than a table lookup; a float table that is a plain gain (the mesh's
+    float(v) * (1 / 255)) is one multiply.
+    """
+
+    def __init__(self, lut: npt.NDArray[Any]) -> None:
+        if lut.shape != (256,):
+            raise ValueError("a pixel table has 256 entries")
+        self.lut = lut
+        self.dtype = lut.dtype
+        shift = np.arange(256, dtype=np.uint8) ^ np.uint8(0x80)
+        self.xor = self.dtype.itemsize == 1 and np.array_equal(lut.view(np.uint8), shift)
+        # a float table v -> float(v) * gain (float arithmetic): one multiply beats the float LUT
+        self.gain = lut[1] if self.dtype.kind == "f" else None
+        if self.gain is not None and not np.array_equal(np.arange(256).astype(self.dtype) * self.gain, lut):
+            self.gain = None
+
+    def __call__(self, src: npt.NDArray[np.uint8], dst: npt.NDArray[Any]) -> None:
+        if src.dtype != np.uint8 or dst.dtype != self.dtype or dst.shape != src.shape:
+            raise ValueError(f"pixel map: {src.shape} {src.dtype} -> {dst.shape} {dst.dtype}, table {self.dtype}")
+        if self.xor:
+            np.bitwise_xor(src, np.uint8(0x80), out=dst.view(np.uint8))
+            return
+        if self.gain is not None:
+            np.multiply(src, self.gain, out=dst)
+            return
+        out = cv2.LUT(src, self.lut, dst=dst)
+        if out is not dst:  # OpenCV allocated instead of writing into dst (e.g. an unusual stride)
+            dst[...] = out
 
 
 def load(name_or_path: str | Path, num_threads: int = 1) -> Model:
