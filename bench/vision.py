@@ -8,6 +8,11 @@ Frames are 640x480 crops of the one-face photos in ../shared/data/gallery.  face
 runs on the same frames only when that optional package is importable here or in the interpreter
 given by --face-recognition-python (a separate venv: `pip install "setuptools<81" dlib face_recognition`
 compiles dlib for ~10 minutes).  Prints median and p90 (and the minimum).
+
+Each engine runs over all frames in a block (engines take turns, repeat by repeat).  For int8 at
+2 threads the calls are split at the model invokes (detector: preprocess / invoke / decode; per face:
+mesh preprocess / mesh invoke / fit + chip / embed invoke): the invokes are bound by the CPU's SIMD
+(printed from /proc/cpuinfo), the rest is this project's code.
 """
 
 from __future__ import annotations
@@ -78,29 +83,89 @@ def stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def time_engines(engines: dict[str, FaceEngine], frames: list[np.ndarray], repeat: int) -> dict[str, object]:
-    """Time every engine on every frame, interleaved (frame by frame, engine by engine), so that load
-    from other processes on the shared cores falls on all runs alike rather than on whichever ran last."""
-    ms: dict[str, dict[str, list[float]]] = {n: {"det": [], "emb": [], "e2e": []} for n in engines}
+SIMD_FLAGS = ("sse4_1", "avx", "fma", "avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni")
+
+
+def cpu_info(path: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
+    """The CPU model and the SIMD levels XNNPACK can pick kernels for (from the kernel's flags)."""
+    model, flags = "unknown", set[str]()
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model", "Hardware") and model == "unknown":
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    simd = [f for f in SIMD_FLAGS if f in flags]
+    if "asimddp" in flags or "asimd" in flags:  # aarch64 (Raspberry Pi): NEON, dot product
+        simd += [f for f in ("asimd", "asimddp", "i8mm") if f in flags]
+    info: dict[str, object] = {"model": model, "cores": os.cpu_count(), "simd": simd}
+    if flags and "avx2" not in flags and "asimd" not in flags:
+        info["note"] = "no AVX2: XNNPACK's int8 kernels have no speed advantage over float here"
+    return info
+
+
+def _blocks(ms: dict[str, list[float]], engine: FaceEngine, frames: list[np.ndarray], stages: bool) -> None:
+    """One engine over every frame; with `stages`, each call split at the model invokes."""
     templates = {"x": np.zeros((1, 128), np.float32)}
     th = R.Thresholds()
-    for engine in engines.values():  # warm up
-        for img in frames[:3]:
-            for d in engine.detect(img)[:1]:
-                engine.embed_face(img, d)
+    det_m, mesh_m, emb_m = engine.detector.model, engine.aligner.mesh, engine.embedder.model
+    for img in frames:
+        t0 = time.perf_counter()
+        dets = engine.detect(img)
+        t1 = time.perf_counter()
+        det = max(dets, key=lambda d: d.width)
+        emb = engine.embed_face(img, det)
+        R.match(emb, templates, th)
+        t2 = time.perf_counter()
+        ms["det"].append(1000 * (t1 - t0))
+        ms["emb"].append(1000 * (t2 - t1))
+        ms["e2e"].append(1000 * (t2 - t0))
+        if stages:
+            (d0, d1), (m0, m1), (e0, e1) = det_m.invoke_window, mesh_m.invoke_window, emb_m.invoke_window
+            for key, a, b in (
+                ("det_pre", t0, d0),
+                ("det_invoke", d0, d1),
+                ("det_decode", d1, t1),
+                ("mesh_pre", t1, m0),
+                ("mesh_invoke", m0, m1),
+                ("chip", m1, e0),
+                ("emb_invoke", e0, e1),
+                ("emb_post", e1, t2),
+            ):
+                ms[key].append(1000 * (b - a))
+
+
+STAGES = {
+    "detector": {"preprocess": "det_pre", "invoke": "det_invoke", "decode": "det_decode"},
+    "embedder": {
+        "mesh preprocess": "mesh_pre",
+        "mesh invoke": "mesh_invoke",
+        "fit + chip + input": "chip",
+        "embed invoke": "emb_invoke",
+        "output + match": "emb_post",
+    },
+}
+
+
+def time_engines(
+    engines: dict[str, FaceEngine], frames: list[np.ndarray], repeat: int, stages_for: str = "int8/2t"
+) -> dict[str, object]:
+    """Time every engine on every frame.  Each repeat runs one engine over all frames (a block, as a
+    daemon runs one engine with its weights warm in cache), the engines taking turns repeat by repeat
+    so that load from other processes on the shared cores falls on all engines alike."""
+    keys = ["det", "emb", "e2e"] + [k for group in STAGES.values() for k in group.values()]
+    ms: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in engines}
+    scratch: dict[str, list[float]] = {k: [] for k in keys}
+    for engine in engines.values():  # warm up each engine: XNNPACK workspaces, frame buffers
+        _blocks(scratch, engine, frames[:3], stages=False)
     for _ in range(repeat):
-        for img in frames:
-            for name, engine in engines.items():
-                t0 = time.perf_counter()
-                dets = engine.detect(img)
-                t1 = time.perf_counter()
-                det = max(dets, key=lambda d: d.width)
-                emb = engine.embedder.embed(engine.aligner.chip(img, det))
-                R.match(emb, templates, th)
-                t2 = time.perf_counter()
-                ms[name]["det"].append(1000 * (t1 - t0))
-                ms[name]["emb"].append(1000 * (t2 - t1))
-                ms[name]["e2e"].append(1000 * (t2 - t0))
+        for name, engine in engines.items():
+            _blocks(scratch, engine, frames[:1], stages=False)  # untimed: this engine's weights back in cache
+            _blocks(ms[name], engine, frames, stages=name == stages_for)
     out: dict[str, object] = {}
     for name, engine in engines.items():
         e2e = stats(ms[name]["e2e"])
@@ -114,6 +179,10 @@ def time_engines(engines: dict[str, FaceEngine], frames: list[np.ndarray], repea
                 "embedder": engine.embedder.model.delegation().partitions,
             },
         }
+        if name == stages_for:
+            out[name]["stages_ms"] = {  # type: ignore[index]
+                group: {label: stats(ms[name][key]) for label, key in parts.items()} for group, parts in STAGES.items()
+            }
     return out
 
 
@@ -285,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     frames = [to_640x480(imread(str(args.data / EX / n))) for n in ONE_FACE]
     frames = [f for f in frames if len(FaceEngine.load("float", 1).detect(f)) >= 1]
-    out: dict[str, object] = {"frames": len(frames), "frame_size": "640x480", "runs": {}}
+    out: dict[str, object] = {"frames": len(frames), "frame_size": "640x480", "cpu": cpu_info(), "runs": {}}
     out["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
     engines = {f"{m}/{t}t": FaceEngine.load(m, t) for m in ("int8", "float") for t in (1, 2)}
     runs = time_engines(engines, frames, args.repeat)
@@ -305,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
+    cpu = cast(dict[str, Any], out["cpu"])
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; SIMD XNNPACK can use: {' '.join(cpu['simd']) or 'none'}")
+    if "note" in cpu:
+        print(f"note: {cpu['note']}")
     print(
         f"{len(frames)} one-face frames, 640x480; ms as median / p90 (min); load average {out['load_average_at_start']}"
     )
@@ -319,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:10} {f('detector_ms'):>22} {f('embedder_ms_per_face'):>22} {f('end_to_end_ms'):>22} "
             f"{r['fps']:>7}  {r['xnnpack_partitions']}"
         )
+    for name, r in runs.items():
+        r = cast(dict[str, Any], r)
+        for group, parts in r.get("stages_ms", {}).items():
+            cells = ", ".join(f"{label} {v['median']:.2f} ({v['min']:.2f})" for label, v in parts.items())
+            print(f"{name} {group} stages, median (min): {cells}")
     nd = out["name_delay"]
     print(f"name delay (int8, 2 threads, camera 10 fps, vote included): {nd}")
     print(f"peak RSS of this benchmark process (all four engines loaded): {out['bench_process_peak_rss_mb']} MB")

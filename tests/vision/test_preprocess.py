@@ -7,6 +7,7 @@ is compared with a plain reference implementation kept here, on real photos and 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,11 @@ def test_invoke_with_refuses_a_kept_view() -> None:
     kept: list[np.ndarray] = []
     with pytest.raises(RuntimeError):
         model.invoke_with(kept.append)
+
+
+def test_invoke_window_brackets_the_invoke() -> None:
+    model = runtime.load(MODELS / "face_embedder_int8.tflite", 1)
+    before = time.perf_counter()
+    model.invoke_with(lambda view: view.fill(0))
+    start, end = model.invoke_window
+    assert before <= start <= end <= time.perf_counter()
