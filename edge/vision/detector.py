@@ -184,6 +184,8 @@ def decode_rows(
     if logit_quantization is not None:
         logits = (logits.astype(np.float32) - logit_quantization[1]) * np.float32(logit_quantization[0])
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
+    if len(keep) <= _FEW:
+        return _decode_few(keep, regress, scores, scale, px, py, nms_iou, regress_quantization)
     raw = regress.astype(np.float64)
     if regress_quantization is not None:
         raw = (raw - regress_quantization[1]) * regress_quantization[0]
@@ -213,6 +215,52 @@ def decode(
     if keep.size == 0:
         return []
     return decode_rows(keep, regress[keep], logits[keep], scale, px, py, nms_iou, regress_quantization)
+
+
+_FEW = 4  # up to this many candidates (nearly every frame) plain Python floats beat numpy's per-call cost
+
+
+def _decode_few(
+    keep: npt.NDArray[np.intp],
+    regress: npt.NDArray[Any],
+    scores: npt.NDArray[np.float64],
+    scale: float,
+    px: float,
+    py: float,
+    nms_iou: float,
+    regress_quantization: tuple[float, int] | None,
+) -> list[Detection]:
+    """decode_rows' geometry and weighted NMS for a few candidates, the same arithmetic on Python floats."""
+    cands = []
+    for row, (ax, ay) in zip(regress.tolist(), _ANCHORS_PX[keep].tolist(), strict=True):
+        if regress_quantization is not None:
+            s, z = regress_quantization
+            row = [(v - z) * s for v in row]
+        xs = [(row[i] + ax - px) / scale for i in (0, 4, 6, 8, 10, 12, 14)]
+        ys = [(row[i] + ay - py) / scale for i in (1, 5, 7, 9, 11, 13, 15)]
+        hw, hh = row[2] / (2.0 * scale), row[3] / (2.0 * scale)
+        kps = [v for xy in zip(xs[1:], ys[1:], strict=True) for v in xy]
+        cands.append([xs[0] - hw, ys[0] - hh, xs[0] + hw, ys[0] + hh, *kps])
+    score = scores.tolist()
+    left = sorted(range(len(cands)), key=lambda i: -score[i])  # stable, as argsort(kind="stable")
+    out = []
+    while left:
+        best = left[0]
+        b = cands[best]
+        area = (b[2] - b[0]) * (b[3] - b[1])
+        group: list[int] = []
+        rest: list[int] = []
+        for i in left:
+            c = cands[i]
+            inter = max(min(b[2], c[2]) - max(b[0], c[0]), 0.0) * max(min(b[3], c[3]) - max(b[1], c[1]), 0.0)
+            union = area + (c[2] - c[0]) * (c[3] - c[1]) - inter
+            (group if i == best or (union > 0 and inter > nms_iou * union) else rest).append(i)
+        left = rest
+        total = sum(score[i] for i in group)
+        blend = [sum(score[i] * cands[i][j] for i in group) / total for j in range(16)]
+        x0, y0, x1, y1 = blend[:4]
+        out.append(Detection(x0, y0, x1, y1, score[best], np.array(blend[4:], np.float32).reshape(6, 2)))
+    return out
 
 
 def _weighted_nms(
