@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.vision import runtime
-from edge.vision.align import CHIP, Aligner, load_template, similarity
+from edge.vision.align import CHIP, Aligner, _Warper, load_template, similarity
 from edge.vision.detector import INPUT, Detection, FaceDetector, _weighted_nms, decode
 from edge.vision.embedder import Embedder
 from edge.vision.eval import list_images
@@ -274,6 +274,38 @@ def test_mesh_input_through_pixel_table_is_the_reference_tensor(frames: list[np.
         assert np.array_equal(pts, want)
 
 
+def _affine(angle: float, scale: float, cx: float, cy: float, size: int) -> np.ndarray:
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    return np.array([[c, -s, size / 2 - (c * cx - s * cy)], [s, c, size / 2 - (s * cx + c * cy)]])
+
+
+def test_warper_gives_the_pixels_of_warp_affine(frames: list[np.ndarray]) -> None:
+    """4-channel region path and 3-channel fallback alike, frames of one size in turn (the kept buffer
+    holds the previous frame outside the fresh region), crops partly or wholly outside the image."""
+    rng = np.random.default_rng(2)
+    warp = _Warper()
+    base = [np.ascontiguousarray(cv2.resize(f, (640, 480))) for f in frames[:4]] + frames[4:8]
+    paths = set()
+    for trial in range(120):
+        img = base[trial % len(base)]
+        h, w = img.shape[:2]
+        size = [192, 150, 37][trial % 3]
+        scale = float(np.exp(rng.uniform(np.log(0.05), np.log(3.0))))
+        cx, cy = rng.uniform(-0.3 * w, 1.3 * w), rng.uniform(-0.3 * h, 1.3 * h)
+        m = _affine(rng.uniform(-np.pi, np.pi), scale, cx, cy, size)
+        want = cv2.cvtColor(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        dst = np.empty((size, size, 3), np.uint8)
+        fresh = trial % 5 == 0
+        if fresh:  # no kept buffer: it is allocated only when the 4-channel path runs
+            warp._bgra = np.empty((0, 0, 4), np.uint8)
+        got = warp(img, m, size, dst if trial % 2 else None)
+        assert np.array_equal(got, want), (trial, scale, cx, cy)
+        assert got is dst or not trial % 2
+        if fresh:
+            paths.add(warp._bgra.shape[:2] == (h, w))
+    assert paths == {True, False}  # both paths were compared
+
+
 def test_chip_is_the_reference_warp(frames: list[np.ndarray]) -> None:
     aligner = Aligner(runtime.load(MODELS / "face_mesh.tflite", 2), load_template(MODELS / "face_chip_template.json"))
     for img, d in _faces(frames):
@@ -281,7 +313,7 @@ def test_chip_is_the_reference_warp(frames: list[np.ndarray]) -> None:
         want = cv2.cvtColor(cv2.warpAffine(img, m, (CHIP, CHIP), flags=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
         got = aligner.chip(img, d)
         assert got.shape == (CHIP, CHIP, 3) and got.dtype == np.uint8
-        assert float(np.abs(got.astype(int) - want).mean()) < 0.01  # bit-identical but for rare rounding
+        assert np.array_equal(got, want)
 
 
 # ---- embedder and pixel tables ----
