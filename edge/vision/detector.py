@@ -106,14 +106,17 @@ def to_float(canvas_rgb: npt.NDArray[Any]) -> F32:
     return (canvas_rgb.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
 
 
-def _logit_threshold(score_threshold: float, quantization: tuple[float, int] | None) -> float:
-    """The smallest stored logit that passes score_threshold: decode's float test, applied to every int8 value."""
+def _logit_threshold(score_threshold: float, quantization: tuple[float, int] | None) -> np.float64:
+    """The smallest stored logit that passes score_threshold: decode's float test, applied to every int8 value.
+
+    A numpy float64, so float32 logits are compared in float64 as decode() compares them.
+    """
     t = np.log(score_threshold / (1.0 - score_threshold))
     if quantization is None:
-        return float(t)
+        return np.float64(t)
     values = np.arange(-128, 128)
     passing = values[(values.astype(np.float32) - quantization[1]) * np.float32(quantization[0]) >= t]
-    return float(passing[0]) if passing.size else math.inf
+    return np.float64(passing[0]) if passing.size else np.float64(math.inf)
 
 
 class FaceDetector:

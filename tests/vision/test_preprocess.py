@@ -169,9 +169,10 @@ def test_detector_feeds_the_letterboxed_tensor_and_decodes_as_the_reference(
     assert found >= 5  # the comparison covered real faces, not only empty frames
 
 
+@pytest.mark.parametrize("precision", ["int8", "float"])
 @pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8, 0.999])
-def test_int8_logit_threshold_keeps_the_same_candidates(frames: list[np.ndarray], threshold: float) -> None:
-    det = FaceDetector(runtime.load(MODELS / "face_detector_int8.tflite", 2), score_threshold=threshold)
+def test_logit_threshold_keeps_the_same_candidates(frames: list[np.ndarray], threshold: float, precision: str) -> None:
+    det = FaceDetector(runtime.load(MODELS / f"face_detector_{precision}.tflite", 2), score_threshold=threshold)
     for img in frames[:6]:
         _same(det.detect(img), ref_detect(det, img)[1])
 
