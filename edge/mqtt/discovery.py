@@ -13,6 +13,9 @@ from edge.mqtt.topics import OFFLINE, ONLINE, Topics
 # The event entity's types, in the order Home Assistant shows them.
 HA_EVENT_TYPES = ("ring", "known_face", "unknown_face")
 
+# What Home Assistant's buttons send on <prefix>/cmd/<name>: a command the device accepts, naming its sender in logs.
+HA_COMMAND_PAYLOAD = {"request_id": "home-assistant"}
+
 # Keys of the retained .../state payload and their types; anything the app leaves out is null.
 STATE_KEYS: dict[str, type] = {
     "motion": bool,
@@ -100,7 +103,8 @@ def _sensor(info: DeviceInfo, object_id: str, name: str, key: str, unit: str | N
 
 
 def discovery_payloads(info: DeviceInfo) -> list[tuple[str, str]]:
-    """(topic, payload) for every entity; an empty payload removes an entity (the image when snapshots are off).
+    """(topic, payload) for every entity; an empty payload removes an entity (the snapshot image and its button
+    when snapshots are off).
 
     All discovery configs are published retained so Home Assistant finds them after its own restart.
     """
@@ -140,8 +144,15 @@ def discovery_payloads(info: DeviceInfo) -> list[tuple[str, str]]:
         image = _common(info, "snapshot", "Snapshot")
         image.update({"image_topic": topics.snapshot, "content_type": "image/jpeg"})
         entities.append(("image", "snapshot", image))
+        # The device only sends a snapshot when asked: this button asks (cmd/snapshot). Home Assistant's default
+        # press payload "PRESS" is not a valid command, so the button sends a JSON object the parser accepts.
+        button = _common(info, "take_snapshot", "Take snapshot")
+        button.update({"command_topic": topics.command("snapshot"), "payload_press": encode(HA_COMMAND_PAYLOAD),
+                       "retain": False, "icon": "mdi:camera"})
+        entities.append(("button", "take_snapshot", button))
     else:
         entities.append(("image", "snapshot", None))
+        entities.append(("button", "take_snapshot", None))
     return [(topics.discovery(component, object_id), "" if body is None else encode(body))
             for component, object_id, body in entities]
 
