@@ -71,7 +71,8 @@ DEVICE_ID = "hacheck"
 DEVICE_NAME = "Front door"
 HOST = "127.0.0.1"
 # Home Assistant's core logs every state change at DEBUG: the complete record of what each entity went through.
-STATE_LINE = re.compile(r"Bus:Handling <Event state_changed\[L\]: entity_id=(?P<entity>[a-z_]+\.[a-z0-9_]+), "
+STATE_LINE = re.compile(r"^(?P<time>\S+ \S+) .*Bus:Handling <Event state_changed\[L\]: "
+                        r"entity_id=(?P<entity>[a-z_]+\.[a-z0-9_]+), "
                         r"old_state=.*?, new_state=<state (?P=entity)=(?P<state>[^;@>]*?)(?P<attrs>;.*?)? @ ")
 LOG_PROBLEM = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) \([^)]*\) \[(?P<logger>[^\]]+)\] (?P<msg>.*)")
 
@@ -334,14 +335,33 @@ mqtt:
         return [line for log in self.ha_logs[since_start:] if log.exists()
                 for line in log.read_text(errors="replace").splitlines()]
 
-    def transitions(self, since_start: int = 0) -> dict[str, list[tuple[str, str]]]:
-        """entity_id -> [(state, attributes text)] in order, from HA's log (everything, not just what we polled)."""
-        seen: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    def transitions(self, since_start: int = 0, timed: bool = False) -> dict[str, list[Any]]:
+        """entity_id -> [(state, attributes text)] in order, from HA's log (everything, not just what we polled);
+        with `timed`, [(time, state)]."""
+        seen: dict[str, list[Any]] = defaultdict(list)
         for line in self.ha_log_lines(since_start):
             match = STATE_LINE.search(line)
             if match:
-                seen[match["entity"]].append((match["state"], match["attrs"] or ""))
+                seen[match["entity"]].append((match["time"], match["state"]) if timed
+                                             else (match["state"], match["attrs"] or ""))
         return seen
+
+    def stale_flashes(self) -> list[str]:
+        """Binary sensors that came back from unavailable showing ON for under a second before the device's fresh
+        state said OFF: the retained/last state of the previous run shown as current (an automation on "to: on"
+        fires). Caused by the device saying `online` before it publishes its state."""
+        from datetime import datetime
+
+        found = []
+        for object_id in ("motion", "occupancy"):
+            entity = self.entity_of.get(f"doorbell-edge_{DEVICE_ID}_{object_id}")
+            seen = self.transitions(timed=True).get(entity or "", [])
+            for (_, before), (t_on, on), (t_off, off) in zip(seen, seen[1:], seen[2:], strict=False):
+                if before == "unavailable" and on == "on" and off == "off":
+                    lasted = (datetime.fromisoformat(t_off) - datetime.fromisoformat(t_on)).total_seconds()
+                    if lasted < 1.0:
+                        found.append(f"{entity}: unavailable -> on -> off within {lasted * 1000:.0f} ms at {t_on}")
+        return found
 
     def log_problems(self) -> list[str]:
         found = []
@@ -532,9 +552,14 @@ mqtt:
             states = self.http.states()
             self.problem(f"{exc}: {[(e, states[e]['state']) for e in self.entity_of.values()]}")
 
+    def daemon_running(self, starts_before: int) -> bool:
+        return self.edge_log.read_text(errors="replace").count(" running: cameras ") > starts_before
+
     def check_crash(self) -> None:
         """A killed daemon says nothing: the broker's last will (offline) must make everything unavailable."""
+        starts = self.edge_log.read_text(errors="replace").count(" running: cameras ")
         self.start_daemon(self.args.run_seconds)
+        wait_for("the daemon to run", lambda: self.daemon_running(starts), 120)
         wait_for("the entities to be available again", self.all_available, 60)
         proc = self.procs.pop("edge")
         proc.kill()
@@ -619,6 +644,8 @@ mqtt:
                 self.stop(name)
         for line in self.log_problems():
             self.problem(f"HA log: {line}")
+        for line in self.stale_flashes():
+            print(f"WARNING (stale state after reconnect): {line}")
         if self.problems:
             print(f"\nFAILED: {len(self.problems)} problem(s); work directory {self.work}")
             return 1
