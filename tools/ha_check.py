@@ -12,11 +12,13 @@ Once, a separate venv (gitignored; Home Assistant 2024.3 is the newest that runs
         "home-assistant-frontend==20240307.0" "Pillow==10.2.0" "aiohttp-fast-url-dispatcher==0.3.0" \\
         "aiohttp-zlib-ng==0.3.1" "aiohttp_cors==0.7.0" "ifaddr==0.2.0" "janus==1.0.0" \\
         "psutil-home-assistant==0.0.1" "securetar==2024.2.1" \\
-        "SQLAlchemy==2.0.27" "fnv-hash-fast==0.5.0" "josepy<2"
+        "SQLAlchemy==2.0.27" "fnv-hash-fast==0.5.0" "numpy==1.26.0" "PyTurboJPEG==1.7.1" "josepy<2"
 
 (the extra pins are the requirements of the mqtt integration and of the integrations Home Assistant always loads
 (analytics imports the recorder, hence SQLAlchemy; josepy 2 broke the acme package that http imports);
-Home Assistant runs with --skip-pip here, so it installs nothing and reaches nothing but 127.0.0.1). Then:
+Home Assistant runs with --skip-pip here, so it installs nothing and reaches nothing but 127.0.0.1). For another
+Home Assistant release, `tools/ha_check.py --print-requirements --hass VENV/bin/hass` prints the pins to install
+into that venv, read from its integrations' manifests. Then:
 
     .venv/bin/python tools/ha_check.py [--hass .venv-ha/bin/hass] [--workdir /tmp/ha-check] [--keep]
 
@@ -655,6 +657,42 @@ mqtt:
         return 0
 
 
+# Run with the Home Assistant venv's python: the pip pins of what a check run loads, from the manifests.
+REQUIREMENTS_SCRIPT = """
+import json, pathlib, homeassistant, homeassistant.bootstrap as b
+root = pathlib.Path(homeassistant.__file__).parent / "components"
+todo = set().union(*(getattr(b, n, set()) for n in ("CORE_INTEGRATIONS", "LOGGING_INTEGRATIONS",
+                   "FRONTEND_INTEGRATIONS", "DEFAULT_INTEGRATIONS")))
+todo |= {"mqtt", "http", "api", "onboarding", "recorder", "camera", "image", "button", "event", "sensor",
+         "binary_sensor"}
+todo.discard("sentry")  # only with a sentry config; never wanted here
+seen, pins = set(), set()
+# camera (loaded early) imports numpy, which is pinned in the constraints rather than in a manifest
+constraints = pathlib.Path(homeassistant.__file__).parent / "package_constraints.txt"
+pins.update(l for l in constraints.read_text().splitlines() if l.startswith("numpy=="))
+while todo:
+    name = todo.pop()
+    manifest = root / name / "manifest.json"
+    if name in seen or not manifest.exists():
+        continue
+    seen.add(name)
+    data = json.loads(manifest.read_text())
+    pins.update(data.get("requirements", []))
+    todo.update(data.get("dependencies", []))
+print(" ".join(repr(p) for p in sorted(pins)))
+"""
+
+
+def print_requirements(hass: Path) -> int:
+    python = hass.with_name("python")
+    if not python.exists():
+        print(f"no python beside {hass}", file=sys.stderr)
+        return 2
+    pins = subprocess.run([str(python), "-c", REQUIREMENTS_SCRIPT], capture_output=True, text=True, check=True)
+    print(f"{hass.parent}/pip install {pins.stdout.strip()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hass", default=str(ROOT / ".venv-ha" / "bin" / "hass"),
@@ -666,7 +704,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the daemon with mqtt.snapshot false (no image entity, no snapshot button)")
     parser.add_argument("--visitor-timeout", type=float, default=90,
                         help="seconds to wait for the demo visitor to cause motion, occupancy and faces")
-    return Check(parser.parse_args(argv)).run()
+    parser.add_argument("--print-requirements", action="store_true",
+                        help="print the pip install line for the --hass venv's integrations, then exit")
+    args = parser.parse_args(argv)
+    if args.print_requirements:
+        return print_requirements(Path(args.hass))
+    return Check(args).run()
 
 
 if __name__ == "__main__":
