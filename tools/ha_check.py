@@ -22,6 +22,17 @@ into that venv, read from its integrations' manifests. Then:
 
     .venv/bin/python tools/ha_check.py [--hass .venv-ha/bin/hass] [--workdir /tmp/ha-check] [--keep]
 
+A newer Home Assistant needs a newer Python (2025.4.4 was checked with Python 3.13.0). Install it with its own
+constraints file, or pip backtracks for a long time through sdists it has to build:
+
+    python3.13 -m venv .venv-ha13
+    .venv-ha13/bin/pip download --no-deps -d /tmp/ha homeassistant==2025.4.4
+    unzip -o -d /tmp/ha /tmp/ha/homeassistant-2025.4.4-py3-none-any.whl homeassistant/package_constraints.txt
+    .venv-ha13/bin/pip install -c /tmp/ha/homeassistant/package_constraints.txt \
+        /tmp/ha/homeassistant-2025.4.4-py3-none-any.whl
+    .venv/bin/python tools/ha_check.py --print-requirements --hass .venv-ha13/bin/hass   # then run that line
+    .venv/bin/python tools/ha_check.py --hass .venv-ha13/bin/hass
+
 It starts, all on 127.0.0.1 and in a temporary directory:
 
 1. its own mosquitto on a free port;
