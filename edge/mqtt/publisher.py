@@ -121,6 +121,9 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.link.connected:
+            # The retained state outlives us: leave it saying nothing is going on, then say offline.
+            self._send_state(final=True)
         said = threading.Event()
         if self.link.publish(self.topics.availability, OFFLINE, qos=1, retain=True,
                              on_ack=lambda ok, reason: said.set()):
@@ -244,9 +247,15 @@ class Publisher:
             # Whatever was in flight on the old connection may be lost: send it all again, in order.
             self._inflight.clear()
             self._sent_upto = 0
+            # Discovery and a fresh state go out before `online`: the retained state is the last run's (after a
+            # crash it may say motion ON), and Home Assistant shows it as current the moment we say online.
+            if self._discovery:
+                self._send_discovery()
+            requests.discard("discovery")
+            self._send_state()
+            self._next_state = now + self._state_interval_s
             self.link.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-            requests.add("discovery")
-            state_due = True
+            state_due = "state" in requests
         if "discovery" in requests and self._discovery:
             self._send_discovery()
         if "snapshot" in requests and self._snapshot_provider is not None:
@@ -310,7 +319,7 @@ class Publisher:
         self.counters["discovery"] += 1
         log.info("MQTT: discovery published under %s/", self.topics.discovery_prefix)
 
-    def _send_state(self) -> None:
+    def _send_state(self, final: bool = False) -> None:
         try:
             provided = dict(self._state_provider())
         except Exception:
@@ -318,6 +327,8 @@ class Publisher:
             provided = {}
         # The app may say itself; otherwise someone is at the door while a person or face was seen recently.
         provided.setdefault("occupancy", bool(self._occupied_until))
+        if final:  # stopping: nothing is moving, occupied or recording any more, whatever was true a moment ago
+            provided.update(motion=False, occupancy=False, recording=False, fps=None, inference_ms=None)
         stats = self.outbox.stats()
         body = state_payload(provided, stats.waiting, stats.dropped, stats.last_seq)
         self.link.publish(self.topics.state, encode(body), qos=1, retain=True)

@@ -84,6 +84,43 @@ def test_events_arrive_schema_valid_in_order(tmp_path: Path, broker, subscribe, 
     wait_until(lambda: sub.on(topics.availability)[-1:] == [b"offline"], what="offline on clean stop")
 
 
+def test_fresh_state_precedes_online_and_a_clean_stop_leaves_everything_off(
+    tmp_path: Path, broker, subscribe
+) -> None:
+    """Home Assistant shows the retained state as current as soon as it hears `online`: after a crash that state
+    is the last run's, so a fresh one must come first; a clean stop leaves a retained state with nothing on."""
+    config = make_config(tmp_path / "state", broker.port)
+    topics = topics_for(config)
+    # The last run crashed with motion and occupancy on: that state is still retained on the broker.
+    stale = subscribe([topics.state], client_id="stale-writer")
+    stale.client.publish(topics.state, json.dumps({"motion": True, "occupancy": True}), qos=1, retain=True)
+    stale.client.publish(topics.availability, "offline", qos=1, retain=True)
+    sub = subscribe([topics.availability, topics.state, "homeassistant/#"])
+    wait_until(lambda: sub.on(topics.availability) == [b"offline"], what="retained offline")
+    live = {"motion": False, "occupancy": False, "recording": True, "fps": 10.0}
+    service = build(config, EventBus(), SystemClock(), lambda: live)
+    service.start()
+    try:
+        wait_until(lambda: b"online" in sub.on(topics.availability), what="online")
+        order = [(t, p) for t, p, _ in sub.messages]
+        online_at = order.index((topics.availability, b"online"))
+        before = [json.loads(p) for t, p in order[:online_at] if t == topics.state]
+        assert before[-1]["motion"] is False and before[-1]["recording"] is True  # fresh, not the stale one
+        assert any(t.startswith("homeassistant/") for t, _ in order[:online_at])  # discovery came first too
+        live["motion"] = True
+    finally:
+        service.stop()
+    wait_until(lambda: sub.on(topics.availability)[-1:] == [b"offline"], what="offline on clean stop")
+    order = [(t, p) for t, p, _ in sub.messages]
+    states = [i for i, (t, _) in enumerate(order) if t == topics.state]
+    assert states[-1] < len(order) - 1 and order[-1] == (topics.availability, b"offline")
+    last_state = json.loads(order[states[-1]][1])
+    assert last_state["motion"] is False and last_state["occupancy"] is False and last_state["recording"] is False
+    late = subscribe([topics.state], client_id="late-reader")
+    wait_until(lambda: late.json_on(topics.state), what="retained state")
+    assert late.json_on(topics.state)[-1]["motion"] is False
+
+
 def test_ha_status_online_resends_discovery(tmp_path: Path, broker, subscribe) -> None:
     config = make_config(tmp_path / "state", broker.port)
     sub = subscribe(["homeassistant/+/testbell/+/config"])
