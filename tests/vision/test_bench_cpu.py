@@ -31,6 +31,12 @@ def test_cpu_without_avx2_gets_the_note(tmp_path: Path) -> None:
     assert "no AVX2" in str(info["note"])
 
 
+def test_cpu_with_avx2_but_no_vnni_gets_its_note(tmp_path: Path) -> None:
+    info = _bench().cpu_info(_cpuinfo(tmp_path, "AMD EPYC", "sse4_1 sse4_2 avx f16c bmi1 avx2 bmi2 fma"))
+    assert info["simd"] == ["sse4_1", "avx", "fma", "avx2"]
+    assert "no VNNI" in str(info["note"])
+
+
 def test_cpu_with_avx512_vnni_lists_every_level(tmp_path: Path) -> None:
     flags = "sse4_1 avx fma avx2 avx512f avx512bw avx512_vnni avx_vnni"
     info = _bench().cpu_info(_cpuinfo(tmp_path, "Intel Xeon", flags))
