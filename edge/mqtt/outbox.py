@@ -48,6 +48,7 @@ class Pending:
     type: str
     payload: str
     ts: float  # when it happened, epoch seconds
+    fed: bool = False  # already given to Home Assistant's doorbell feed (by this or an earlier process)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_class_seq ON outbox (class, seq);
+-- events of the outbox already given to the doorbell feed: a re-sent ring must not ring the phones twice,
+-- not even after a restart (rows go when their event leaves the outbox)
+CREATE TABLE IF NOT EXISTS fed (id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS drops (
     reason TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -154,12 +158,22 @@ class Outbox:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT seq, id, type, payload, ts FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT o.seq, o.id, o.type, o.payload, o.ts, f.id IS NOT NULL FROM outbox o "
+                    "LEFT JOIN fed f ON f.id = o.id WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
                     (after_seq, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox {self.path}: cannot read: {exc}") from exc
-        return [Pending(int(s), str(i), str(t), str(p), float(ts)) for s, i, t, p, ts in rows]
+        return [Pending(int(s), str(i), str(t), str(p), float(ts), bool(f)) for s, i, t, p, ts, f in rows]
+
+    def mark_fed(self, event_id: str) -> None:
+        """Remember that a waiting event went to the doorbell feed (until the event leaves the outbox)."""
+        with self._lock:
+            try:
+                with self._write():
+                    self._db.execute("INSERT OR IGNORE INTO fed (id) SELECT id FROM outbox WHERE id = ?", (event_id,))
+            except sqlite3.Error as exc:
+                raise StorageError(f"outbox {self.path}: cannot mark event {event_id} as fed: {exc}") from exc
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Forget acknowledged events; unknown seqs (already dropped) are ignored."""
@@ -172,6 +186,7 @@ class Outbox:
                     before = self._db.total_changes
                     self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
                     removed = self._db.total_changes - before
+                    self._forget_fed()
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox {self.path}: cannot remove acknowledged events: {exc}") from exc
         return removed
@@ -186,6 +201,7 @@ class Outbox:
                         "SELECT seq, id, type FROM outbox WHERE class < ? AND ts < ? ORDER BY seq", (KEEP, cutoff)
                     ).fetchall()
                     self._drop(rows, "age")
+                    self._forget_fed()
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox {self.path}: cannot prune: {exc}") from exc
         return len(rows)
@@ -243,6 +259,9 @@ class Outbox:
             "SELECT seq, id, type FROM outbox ORDER BY class, seq LIMIT ?", (excess,)
         ).fetchall()
         self._drop(rows, "size")
+
+    def _forget_fed(self) -> None:
+        self._db.execute("DELETE FROM fed WHERE id NOT IN (SELECT id FROM outbox)")
 
     def _drop(self, rows: list[tuple[int, str, str]], reason: str) -> None:
         for seq, event_id, event_type in rows:

@@ -302,15 +302,20 @@ class Publisher:
                     if age < OCCUPANCY_HOLD_S:
                         self._occupied_until = max(self._occupied_until,
                                                    self._clock.monotonic() + OCCUPANCY_HOLD_S - age)
-                if (row.type in ("ring", "face") and row.id not in self._fed
+                if (row.type in ("ring", "face") and not row.fed and row.id not in self._fed
                         and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S):
                     feed = doorbell_payload(json.loads(row.payload))
                     if feed is not None:
-                        # A re-sent ring must not ring Home Assistant's phones twice.
+                        # A re-sent ring must not ring Home Assistant's phones twice: remembered here, and in
+                        # the outbox for a restart before the broker acknowledged the event.
                         self._fed[row.id] = None
                         while len(self._fed) > 256:
                             self._fed.popitem(last=False)
                         self.link.publish(self.topics.doorbell, encode(feed), qos=1, retain=False)
+                        try:
+                            self.outbox.mark_fed(row.id)
+                        except StorageError as exc:
+                            log.warning("MQTT: %s (a restart may feed it again)", exc)
         return stateful
 
     def _send_discovery(self) -> None:

@@ -53,6 +53,19 @@ def test_record_stores_the_wire_form_with_original_ts(tmp_path: Path) -> None:
     assert row.ts == T0.timestamp()
 
 
+def test_fed_marks_survive_a_restart_and_go_with_their_event(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as outbox:
+        a, b = outbox.record(ev("ring")), outbox.record(ev("ring"))
+        outbox.mark_fed(a.id)
+        outbox.mark_fed("not-in-the-outbox")  # nothing to mark: ignored
+    with Outbox(path) as outbox:  # a restart before the broker acknowledged either
+        assert [(r.id, r.fed) for r in outbox.pending()] == [(a.id, True), (b.id, False)]
+        outbox.remove([a.seq])
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM fed").fetchone()[0] == 0
+
+
 def test_bus_uses_outbox_as_journal(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3") as outbox:
         bus = EventBus()

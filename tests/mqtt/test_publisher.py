@@ -121,6 +121,29 @@ def test_fresh_state_precedes_online_and_a_clean_stop_leaves_everything_off(
     assert late.json_on(topics.state)[-1]["motion"] is False
 
 
+def test_a_ring_fed_before_a_restart_does_not_ring_again(tmp_path: Path, broker, subscribe) -> None:
+    """The last run gave the ring to the doorbell feed, then died before the broker acknowledged the event: the
+    event is sent again (subscribers de-duplicate on id), but Home Assistant's phones must not ring twice."""
+    config = make_config(tmp_path / "state", broker.port)
+    topics = topics_for(config)
+    now = SystemClock().now()
+    with Outbox(tmp_path / "state" / "mqtt-outbox.sqlite3") as outbox:
+        fed = outbox.record(Event("ring", "front_door", now, {"source": "button"}))
+        outbox.mark_fed(fed.id)
+        fresh = outbox.record(Event("ring", "front_door", now, {"source": "cli"}))
+    sub = subscribe([topics.events, topics.doorbell])
+    service = build(config, EventBus(), SystemClock(), dict)
+    service.start()
+    try:
+        wait_until(lambda: len(sub.json_on(topics.events)) >= 2, what="both events re-sent")
+        wait_until(lambda: len(sub.json_on(topics.doorbell)) >= 1, what="doorbell feed")
+        wait_until(lambda: service.journal.stats().waiting == 0, what="acknowledged")
+    finally:
+        service.stop()
+    assert [e["id"] for e in sub.json_on(topics.events)] == [fed.id, fresh.id]
+    assert [f["event_id"] for f in sub.json_on(topics.doorbell)] == [fresh.id]
+
+
 def test_ha_status_online_resends_discovery(tmp_path: Path, broker, subscribe) -> None:
     config = make_config(tmp_path / "state", broker.port)
     sub = subscribe(["homeassistant/+/testbell/+/config"])
