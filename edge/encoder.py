@@ -349,6 +349,11 @@ _IVF_HEADER = 32
 _IVF_FRAME_HEADER = 12
 
 
+def _framing(codec: CodecChoice) -> tuple[int, int]:
+    """(file header, per-frame header) bytes of a raw stream: IVF has both, Annex B neither."""
+    return (_IVF_HEADER, _IVF_FRAME_HEADER) if codec.raw_format == "ivf" else (0, 0)
+
+
 SYNC_INTERVAL_S = 1.0  # a clip in progress is fsync'd at the first keyframe after this much recorded time
 
 
@@ -435,8 +440,7 @@ def frames_in_stream(raw_path: Path, frames: Sequence[RawFrame], codec: CodecCho
     first); frames past the end of the stream are dropped rather than failing the whole clip.
     """
     size = raw_path.stat().st_size
-    end = _IVF_HEADER if codec.raw_format == "ivf" else 0
-    per_frame = _IVF_FRAME_HEADER if codec.raw_format == "ivf" else 0
+    end, per_frame = _framing(codec)
     kept: list[RawFrame] = []
     for frame in frames:
         end += per_frame + frame.size
@@ -478,8 +482,7 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
         raise StorageError(f"{raw_path}: no keyframe among {len(frames)} frames")
     if first_key:
         log.warning("%s: skipping %d frames before the first keyframe", raw_path, first_key)
-    header = _IVF_HEADER if codec.raw_format == "ivf" else 0
-    per_frame = _IVF_FRAME_HEADER if codec.raw_format == "ivf" else 0
+    header, per_frame = _framing(codec)
     complete = header + sum(f.size + per_frame for f in frames)
     if raw_path.stat().st_size < complete:
         raise StorageError(f"{raw_path}: shorter ({raw_path.stat().st_size} bytes) than its frame list ({complete})")

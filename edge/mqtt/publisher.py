@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -90,7 +89,6 @@ class Publisher:
         self._next_state = 0.0
         self._next_prune = 0.0
         self._occupied_until = 0.0  # monotonic; a person or face was seen this recently
-        self._fed: OrderedDict[str, None] = OrderedDict()
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0}
         outbox.add_listener(self._poke)
@@ -302,20 +300,17 @@ class Publisher:
                     if age < OCCUPANCY_HOLD_S:
                         self._occupied_until = max(self._occupied_until,
                                                    self._clock.monotonic() + OCCUPANCY_HOLD_S - age)
-                if (row.type in ("ring", "face") and not row.fed and row.id not in self._fed
+                if (row.type in ("ring", "face") and not row.fed
                         and self._clock.now().timestamp() - row.ts < DOORBELL_FRESH_S):
                     feed = doorbell_payload(json.loads(row.payload))
                     if feed is not None:
-                        # A re-sent ring must not ring Home Assistant's phones twice: remembered here, and in
-                        # the outbox for a restart before the broker acknowledged the event.
-                        self._fed[row.id] = None
-                        while len(self._fed) > 256:
-                            self._fed.popitem(last=False)
+                        # A re-sent ring must not ring Home Assistant's phones twice: the outbox remembers it
+                        # (re-sends, reconnects and restarts all read it back through pending()).
                         self.link.publish(self.topics.doorbell, encode(feed), qos=1, retain=False)
                         try:
                             self.outbox.mark_fed(row.id)
                         except StorageError as exc:
-                            log.warning("MQTT: %s (a restart may feed it again)", exc)
+                            log.warning("MQTT: %s (a re-send may feed it again)", exc)
         return stateful
 
     def _send_discovery(self) -> None:

@@ -101,13 +101,7 @@ class Model:
 
         For an int8 model the table holds the quantized value, so preprocessing is one cv2.LUT.
         """
-        values = np.arange(256, dtype=np.float64) * gain + offset
-        q = self.input_quantization()
-        if q is None:
-            return values.astype(self.input_dtype)
-        scale, zero = q
-        info = np.iinfo(self.input_dtype)
-        return np.clip(np.rint(values / scale) + zero, info.min, info.max).astype(self.input_dtype)
+        return self.quantize_input(np.arange(256, dtype=np.float64) * gain + offset)
 
     def quantize_input(self, arr: npt.NDArray[Any], i: int = 0) -> npt.NDArray[Any]:
         """`arr` as input i takes it: float values quantized with the input's scale for an integer input."""
@@ -136,18 +130,7 @@ class Model:
         for i, (detail, arr) in enumerate(zip(self._inputs, arrays, strict=True)):
             self._it.set_tensor(detail["index"], self.quantize_input(arr, i))
         self._invoke()
-        outs = []
-        for d in self._outputs:
-            out = self._it.get_tensor(d["index"])
-            if raw:
-                pass
-            elif out.dtype.kind in "iu":
-                scale, zero = d["quantization"]
-                out = (out.astype(np.float32) - zero) * np.float32(scale)
-            else:
-                out = out.copy()
-            outs.append(out)
-        return outs
+        return [self.output(i, raw) for i in range(len(self._outputs))]
 
     def invoke_with(self, fill: Callable[[npt.NDArray[Any]], object]) -> None:
         """Invoke after `fill` has written input 0 in place: no temporary input array, no copy.
