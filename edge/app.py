@@ -28,6 +28,7 @@ from edge.service.health import Health
 from edge.service.logging import setup_logging
 from edge.service.memory import tune_malloc
 from edge.service.notify import Notifier
+from edge.service.preflight import check_modules
 from edge.types import Frame, MotionFrame
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ class Housekeeping:
 
 def run_daemon(config: Config, duration: float | None = None) -> int:
     setup_logging(config.output.log_level)
+    check_modules(config)  # a missing optional module is exit 78 before anything starts, never a traceback
     tune_malloc()
     app = App(config).build()
     stop_requested = threading.Event()
