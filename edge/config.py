@@ -51,7 +51,9 @@ class CameraConfig(Section):
         "demo", description="Frame source: demo (generated scene, no camera), opencv (V4L2/RTSP/HTTP/file), picamera2."
     )
     url: int | str | None = Field(
-        None, description="opencv only: a V4L2 device index (0), an rtsp:// or http:// URL, or a video file path."
+        None,
+        description="opencv only: a V4L2 device index (0), an rtsp:// or http:// URL, or a video file path "
+        "(relative: from the config file's folder).",
     )
     loop: bool = Field(False, description="opencv file sources only: restart the file at its end.")
     width: int = Field(640, ge=64, le=4096, description="Main (recording) stream width in pixels.")
@@ -110,15 +112,42 @@ class ButtonConfig(Section):
     pull_up: bool = Field(True, description="Use the internal pull-up (button connects the pin to ground).")
     debounce_ms: int = Field(50, ge=0, le=2000, description="Ignore further edges for this long after a press.")
     camera: str | None = Field(None, description="Camera the ring belongs to (default: the first camera).")
+    ring_interval_s: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="A camera rings at most once per this many seconds however it is pressed (GPIO button, "
+        "`doorbell-edge ring`, the control socket); further presses are refused as rate limited (logged). "
+        "0 turns the limit off.",
+    )
+
+
+class ControlConfig(Section):
+    max_clients: int = Field(
+        16, ge=1, le=256,
+        description="Control-socket clients served at once (each on its own thread); one more is told "
+        "'busy' and closed.",
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, le=60,
+        description="A control-socket client must send its request line within this many seconds, or is told "
+        "'timed out' and closed; an idle client never blocks another.",
+    )
 
 
 class MqttTlsConfig(Section):
     enabled: bool = Field(False, description="Connect to the broker over TLS (port 8883 is usual).")
     ca_file: Path | None = Field(
-        None, description="PEM CA certificate(s) that signed the broker certificate; default: the system trust store."
+        None,
+        description="PEM CA certificate(s) that signed the broker certificate; default: the system trust store. "
+        "A relative path is taken from the config file's folder.",
     )
-    cert_file: Path | None = Field(None, description="PEM client certificate for brokers that require one.")
-    key_file: Path | None = Field(None, description="PEM private key of cert_file (mode 0600).")
+    cert_file: Path | None = Field(
+        None, description="PEM client certificate for brokers that require one (relative: from the config's folder)."
+    )
+    key_file: Path | None = Field(
+        None, description="PEM private key of cert_file, mode 0600 (relative: from the config's folder)."
+    )
     insecure: bool = Field(
         False,
         description="DANGEROUS: skip broker certificate and host name verification; anyone on the path "
@@ -146,7 +175,9 @@ class MqttConfig(Section):
     keepalive_s: int = Field(60, ge=5, le=3600, description="Seconds between keep-alive pings when idle.")
     username: str | None = Field(None, min_length=1, description="Broker user name; null connects anonymously.")
     password_file: Path | None = Field(
-        None, description="File holding the broker password (one line, mode 0600); never put the password in YAML."
+        None,
+        description="File holding the broker password (one line, mode 0600, readable by the service user; "
+        "relative: from the config file's folder); never put the password in YAML.",
     )
     password_credential: str | None = Field(
         None,
@@ -163,6 +194,13 @@ class MqttConfig(Section):
         description="Most events the durable outbox holds while the broker is away; beyond it "
         "motion events are dropped first (logged and counted), ring/face/footage events last.",
     )
+    outbox_reserved_events: int = Field(
+        1000,
+        ge=1,
+        description="Room in the outbox (at most outbox_max_events) kept for footage_request and system events: "
+        "no volume of other kinds evicts them; only more than this many of their own drops the oldest "
+        "(system first).",
+    )
     outbox_max_age_h: float = Field(
         72.0,
         gt=0,
@@ -177,7 +215,27 @@ class MqttConfig(Section):
         description="Publish JPEG snapshots on .../snapshot (owner consent: frames leave the device "
         "to the broker). Off by default.",
     )
-    discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery payloads.")
+    snapshot_interval_s: float = Field(
+        5.0, ge=0, le=3600,
+        description="At most one snapshot command per this many seconds; more are rejected as rate limited "
+        "(logged, counted). 0 turns the limit off.",
+    )
+    command_interval_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="At most one discovery or state command (each) per this many seconds; more are rejected "
+        "as rate limited (logged, counted). 0 turns the limit off.",
+    )
+    discovery: bool = Field(
+        True,
+        description="Publish Home Assistant MQTT discovery payloads. Without a config file (the built-in "
+        "demo) this is false.",
+    )
+    retain: bool = Field(
+        True,
+        description="Publish discovery, the .../state summary, .../availability and the last will retained, so "
+        "Home Assistant knows them after a restart. Without a config file (the built-in demo) this is false: "
+        "nothing is left behind on a broker found by chance on localhost. Events are never retained.",
+    )
     discovery_prefix: str = Field(
         "homeassistant",
         pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
@@ -207,7 +265,8 @@ class MqttConfig(Section):
 class StorageConfig(Section):
     state_dir: Path = Field(
         DEFAULT_STATE_DIR,
-        description=f"Where clips, databases, the gallery and the audit log live (env {STATE_DIR_ENV} overrides).",
+        description=f"Where clips, databases, the gallery and the audit log live (env {STATE_DIR_ENV} overrides; "
+        "relative: from the config file's folder).",
     )
 
 
@@ -423,6 +482,9 @@ class Config(Section):
     )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate.")
     button: ButtonConfig = Field(default_factory=ButtonConfig, description="The doorbell button.")
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="The local control socket (`doorbell-edge ring`, scripts)."
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection and topics.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="On-disk state.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="stdout events and stderr logs.")
@@ -461,6 +523,52 @@ class Config(Section):
         return self.storage.state_dir
 
 
+# Without any config file the daemon is the developer's demo: it may find a broker on localhost by chance, and
+# must leave nothing behind there (no retained discovery, state or availability). A config file that leaves
+# these keys out gets the model defaults (true): whoever wrote it chose that broker.
+BUILTIN_DEMO: dict[str, Any] = {"mqtt": {"discovery": False, "retain": False}}
+
+
+def builtin_demo_data() -> dict[str, Any]:
+    """The data the daemon validates when there is no config file at all (a fresh copy each time)."""
+    return json.loads(json.dumps(BUILTIN_DEMO))
+
+
+def video_file(camera: CameraConfig) -> Path | None:
+    """The video file an opencv camera reads, or None for a device index, a stream URL or another source."""
+    url = camera.url
+    if camera.source != "opencv" or not isinstance(url, str) or "://" in url or url.isdigit():
+        return None
+    return Path(url)
+
+
+def resolve_relative_paths(config: Config, base: Path, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Paths written relative in a config file are taken from that file's folder `base` (not the working
+    directory, which is / under systemd). A state dir from the environment is left as given."""
+    env = os.environ if environ is None else environ
+
+    def fix(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else base / path
+
+    mqtt = config.mqtt
+    tls = mqtt.tls.model_copy(
+        update={name: fix(getattr(mqtt.tls, name)) for name in ("ca_file", "cert_file", "key_file")}
+    )
+    cameras = {}
+    for name, camera in config.cameras.items():
+        path = video_file(camera)
+        if path is not None and not path.is_absolute():
+            camera = camera.model_copy(update={"url": str(base / path)})
+        cameras[name] = camera
+    update: dict[str, Any] = {
+        "mqtt": mqtt.model_copy(update={"password_file": fix(mqtt.password_file), "tls": tls}),
+        "cameras": cameras,
+    }
+    if not env.get(STATE_DIR_ENV):
+        update["storage"] = config.storage.model_copy(update={"state_dir": fix(config.storage.state_dir)})
+    return config.model_copy(update=update)
+
+
 def _slug(text: str) -> str:
     out = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
     return out[:64]
@@ -490,6 +598,16 @@ def markdown_reference() -> str:
         "",
         "Generated from the config models by `python -m edge.config --markdown`; do not edit by hand.",
         "Every option is also shown, with comments, in `config/example.yaml`.",
+        "",
+        "Relative paths in a config file (`mqtt.password_file`, `mqtt.tls.*_file`, an opencv camera's video file,",
+        "`storage.state_dir`) are taken from the folder of that config file, not from the working directory",
+        "(which is `/` under systemd). `doorbell-edge check-config` checks that every file the config names exists,",
+        "is a file and can be read by the service user (the owner of the state directory, else the `doorbell-edge`",
+        "user, else you); each problem is one `file:line:col: key: message` line, and the exit status is 78.",
+        "",
+        "Without any config file the daemon runs the built-in demo: the defaults below, except",
+        "`mqtt.discovery: false` and `mqtt.retain: false`, so a broker it finds by chance on localhost gets",
+        "events but keeps nothing retained.",
         "",
     ]
     for name, field in Config.model_fields.items():

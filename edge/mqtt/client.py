@@ -15,7 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class LinkSettings:
     subscriptions: tuple[str, ...] = ()
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    # False: the last will is not retained either (the built-in demo leaves nothing behind on a broker).
+    will_retain: bool = True
     password_hint: str = field(default="the password file", compare=False)
 
 
@@ -67,12 +69,44 @@ def jittered(base: float, r: float, high: float) -> float:
     return min(high, base * (0.8 + 0.4 * r))
 
 
+def tls_file_problem(key: str, path: Path | None) -> str | None:
+    """Why `path` (the config key `key`) cannot be used as a TLS file, naming both; None when it can be read."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return f"{key}: file not found: {path}"
+    except IsADirectoryError:
+        return f"{key}: {path} is a directory, not a PEM file"
+    except OSError as exc:
+        return f"{key}: cannot read {path}: {exc.strerror or exc}"
+
+
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """Verification on unless `insecure`: the broker certificate must chain to ca_file and match the host name."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+    """Verification on unless `insecure`: the broker certificate must chain to ca_file and match the host name.
+
+    A file that is missing or not PEM raises ConfigError naming the config key and the file (ssl's own errors
+    say only "No such file or directory" or "[X509] PEM lib").
+    """
+    files = (("mqtt.tls.ca_file", tls.ca_file), ("mqtt.tls.cert_file", tls.cert_file),
+             ("mqtt.tls.key_file", tls.key_file))
+    problems = [p for p in (tls_file_problem(key, path) for key, path in files) if p]
+    if problems:
+        raise ConfigError(problems)
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=str(tls.ca_file) if tls.ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt.tls.ca_file: {tls.ca_file} holds no usable PEM CA certificate: {exc}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.cert_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        try:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt.tls.cert_file/key_file: {tls.cert_file} and {tls.key_file} are not a "
+                              f"matching PEM certificate and key: {exc}") from exc
     if tls.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -115,6 +149,8 @@ class Link:
         self.attempts = 0
         self.connections = 0
         self.last_error: str | None = None
+        self.failures = 0  # failed attempts since the last accepted connection
+        self._told: set[str] = set()  # kinds of failure already logged at their level during this outage
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -186,8 +222,9 @@ class Link:
                 delay = None  # a connection that lasted starts the back-off afresh
             delay = next_delay(delay, self.settings.reconnect_min_s, self.settings.reconnect_max_s)
             wait = jittered(delay, self._rng(), self.settings.reconnect_max_s)
-            log.warning("MQTT: reconnecting to %s:%s in %.2fs (attempt %d)", self.settings.host,
-                        self.settings.port, wait, self.attempts + 1)
+            # Every attempt at DEBUG only: the outage was logged once, and the publisher summarises it.
+            log.debug("MQTT: reconnecting to %s:%s in %.2fs (attempt %d)", self.settings.host,
+                      self.settings.port, wait, self.attempts + 1)
             self._stop.wait(wait)
 
     def _attempt(self) -> bool:
@@ -201,7 +238,7 @@ class Link:
         try:
             client = self._make_client()
         except (EdgeError, OSError, ssl.SSLError, ValueError) as exc:
-            self._fail(f"MQTT: cannot prepare the connection to {where}: {exc}")
+            self._fail(f"MQTT: cannot prepare the connection to {where}: {exc}", kind="prepare")
             return False
         try:
             if s.protocol == "mqttv5":
@@ -211,14 +248,16 @@ class Link:
         except ssl.SSLCertVerificationError as exc:
             self._fail(
                 f"MQTT: TLS certificate of broker {where} NOT trusted, refusing to connect: "
-                f"{exc.verify_message or exc} (check mqtt.tls.ca_file and that the certificate names {s.host})"
+                f"{exc.verify_message or exc} (check mqtt.tls.ca_file and that the certificate names {s.host})",
+                kind="tls-untrusted",
             )
             return False
         except ssl.SSLError as exc:
-            self._fail(f"MQTT: TLS handshake with broker {where} failed: {exc}")
+            self._fail(f"MQTT: TLS handshake with broker {where} failed: {exc}", kind="tls")
             return False
         except OSError as exc:
-            self._fail(f"MQTT: cannot reach broker {where}: {exc}", level=logging.WARNING)
+            self._fail(f"MQTT: cannot reach broker {where}: {exc}; events wait in the outbox, retrying "
+                       "quietly", level=logging.WARNING, kind="down")
             return False
         return self._serve(client)
 
@@ -242,19 +281,22 @@ class Link:
                     if accepted_at is not None:
                         lasted = time.monotonic() - accepted_at
                         hint = ""
+                        if lasted >= STABLE_S:
+                            self._told.clear()  # a session that lasted ends an outage: the next one is told afresh
                         if lasted < STABLE_S:
                             hint = (f"; the broker closed it {lasted:.1f}s after accepting us: check that its ACL "
                                     f"lets {s.username or 'this client'} publish to {s.will_topic.rsplit('/', 1)[0]}/# "
                                     "and the discovery prefix, and that no other client uses "
                                     f"client id {s.client_id!r}")
                         self._fail(f"MQTT: connection to {s.host}:{s.port} lost ({self._end_reason}){hint}",
-                                   level=logging.WARNING)
+                                   level=logging.WARNING, kind="down" if not hint else "dropped")
                     else:
                         self._fail(f"MQTT: broker {s.host}:{s.port} closed the connection before accepting it "
-                                   f"({self._end_reason})")
+                                   f"({self._end_reason})", kind="closed")
                     break
                 if accepted_at is None and time.monotonic() - started > CONNACK_TIMEOUT_S:
-                    self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s")
+                    self._fail(f"MQTT: broker {s.host}:{s.port} did not answer CONNECT in {CONNACK_TIMEOUT_S}s",
+                               kind="timeout")
                     break
         finally:
             with self._lock:
@@ -269,8 +311,17 @@ class Link:
                 self._on_disconnected()
         return accepted_at is not None and time.monotonic() - accepted_at >= STABLE_S
 
-    def _fail(self, message: str, level: int = logging.ERROR) -> None:
+    def _fail(self, message: str, level: int = logging.ERROR, kind: str = "other") -> None:
+        """Log a failed attempt at `level` the first time its kind appears in an outage, then at DEBUG.
+
+        A broker that stays away would otherwise log a warning on every retry; the publisher logs a summary
+        every few minutes instead (how long, how many events wait, whether any were lost).
+        """
         self.last_error = message
+        self.failures += 1
+        if kind in self._told:
+            level = logging.DEBUG
+        self._told.add(kind)
         log.log(level, "%s", message)
 
     def _make_client(self) -> paho.Client:
@@ -289,7 +340,7 @@ class Link:
             client.enable_logger(logging.getLogger(f"{__name__}.paho"))
         client.max_inflight_messages_set(self._inflight)
         client.max_queued_messages_set(0)
-        client.will_set(s.will_topic, s.will_payload, qos=1, retain=True)
+        client.will_set(s.will_topic, s.will_payload, qos=1, retain=s.will_retain)
         if s.username is not None:
             password = s.password() if s.password is not None else None
             client.username_pw_set(s.username, password)
@@ -332,6 +383,7 @@ class Link:
             client.subscribe(topic, qos=1)
         self.connections += 1
         self.last_error = None
+        self.failures = 0
         with self._lock:
             self._client = client
             self._pending.clear()

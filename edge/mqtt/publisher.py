@@ -28,6 +28,8 @@ STATEFUL_TYPES = frozenset({"motion_start", "motion_end", "person", "face", "foo
 PRUNE_EVERY_S = 60.0
 # Occupancy (Home Assistant binary sensor) stays ON this long after the last person or face event.
 OCCUPANCY_HOLD_S = 30.0
+# While the broker stays away, one summary this often (the link logs the outage once, then each retry at DEBUG).
+DOWN_SUMMARY_S = 300.0
 
 StateProvider = Callable[[], Mapping[str, Any]]
 SnapshotProvider = Callable[[], bytes | None]
@@ -52,10 +54,12 @@ class Publisher:
         state_provider: StateProvider = dict,
         snapshot_provider: SnapshotProvider | None = None,
         discovery: bool = True,
+        retain: bool = True,
         snapshot: bool = False,
         state_interval_s: float = 60.0,
         window: int = 50,
         poll_s: float = 0.25,
+        down_summary_s: float = DOWN_SUMMARY_S,
     ) -> None:
         self.outbox = outbox
         self.topics = topics
@@ -64,13 +68,15 @@ class Publisher:
         self._state_provider = state_provider
         self._snapshot_provider = snapshot_provider
         self._discovery = discovery
+        self._retain = retain  # False: availability, state and discovery go out non-retained (the built-in demo)
         self._snapshot = snapshot
         self._state_interval_s = state_interval_s
         self._window = window
         self._poll_s = poll_s
         subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()))
         self.link = Link(
-            replace(settings, will_topic=topics.availability, will_payload=OFFLINE, subscriptions=subscriptions),
+            replace(settings, will_topic=topics.availability, will_payload=OFFLINE, will_retain=retain,
+                    subscriptions=subscriptions),
             on_connected=self._connected_cb,
             on_disconnected=self._disconnected_cb,
             on_message=self._message_cb,
@@ -89,6 +95,11 @@ class Publisher:
         self._next_state = 0.0
         self._next_prune = 0.0
         self._occupied_until = 0.0  # monotonic; a person or face was seen this recently
+        self._down_summary_s = down_summary_s
+        self._down_since: float | None = None  # monotonic; no broker connection since then
+        self._down_dropped = 0  # the outbox's dropped count when the outage began
+        self._next_summary = 0.0
+        self._summaries = 0
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0}
         outbox.add_listener(self._poke)
@@ -123,7 +134,7 @@ class Publisher:
             # The retained state outlives us: leave it saying nothing is going on, then say offline.
             self._send_state(final=True)
         said = threading.Event()
-        if self.link.publish(self.topics.availability, OFFLINE, qos=1, retain=True,
+        if self.link.publish(self.topics.availability, OFFLINE, qos=1, retain=self._retain,
                              on_ack=lambda ok, reason: said.set()):
             said.wait(min(2.0, timeout))
         self.link.stop(timeout)
@@ -239,7 +250,10 @@ class Publisher:
         if not connected:
             self._inflight.clear()
             self._sent_upto = 0
+            self._watch_outage(now)
             return
+        if self._down_since is not None:
+            self._outage_over(now)
         state_due = "state" in requests or now >= self._next_state
         if session_new:
             # Whatever was in flight on the old connection may be lost: send it all again, in order.
@@ -252,7 +266,7 @@ class Publisher:
             requests.discard("discovery")
             self._send_state()
             self._next_state = now + self._state_interval_s
-            self.link.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+            self.link.publish(self.topics.availability, ONLINE, qos=1, retain=self._retain)
             state_due = "state" in requests
         if "discovery" in requests and self._discovery:
             self._send_discovery()
@@ -265,6 +279,34 @@ class Publisher:
         if state_due:
             self._send_state()
             self._next_state = now + self._state_interval_s
+
+    def _watch_outage(self, now: float) -> None:
+        """No broker: remember since when, and every down_summary_s say how long, what waits and what was lost."""
+        if self._down_since is None:
+            self._down_since = now
+            self._next_summary = now + self._down_summary_s
+            self._down_dropped = self.outbox.stats().dropped
+            return
+        if now < self._next_summary:
+            return
+        self._next_summary = now + self._down_summary_s
+        self._summaries += 1
+        stats = self.outbox.stats()
+        dropped = stats.dropped - self._down_dropped
+        lost = ("nothing lost" if dropped <= 0 else
+                f"{dropped} dropped by the outbox limits (mqtt.outbox_max_events, mqtt.outbox_max_age_h)")
+        s = self.link.settings
+        log.warning("MQTT: broker %s:%s unreachable for %s; %d event%s waiting in the outbox; %s (last error: %s)",
+                    s.host, s.port, duration(now - self._down_since), stats.waiting,
+                    "" if stats.waiting == 1 else "s", lost, self.link.last_error or "none")
+
+    def _outage_over(self, now: float) -> None:
+        assert self._down_since is not None
+        if self._summaries:
+            log.info("MQTT: broker back after %s; sending %d waiting events", duration(now - self._down_since),
+                     self.outbox.stats().waiting)
+        self._down_since = None
+        self._summaries = 0
 
     def _settle(self, acks: list[tuple[int, bool, str]]) -> None:
         done = []
@@ -315,7 +357,7 @@ class Publisher:
 
     def _send_discovery(self) -> None:
         for topic, payload in discovery_payloads(self.device):
-            self.link.publish(topic, payload, qos=1, retain=True)
+            self.link.publish(topic, payload, qos=1, retain=self._retain)
         self.counters["discovery"] += 1
         log.info("MQTT: discovery published under %s/", self.topics.discovery_prefix)
 
@@ -331,7 +373,7 @@ class Publisher:
             provided.update(motion=False, occupancy=False, recording=False, fps=None, inference_ms=None)
         stats = self.outbox.stats()
         body = state_payload(provided, stats.waiting, stats.dropped, stats.last_seq)
-        self.link.publish(self.topics.state, encode(body), qos=1, retain=True)
+        self.link.publish(self.topics.state, encode(body), qos=1, retain=self._retain)
         self.counters["state"] += 1
 
     def _send_snapshot(self) -> None:
@@ -343,3 +385,13 @@ class Publisher:
             return
         if jpeg:
             self.publish_snapshot(jpeg)
+
+
+def duration(seconds: float) -> str:
+    """For people: '45 s', '5 min', '2 h 5 min'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"

@@ -11,7 +11,7 @@ from edge.clock import Clock
 from edge.config import Config
 from edge.errors import ConfigError
 from edge.events import EventBus
-from edge.mqtt.client import LinkSettings, TlsSettings
+from edge.mqtt.client import LinkSettings, TlsSettings, tls_context
 from edge.mqtt.discovery import DeviceInfo
 from edge.mqtt.outbox import Outbox, open_outbox
 from edge.mqtt.publisher import Publisher, SnapshotProvider, StateProvider
@@ -68,6 +68,7 @@ def link_settings(config: Config) -> LinkSettings:
         tls=tls,
         reconnect_min_s=mqtt.reconnect_min_s,
         reconnect_max_s=mqtt.reconnect_max_s,
+        will_retain=mqtt.retain,
         password_hint=(f"mqtt.password_file {mqtt.password_file}" if mqtt.password_file
                        else f"credential {mqtt.password_credential!r}" if mqtt.password_credential
                        else "the password"),
@@ -116,17 +117,26 @@ def build(
                     config.mqtt.host, config.mqtt.port)
     if config.mqtt.tls.insecure:
         log.warning("MQTT TLS verification is OFF (mqtt.tls.insecure): testing only")
+    settings = link_settings(config)
+    if settings.tls is not None:
+        # A TLS file that is missing or not PEM will not appear by retrying: exit 78 naming the key and file now
+        # (if one goes missing later, every attempt logs the same named error).
+        tls_context(settings.tls)
+    if not config.mqtt.retain:
+        log.info("MQTT: nothing retained on %s:%s (mqtt.retain false%s)", config.mqtt.host, config.mqtt.port,
+                 "" if config.mqtt.discovery else ", no Home Assistant discovery")
     topics = topics_for(config)
     device = DeviceInfo(topics=topics, name=config.device.name, sw_version=__version__, snapshot=config.mqtt.snapshot)
     publisher = Publisher(
         outbox,
-        link_settings(config),
+        settings,
         topics,
         device,
         clock,
         state_provider=state_provider,
         snapshot_provider=snapshot_provider,
         discovery=config.mqtt.discovery,
+        retain=config.mqtt.retain,
         snapshot=config.mqtt.snapshot,
         state_interval_s=config.mqtt.state_interval_s,
     )
