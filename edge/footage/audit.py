@@ -16,6 +16,7 @@ from typing import Any
 import rfc8785
 
 from edge.clock import Clock, rfc3339
+from edge.crashpoints import crash_point
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
 
@@ -41,6 +42,7 @@ KINDS = frozenset(
         "expiry",  # an approval lapsed unused
         "notification",
         "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made
+        "repair",  # a torn last record (a power cut mid-append) was moved aside into a kept file
     }
 )
 
@@ -108,42 +110,53 @@ class AuditLog:
         except OSError as exc:
             raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
         if not chunk.endswith(b"\n"):
-            raise StorageError(f"{self.path}: the last record is incomplete; run `doorbell-edge audit verify`")
+            raise TornTailError(f"{self.path}: the last record is incomplete (torn); run `doorbell-edge audit repair`")
         last = chunk[:-1].rsplit(b"\n", 1)[-1]
         try:
             record = json.loads(last)
             return int(record["seq"]), str(record["hash"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"{self.path}: the last record is unreadable; run `doorbell-edge audit verify`") from exc
+            raise TornTailError(
+                f"{self.path}: the last record is unreadable (torn); run `doorbell-edge audit repair`"
+            ) from exc
 
-    def append(self, kind: str, **data: Any) -> dict[str, Any]:
-        """Write one record and fsync it; only then may the step it records take effect."""
+    def append(self, kind: str, *, repair_torn: str | None = None, **data: Any) -> dict[str, Any]:
+        """Write one record and fsync it; only then may the step it records take effect.
+
+        A torn last record refuses the append (StorageError naming `audit repair`), except when `repair_torn`
+        names who asks (a denial: a torn tail must never block a refusal): then the tail is repaired first,
+        exactly as `doorbell-edge audit repair` does it (kept, logged, recorded)."""
         if kind not in KINDS:
             raise ValueError(f"unknown audit record kind {kind!r}")
         with self._locked():
-            seq, prev = self._last()
-            record: dict[str, Any] = {
-                "seq": seq + 1,
-                "ts": rfc3339(self.clock.now()),
-                "kind": kind,
-                "data": data,
-                "prev": prev,
-            }
-            record["hash"] = record_hash(record)
-            line = _canonical(record) + b"\n"
-            created = not self.path.exists()
+            if repair_torn is not None:
+                self._repair_locked(repair_torn)
+            return self._append_locked(kind, data)
+
+    def _append_locked(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        seq, prev = self._last()
+        record: dict[str, Any] = {
+            "seq": seq + 1,
+            "ts": rfc3339(self.clock.now()),
+            "kind": kind,
+            "data": data,
+            "prev": prev,
+        }
+        record["hash"] = record_hash(record)
+        line = _canonical(record) + b"\n"
+        created = not self.path.exists()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    os.write(fd, line)  # one write: a killed process leaves the whole line or none of it
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if created:
-                    fsync_dir(self.dir)
-                self._write_head(record["seq"], record["hash"])
-            except OSError as exc:
-                raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
+                os.write(fd, line)  # one write: a killed process leaves the whole line or none of it
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(self.dir)
+            self._write_head(record["seq"], record["hash"])
+        except OSError as exc:
+            raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
         log.info("audit %s #%s %s", kind, record["seq"], data.get("request", ""))
         return record
 
@@ -173,6 +186,110 @@ class AuditLog:
 
     def verify(self) -> VerifyResult:
         return verify_log(self.path, self.head_path)
+
+    # --- a torn tail ---------------------------------------------------------------------------------------
+
+    def torn(self) -> bool:
+        """True when the last record is incomplete or unreadable, so appends are refused until a repair."""
+        try:
+            self._last()
+        except TornTailError:
+            return True
+        return False
+
+    def repair(self, by: str) -> dict[str, Any] | None:
+        """`doorbell-edge audit repair`: move a torn last record aside and record that; None when nothing was
+        torn. Damage that is not a torn tail (an edited, removed or reordered record) is refused, not repaired."""
+        with self._locked():
+            return self._repair_locked(by)
+
+    def _repair_locked(self, by: str) -> dict[str, Any] | None:
+        torn = find_torn_tail(self.path, self.head_path)
+        if torn is None:
+            return self._record_kept_files(by)
+        digest = hashlib.sha256(torn.data).hexdigest()
+        kept = self.dir / f"{LOG_NAME}.torn-{torn.records + 1}-{digest[:12]}"
+        try:
+            # Kept for inspection first (fsync'd), then cut from the log: the bytes are never just dropped.
+            fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, torn.data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.dir)
+            crash_point("audit-repair:after-keep")
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, torn.offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot repair the audit log {self.path}: {exc}") from exc
+        crash_point("audit-repair:after-truncate")
+        log.warning("audit log %s: torn last record (%d bytes after record %d) moved to %s", self.path,
+                    len(torn.data), torn.records, kept)
+        return self._append_locked("repair", _repair_data(kept, torn.data, torn.records, by))
+
+    def _record_kept_files(self, by: str) -> dict[str, Any] | None:
+        """A repair killed between cutting the tail and recording it left a kept file no record names: record
+        it now, so no repair is ever silent."""
+        kept = sorted(self.dir.glob(f"{LOG_NAME}.torn-*"))
+        if not kept:
+            return None
+        named = {r["data"].get("kept") for r in self.records() if r.get("kind") == "repair"}
+        record = None
+        for path in kept:
+            if path.name not in named:
+                data = path.read_bytes()
+                after = int(path.name.split(".torn-", 1)[1].split("-", 1)[0]) - 1
+                log.warning("audit log %s: recording an earlier repair that was interrupted: %s", self.path, path)
+                record = self._append_locked("repair", _repair_data(path, data, after, by))
+        return record
+
+
+class TornTailError(StorageError):
+    """The audit log's last record is incomplete or unreadable (a power cut mid-append): nothing more is
+    appended until `doorbell-edge audit repair` moves it aside."""
+
+
+@dataclass(frozen=True)
+class TornTail:
+    offset: int  # the file offset where the intact chain ends
+    records: int  # the intact records before it
+    data: bytes  # the torn bytes
+
+
+def _repair_data(kept: Path, data: bytes, after: int, by: str) -> dict[str, Any]:
+    return {"kept": kept.name, "torn_bytes": len(data), "torn_sha256": hashlib.sha256(data).hexdigest(),
+            "after_record": after, "by": by}
+
+
+def find_torn_tail(path: Path, head_path: Path | None = None) -> TornTail | None:
+    """The torn last record, if that is the only damage; None when the chain is intact. Raises StorageError for
+    damage that is not a torn append (a later line follows the bad one, or the last line is well-formed JSON that
+    does not verify, or the head file says the record had once been complete)."""
+    result = verify_log(path)
+    if result.ok:
+        return None
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    offset = sum(len(line) + 1 for line in lines[: result.records])
+    rest = data[offset:]
+    refuse = f"{result.message(path)}; not a torn last record, so not repaired (keep the log as evidence)"
+    if b"\n" in rest[:-1]:
+        raise StorageError(refuse)
+    if rest.endswith(b"\n"):
+        with contextlib.suppress(ValueError):
+            if isinstance(json.loads(rest), dict):
+                raise StorageError(refuse)
+    if head_path is not None and head_path.exists():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if int(json.loads(head_path.read_bytes())["seq"]) > result.records:
+                raise StorageError(f"{path}: record {result.records + 1} was complete once (the head file says "
+                                   "so): it was damaged later, not torn while written; not repaired")
+    return TornTail(offset, result.records, rest)
 
 
 def verify_log(path: Path, head_path: Path | None = None) -> VerifyResult:

@@ -109,6 +109,10 @@ def register(subparsers: Any) -> None:
     p = asub.add_parser("verify", help="check the hash chain; non-zero exit naming the first bad record")
     add_config_arg(p)
     p.set_defaults(func=_audit_verify)
+    p = asub.add_parser("repair", help="move a torn last record (a power cut mid-append) aside into a kept file "
+                                       "and record the repair; refuses any other damage")
+    add_config_arg(p)
+    p.set_defaults(func=_audit_repair)
     p = asub.add_parser("show", help="print the audit records as JSON lines")
     add_config_arg(p)
     p.set_defaults(func=_audit_show)
@@ -250,7 +254,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(f"{row['id']}  {row['received_at']}  {row['agency'] or '-'}  {row['request_id'] or '-'}  "
-              f"{row['basis'] or '-'}  {row['decision']}  {','.join(row['codes'])}")
+              f"{row['basis'] or '-'}  {row['state']:<12}  {row['decision']}  {','.join(row['codes'])}")
     if not rows:
         print("no footage requests")
     return 0
@@ -327,6 +331,34 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     desk = _desk(args)
+    ok, message = desk.verify_audit()
+    print(message, file=sys.stdout if ok else sys.stderr)
+    if not ok and desk.audit.torn():
+        print("the last record is torn (a power cut while it was written): `doorbell-edge audit repair` moves it "
+              "aside and records the repair", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _audit_repair(args: argparse.Namespace) -> int:
+    import logging
+
+    from edge.errors import StorageError
+
+    desk = _desk(args)
+    try:
+        record = desk.audit.repair(by=desk.actor)
+    except StorageError as exc:
+        print(f"not repaired: {exc}", file=sys.stderr)
+        return 1
+    if record is None:
+        print(f"{desk.audit.path}: no torn record; nothing to repair")
+    else:
+        data = record["data"]
+        logging.getLogger(__name__).warning("audit repair: record %s, %s torn byte(s) kept in %s", record["seq"],
+                                            data["torn_bytes"], data["kept"])
+        print(f"{desk.audit.path}: {data['torn_bytes']} torn byte(s) after record {data['after_record']} moved to "
+              f"{desk.audit.dir / data['kept']} (sha256 {data['torn_sha256']}); repair recorded as record "
+              f"{record['seq']}")
     ok, message = desk.verify_audit()
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1

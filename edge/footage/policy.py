@@ -99,6 +99,7 @@ class OwnerAction:
     unblur: frozenset[str] = frozenset()
     attest_original: bool = False
     used: bool = False  # an export completed under this approval
+    lapsed: bool = False  # the store recorded this approval as lapsed: it stays lapsed whatever the clock says
     note: str = ""
 
 
@@ -260,8 +261,10 @@ def _rule_checks(doc: FootageRequest, policy: Policy, now: datetime, replay: boo
 
 
 def _latest(consents: Sequence[OwnerAction], kinds: set[str]) -> OwnerAction | None:
-    found = [c for c in consents if c.kind in kinds]
-    return max(found, key=lambda c: (c.at, c.seq)) if found else None
+    """The last action of these kinds in the order they were written (store sequence, then list order), never by
+    wall time: a clock stepped back between an approval and a denial must not let the approval win."""
+    found = [(c.seq, index, c) for index, c in enumerate(consents) if c.kind in kinds]
+    return max(found, key=lambda item: (item[0], item[1]))[2] if found else None
 
 
 def decide(
@@ -326,6 +329,9 @@ def decide(
         if auto:
             return _replace(base, decision="release", reasons=(review, Reason("AUTO_RELEASED", "policy allows")))
         return _replace(base, reasons=(review, Reason("APPROVAL_USED", f"approval {owner.seq} was used")))
+    if owner.lapsed:
+        lapsed = Reason("APPROVAL_LAPSED", f"approval {owner.seq} was recorded as lapsed")
+        return _replace(base, reasons=(review, lapsed))
     if now >= lapse_at:
         return _replace(base, reasons=(review, Reason("APPROVAL_LAPSED", f"approval lapsed at {rfc3339(lapse_at)}")))
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from edge.clock import Clock, SystemClock, rfc3339
 from edge.config import Config
+from edge.crashpoints import crash_point
 from edge.errors import RequestError, StorageError
 from edge.footage import export as exporting
 from edge.footage.audit import AuditLog
@@ -150,32 +151,41 @@ class FootageDesk:
     # --- intake --------------------------------------------------------------------------------------------
 
     def submit(self, raw: bytes) -> tuple[str, Decision]:
+        """Audit the intake, then judge and store in one transaction with the replay claim, then hold/notify.
+
+        Crash ordering: the intake record is written before anything is claimed, and the claim of (agency,
+        request_id) commits together with the request row, after the decision record. A crash (or a torn audit
+        tail) anywhere before that commit leaves no claim, so the agency's resend is judged afresh, never REPLAY;
+        the log then shows the interrupted attempt's intake (and perhaps its decision) with no request behind it."""
         now = self.clock.now()
         intake = parse_request(raw)
-        replay = False
-        if intake.agency_id and intake.request_id:
-            replay = self.store.was_seen(intake.agency_id, intake.request_id) is not None
-        clips = self._clips_for(intake)
-        decision = decide(intake, self.policy, clips, [], now, replay=replay)
         request = self.store.new_id()
-        verified = not (AUTH_CODES & set(decision.codes))
-        # Only an authenticated request uses up its id, so nobody can block an agency's ids by forgery.
-        # Claimed before anything is recorded: of two racing submissions exactly one wins.
-        claimable = verified and not replay and intake.agency_id and intake.request_id
-        if claimable and not self.store.claim(str(intake.agency_id), str(intake.request_id), request):
-            replay = True
-            decision = decide(intake, self.policy, clips, [], now, replay=True)
         basis = intake.document.legal_basis if intake.document else None
         self.audit.append(
             "intake", request=request, sha256=intake.sha256, bytes=len(raw), agency=intake.agency_id,
             request_id=intake.request_id, basis=basis,
         )
-        self.audit.append("decision", request=request, **decision.to_dict())
-        self.store.add(
-            StoredRequest(request, now, intake.agency_id, intake.request_id, basis, verified, raw, intake.sha256,
-                          decision.decision, [{"code": r.code, "detail": r.detail} for r in decision.reasons]),
-            mark_seen=False,
-        )
+        crash_point("submit:after-intake")
+        clips = self._clips_for(intake)
+        with self.store.intake() as txn:
+            replay = bool(intake.agency_id and intake.request_id) and txn.was_seen(
+                str(intake.agency_id), str(intake.request_id)
+            )
+            decision = decide(intake, self.policy, clips, [], now, replay=replay)
+            verified = not (AUTH_CODES & set(decision.codes))
+            # Only an authenticated request uses up its id, so nobody can block an agency's ids by forgery.
+            if verified and not replay and intake.agency_id and intake.request_id:
+                # Cannot lose: the transaction holds the write lock since before the replay check above.
+                txn.claim(str(intake.agency_id), str(intake.request_id), request)
+            self.audit.append("decision", request=request, **decision.to_dict())
+            crash_point("submit:after-decision")
+            txn.add(
+                StoredRequest(request, now, intake.agency_id, intake.request_id, basis, verified, raw,
+                              intake.sha256, decision.decision,
+                              [{"code": r.code, "detail": r.detail} for r in decision.reasons]),
+            )
+            crash_point("submit:before-commit")
+        crash_point("submit:after-commit")
         log.info("footage request %s: %s %s", request, decision.decision, ",".join(decision.codes))
         self._publish(request, "submitted", decision, basis=basis, agency=intake.agency_id)
         if decision.decision == "hold":
@@ -279,7 +289,10 @@ class FootageDesk:
         if decision.decision == "hold":
             raise RequestError(f"request {request} is a preservation hold: it discloses nothing, so there is "
                                "nothing to deny")
-        self.audit.append("owner_deny", request=request, reason=reason, by=self.actor)
+        # A torn audit tail never blocks a refusal: it is repaired first (kept, logged, recorded as a `repair`
+        # record), as `doorbell-edge audit repair` would; everything that releases stays blocked until then.
+        self.audit.append("owner_deny", repair_torn=f"{self.actor} (before a denial)", request=request,
+                          reason=reason, by=self.actor)
         self.store.add_action(request, "deny", self.clock.now(), {"reason": reason, "by": self.actor})
         _, _, after = self.current(request)
         self._publish(request, "denied", after)
@@ -303,6 +316,11 @@ class FootageDesk:
         """Audit approvals that lapsed unused and preservation holds that ran out (each once)."""
         if not self.store.exists():
             return []
+        if self.audit.torn():
+            log.warning("%s: the last audit record is torn; lapses and hold expiries are recorded after "
+                        "`doorbell-edge audit repair`", self.audit.path)
+            return []
+        self.recover_exports()
         now = self.clock.now()
         done: list[str] = []
         valid = timedelta(hours=self.policy.rules.approval_valid_hours)
@@ -318,6 +336,15 @@ class FootageDesk:
                     self.store.add_action(item.id, "expiry", now, {"approval": action.seq})
                     self._publish(item.id, "approval_lapsed")
                     done.append(f"{item.id}: approval {action.seq} lapsed")
+        held = {h["request"] for h in self.store.holds()}
+        for item in self.store.all():
+            if item.decision == "hold" and item.id not in held:
+                # Submitted, but killed before its hold was placed: place it now (still within the 90 days).
+                _stored, intake, decision = self.current(item.id)
+                if decision.decision == "hold":
+                    log.warning("placing the preservation hold of %s that an interrupted submit left out", item.id)
+                    self._hold(item.id, intake, decision, renewal=0)
+                    done.append(f"{item.id}: hold placed")
         for hold in self.store.holds():
             until = datetime.fromisoformat(hold["until"].replace("Z", "+00:00"))
             if hold["expired_at"] is None and until <= now:
@@ -333,8 +360,11 @@ class FootageDesk:
         return self.state_dir / "footage" / "exports"
 
     def export(self, request: str, out_dir: Path | None = None) -> ExportResult:
-        """Audit the start, build in a private temp dir, audit completion, then rename into place."""
+        """Audit the start, build in a private temp dir, audit completion, record completion and the approval's
+        use in one transaction, then rename into place (a crash after the completion record is rolled forward
+        by recover_exports(), never retried into a second bundle)."""
         with self._export_lock():
+            self._recover_exports()
             return self._export(request, out_dir)
 
     @contextlib.contextmanager
@@ -351,6 +381,57 @@ class FootageDesk:
             yield
         finally:
             os.close(fd)
+
+    def recover_exports(self) -> list[str]:
+        """Finish exports that a crash interrupted after their completion was audited (see _recover_exports);
+        skipped while an export runs (it recovers first itself)."""
+        if not (self.state_dir / "footage").exists():
+            return []
+        try:
+            with self._export_lock():
+                return self._recover_exports()
+        except (RequestError, OSError):  # busy, or a read-only state dir: nothing can be finished now anyway
+            return []
+
+    def _recover_exports(self) -> list[str]:
+        """The audit's export_complete record is the commit point of an export: once it is written, the store is
+        brought up to it (completed, approval used) and the sealed bundle left in .partial is renamed into place;
+        before it, the attempt never happened as far as the approval is concerned (its remains are removed)."""
+        if not self.store.exists():
+            return []
+        unfinished = {e["id"]: e for e in self.store.exports() if e["completed_at"] is None}
+        if not unfinished and not (self.exports_dir() / ".partial").exists():
+            return []
+        done: list[str] = []
+        partial_root = self.exports_dir() / ".partial"
+        for record in self.audit.records():
+            if record.get("kind") != "export_complete":
+                continue
+            data = record["data"]
+            export_id, final, digest = str(data.get("export")), Path(str(data.get("path"))), str(data.get("sha256"))
+            row = unfinished.get(export_id)
+            if row is not None:
+                self.store.finish_export(export_id, row["request"], row["approval_seq"], self.clock.now(), final,
+                                         digest)
+                log.warning("export %s of %s: completion recorded after a crash (its approval is used)", export_id,
+                            row["request"])
+                done.append(f"{row['request']}: export {export_id} recorded as complete")
+            part = partial_root / export_id / (final.name + ".part")
+            if not final.exists() and part.is_file():
+                if hashlib.sha256(part.read_bytes()).hexdigest() == digest:
+                    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    os.replace(part, final)
+                    fsync_dir(final.parent)
+                    log.warning("export %s: bundle moved into place after a crash: %s", export_id, final)
+                    done.append(f"export {export_id}: bundle {final} moved into place")
+                else:
+                    log.error("export %s: the sealed bundle left by a crash does not match its audited sha256; "
+                              "not used (the approval stays used)", export_id)
+            elif not final.exists():
+                log.error("export %s: audited as complete but its bundle %s is gone", export_id, final)
+            if row is not None and (partial_root / export_id).exists():
+                shutil.rmtree(partial_root / export_id, ignore_errors=True)
+        return done
 
     def _export(self, request: str, out_dir: Path | None) -> ExportResult:
         self.sweep()
@@ -376,6 +457,7 @@ class FootageDesk:
             clips=[s.to_dict() for s in decision.segments], data=list(decision.data), unblur=sorted(decision.unblur),
         )
         self.store.start_export(export_id, request, decision.approval_seq, self.clock.now())
+        crash_point("export:after-audit-start")
         self._publish(request, "export_started", decision, export=export_id)
         try:
             final_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -417,17 +499,19 @@ class FootageDesk:
             finally:
                 os.close(fd)
             final = final_dir / name
+            crash_point("export:before-complete")
             self.audit.append("export_complete", request=request, export=export_id, sha256=digest, size=len(sealed),
                               path=str(final), files=[{"path": f["path"], "sha256": f["sha256"]}
                                                       for f in manifest["files"]])
+            crash_point("export:after-audit-complete")
+            self.store.finish_export(export_id, request, decision.approval_seq, self.clock.now(), final, digest)
+            crash_point("export:after-store-complete")
             os.replace(temp, final)
             fsync_dir(final_dir)
+            crash_point("export:after-rename")
             shutil.rmtree(work, ignore_errors=True)
         except OSError as exc:
             raise StorageError(f"export {export_id} of {request} failed: {exc}") from exc
-        self.store.complete_export(export_id, self.clock.now(), final, digest)
-        self.store.add_action(request, "export_complete", self.clock.now(),
-                              {"approval": decision.approval_seq, "export": export_id})
         self._publish(request, "exported", decision, export=export_id)
         log.info("export %s of %s written: %s", export_id, request, final)
         return ExportResult(final, digest, export_id, manifest)
@@ -497,13 +581,40 @@ class FootageDesk:
         }
 
     def rows(self) -> list[dict[str, Any]]:
+        """`requests list`: each request with its current decision and its state (see state())."""
         out = []
+        exported = {e["request"] for e in self.store.exports() if e["completed_at"]}
         for item in self.store.all():
             _, _, decision = self.current(item.id)
             out.append({"id": item.id, "received_at": rfc3339(item.received_at), "agency": item.agency_id,
-                        "request_id": item.request_id, "basis": item.basis, "decision": decision.decision,
-                        "codes": list(decision.codes)})
+                        "request_id": item.request_id, "basis": item.basis, "state": self._state(item, exported,
+                                                                                                  decision),
+                        "decision": decision.decision, "codes": list(decision.codes)})
         return out
+
+    def _owner_denied(self, request: str) -> bool:
+        """The owner's last word, in the order the actions were written (never by wall time), is a denial."""
+        owner = [a for a in self.store.owner_actions(request) if a.kind in ("approve", "deny")]
+        return bool(owner) and max(owner, key=lambda a: a.seq).kind == "deny"
+
+    def _state(self, item: StoredRequest, exported: set[str], decision: Decision) -> str:
+        """Where a request stands, one word: waiting (for the owner's decision: the only state counted as pending),
+        approved (released, not yet exported), exported, held, hold_expired, denied (at intake or by the owner),
+        expired (the document's validity ran out before anything was released)."""
+        if item.decision == "deny":
+            return "denied"
+        if item.id in exported:
+            return "exported"
+        holds = self.store.holds(item.id)
+        if holds or item.decision == "hold":
+            return "hold_expired" if holds and all(h["expired_at"] for h in holds) else "held"
+        if self._owner_denied(item.id):
+            return "denied"
+        if decision.decision == "deny":
+            return "expired" if "EXPIRED" in decision.codes else "denied"
+        if decision.decision == "release":
+            return "approved"
+        return "waiting"
 
     def _outcome(self, item: StoredRequest, exported: set[str]) -> str:
         """How a request ended up, for the report: deny, release (something left), hold, or where it stands."""
@@ -513,8 +624,7 @@ class FootageDesk:
             return "release"
         if self.store.holds(item.id):
             return "hold"
-        owner = [a for a in self.store.owner_actions(item.id) if a.kind in ("approve", "deny")]
-        if owner and max(owner, key=lambda a: (a.at, a.seq)).kind == "deny":
+        if self._owner_denied(item.id):
             return "deny"
         return self.current(item.id)[2].decision
 
@@ -564,9 +674,10 @@ def _local_user() -> str:
 
 
 def pending_requests(config: Config, clock: Clock | None = None) -> int:
-    """How many requests wait for the owner right now (for the daemon's `pending_requests` MQTT state).
+    """How many requests wait for the owner's decision right now (the daemon's `pending_requests` MQTT state):
+    exported, denied, expired, held and approved-but-not-yet-exported requests are not pending.
     Read-only: creates nothing when no request was ever submitted."""
     desk = FootageDesk(config, clock, emit=lambda event: None)
     if not RequestStore(desk.state_dir, create=False).exists():
         return 0
-    return sum(1 for row in desk.rows() if row["decision"] == "owner_review")
+    return sum(1 for row in desk.rows() if row["state"] == "waiting")

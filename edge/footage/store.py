@@ -136,18 +136,37 @@ class RequestStore:
     def claim(self, agency_id: str, request_id: str, request: str) -> bool:
         """Atomically mark (agency, request_id) as used; False when someone already used it (a replay)."""
         with self._db() as db:
-            cur = db.execute("INSERT OR IGNORE INTO seen VALUES (?,?,?)", (agency_id, request_id, request))
-            return cur.rowcount == 1
+            return _claim(db, agency_id, request_id, request)
 
     def add(self, item: StoredRequest, *, mark_seen: bool) -> None:
         with self._db() as db:
-            db.execute(
-                "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (item.id, rfc3339(item.received_at), item.agency_id, item.request_id, item.basis, int(item.verified),
-                 item.raw, item.sha256, item.decision, json.dumps(item.reasons)),
-            )
+            _insert(db, item)
             if mark_seen and item.agency_id and item.request_id:
-                db.execute("INSERT OR IGNORE INTO seen VALUES (?,?,?)", (item.agency_id, item.request_id, item.id))
+                _claim(db, item.agency_id, item.request_id, item.id)
+
+    @contextlib.contextmanager
+    def intake(self) -> Iterator[IntakeTxn]:
+        """One write transaction for a submission: the replay check, the claim of (agency, request_id) and the
+        request row commit together or not at all, so a crash in between never burns an agency's id. The write
+        lock is taken first (BEGIN IMMEDIATE): of two racing submissions the second waits and sees the claim."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield IntakeTxn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        finally:
+            db.close()
 
     def set_decision(self, request: str, decision: str, reasons: list[dict[str, str]]) -> None:
         with self._db() as db:
@@ -187,6 +206,7 @@ class RequestStore:
         """The consents decide() reads: approvals (marked used once an export completed), denials, ratifications."""
         acts = self.actions(request)
         used = {int(d["approval"]) for _, k, _, d in acts if k == "export_complete" and d.get("approval") is not None}
+        lapsed = {int(d["approval"]) for _, k, _, d in acts if k == "expiry" and d.get("approval") is not None}
         out = []
         for seq, kind, at, data in acts:
             if kind not in ("approve", "deny", "ratify"):
@@ -202,6 +222,7 @@ class RequestStore:
                     unblur=frozenset(data.get("unblur") or ()),
                     attest_original=bool(data.get("attest_original")),
                     used=seq in used,
+                    lapsed=seq in lapsed,
                     note=str(data.get("note") or data.get("reason") or data.get("reference") or ""),
                 )
             )
@@ -221,6 +242,22 @@ class RequestStore:
             db.execute(
                 "UPDATE exports SET completed_at=?, path=?, sha256=? WHERE id=?",
                 (rfc3339(at), str(path), sha256, export_id),
+            )
+
+    def finish_export(
+        self, export_id: str, request: str, approval_seq: int | None, at: datetime, path: Path, sha256: str
+    ) -> None:
+        """The export completed and its approval is used, in one transaction: there is no state in which the
+        bundle is recorded but the approval could make a second one."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE exports SET completed_at=?, path=?, sha256=? WHERE id=? AND completed_at IS NULL",
+                (rfc3339(at), str(path), sha256, export_id),
+            )
+            db.execute(
+                "INSERT INTO actions (request, kind, at, data) VALUES (?,?,?,?)",
+                (request, "export_complete", rfc3339(at),
+                 json.dumps({"approval": approval_seq, "export": export_id}, sort_keys=True)),
             )
 
     def exports(self, request: str | None = None) -> list[dict[str, Any]]:
@@ -249,6 +286,36 @@ class RequestStore:
     def expire_hold(self, hold_id: str, at: datetime) -> None:
         with self._db() as db:
             db.execute("UPDATE holds SET expired_at=? WHERE hold_id=?", (rfc3339(at), hold_id))
+
+
+class IntakeTxn:
+    """The submission transaction's view of the store (see RequestStore.intake)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def was_seen(self, agency_id: str, request_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM seen WHERE agency_id=? AND request_id=?", (agency_id, request_id))
+        return row.fetchone() is not None
+
+    def claim(self, agency_id: str, request_id: str, request: str) -> bool:
+        return _claim(self._db, agency_id, request_id, request)
+
+    def add(self, item: StoredRequest) -> None:
+        _insert(self._db, item)
+
+
+def _claim(db: sqlite3.Connection, agency_id: str, request_id: str, request: str) -> bool:
+    cur = db.execute("INSERT OR IGNORE INTO seen VALUES (?,?,?)", (agency_id, request_id, request))
+    return cur.rowcount == 1
+
+
+def _insert(db: sqlite3.Connection, item: StoredRequest) -> None:
+    db.execute(
+        "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (item.id, rfc3339(item.received_at), item.agency_id, item.request_id, item.basis, int(item.verified),
+         item.raw, item.sha256, item.decision, json.dumps(item.reasons)),
+    )
 
 
 def _row(row: tuple[Any, ...]) -> StoredRequest:

@@ -141,9 +141,9 @@ def test_decision_invariants(req: Any, rules: dict[str, Any], clips: list[Clip],
     # Nothing released without an owner approval in force or an auto-released verified warrant.
     if decision.decision == "release":
         owner = [a for a in actions if a.kind in ("approve", "deny")]
-        latest = max(owner, key=lambda a: (a.at, a.seq)) if owner else None
+        latest = max(owner, key=lambda a: a.seq) if owner else None  # the order of writing, never wall time
         approved = (
-            latest is not None and latest.kind == "approve" and not latest.used
+            latest is not None and latest.kind == "approve" and not latest.used and not latest.lapsed
             and latest.at + timedelta(hours=rules["approval_valid_hours"]) > NOW
         )
         auto = (rules["auto_release_verified_warrants"] and court and key is AGENCY_KEY

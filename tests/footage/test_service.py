@@ -18,7 +18,7 @@ from edge.errors import RequestError
 from edge.footage.service import FootageDesk
 from edge.footage.store import RequestStore
 
-from .factory import NOW, OTHER_KEY, config, document, signed
+from .factory import NOW, OTHER_KEY, config, document, rules, signed, z
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
 
 
@@ -158,3 +158,64 @@ def test_pending_requests_for_the_state_sensor(tmp_path: Path) -> None:
     assert pending_requests(config(tmp_path), clock) == 1
     desk.deny(waiting, "no")
     assert pending_requests(config(tmp_path), clock) == 0
+
+
+def test_finished_requests_have_their_own_state_and_are_not_pending(tmp_path: Path) -> None:
+    """Issue 10: Home Assistant showed "1 pending" after an export. Exported, denied, expired and hold-only
+    requests each have a state of their own and only `waiting` counts."""
+    from edge.footage.service import pending_requests
+
+    clock = FakeClock(NOW)
+    store = ClipStore(tmp_path, clock)
+    write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    desk = desk_for(tmp_path, clock, clips=store)
+    cfg = config(tmp_path)
+
+    def states() -> dict[str, str]:
+        return {row["request_id"]: row["state"] for row in desk.rows()}
+
+    exported, _ = desk.submit(signed(document("warrant", request_id="E1")))
+    denied, _ = desk.submit(signed(document("consent_request", request_id="D1")))
+    short = document("consent_request", request_id="X1", expires_at=z(NOW + timedelta(hours=1)))
+    desk.submit(signed(short))
+    desk.submit(signed(document("preservation", request_id="H1")))
+    assert states() == {"E1": "waiting", "D1": "waiting", "X1": "waiting", "H1": "held"}
+    assert pending_requests(cfg, clock) == 3
+
+    desk.approve(exported)
+    assert states()["E1"] == "approved" and pending_requests(cfg, clock) == 2
+    desk.export(exported)
+    assert states()["E1"] == "exported" and pending_requests(cfg, clock) == 2  # APPROVAL_USED is not pending
+    desk.deny(denied, "no")
+    assert states()["D1"] == "denied" and pending_requests(cfg, clock) == 1
+    clock.advance(2 * 3600)  # X1's validity runs out unanswered
+    assert states() == {"E1": "exported", "D1": "denied", "X1": "expired", "H1": "held"}
+    assert pending_requests(cfg, clock) == 0
+    clock.advance(91 * 86400)
+    desk.sweep()
+    assert states()["H1"] == "hold_expired" and pending_requests(cfg, clock) == 0
+
+
+def test_requests_list_prints_the_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from edge.cli import main
+
+    clock = FakeClock(NOW)
+    monkeypatch.setattr("edge.footage.service.SystemClock", lambda: clock)  # the CLI judges as of NOW too
+    desk = desk_for(tmp_path / "state", clock)
+    refused, _ = desk.submit(signed(document("consent_request", request_id="L1")))
+    desk.deny(refused, "no")
+    desk.submit(signed(document("preservation", request_id="L2")))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
+                                   "storage": {"state_dir": str(tmp_path / "state")},
+                                   "footage_requests": rules()}))
+    assert main(["requests", "list", "--config", str(cfg)]) == 0
+    lines = sorted(capsys.readouterr().out.splitlines(), key=lambda line: line.split()[3])
+    assert [line.split()[5] for line in lines] == ["denied", "held"]
+    assert main(["requests", "list", "--json", "--config", str(cfg)]) == 0
+    rows = sorted(json.loads(capsys.readouterr().out), key=lambda row: row["request_id"])
+    assert [row["state"] for row in rows] == ["denied", "held"]
