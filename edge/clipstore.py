@@ -6,19 +6,22 @@ import builtins
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge.clock import Clock, rfc3339
+from edge.diskfaults import connect_readonly, is_read_only
 from edge.encoder import (
     CodecChoice,
     EncodedFrame,
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 CLIPS_DIR = "clips"
 INDEX_NAME = "clips.sqlite3"
 LOCK_NAME = "clips.lock"
+QUARANTINE_DIR = "quarantine"  # <state_dir>/quarantine/<when>/: files recovery did not know, kept, never deleted
+FOOTAGE_DB = Path("footage") / "requests.sqlite3"  # the request store: the record of preservation holds
 _RAW = ".raw.part"
 _SIDECAR = ".frames.part"
 _TMP = ".tmp"
@@ -80,6 +85,8 @@ class ClipRef:
     klass: str = "motion"
     frames: int = 0
     mime: str = "video/mp4"
+    trusted: bool = True  # False: recorded while the wall clock was not trusted (docs/time.md)
+    age_from: datetime | None = None  # an untrusted clip is aged from here (when the time became known)
 
 
 @dataclass(frozen=True)
@@ -116,13 +123,32 @@ class Snapshot:
 class RecoveryReport:
     recovered: tuple[str, ...]  # partial clips made playable and marked truncated
     removed: tuple[str, ...]  # partial clips with nothing playable, or index rows whose file was gone
-    orphans: tuple[Path, ...]  # files on disk the index did not know, deleted
+    orphans: tuple[Path, ...]  # files the index did not know and recovery could not rebuild: moved to quarantine
+    rebuilt: tuple[str, ...] = ()  # clips the index did not know, indexed again from their files
+    index_problem: str | None = None  # the index was unreadable (kept aside, see index_kept) or empty beside clips
+    index_kept: Path | None = None  # where an unreadable index was moved
+    holds_restored: tuple[str, ...] = ()  # holds re-created from the request store for rebuilt clips
+    quarantine: Path | None = None  # the folder the orphans were moved to
+
+    @property
+    def problem(self) -> bool:
+        """True when the owner must hear of it: the index was lost or damaged, or files went to quarantine."""
+        return bool(self.index_problem or self.orphans or self.rebuilt)
 
 
 @dataclass(frozen=True)
 class RetentionReport:
     deleted: tuple[Deletion, ...]
     shortfall_bytes: int
+    paused: bool = False  # a clock-jump grace period: nothing was deleted (docs/time.md)
+
+
+class TimeGuard(Protocol):
+    """What the store asks about time (edge.service.timesync): when holds are judged, and whether retention may
+    delete now."""
+
+    def hold_time(self) -> datetime: ...
+    def retention(self) -> tuple[bool, bool, datetime]: ...
 
 
 _SCHEMA = """
@@ -139,7 +165,9 @@ CREATE TABLE IF NOT EXISTS clips (
     frames INTEGER NOT NULL DEFAULT 0,
     truncated INTEGER NOT NULL DEFAULT 0,
     klass TEXT NOT NULL DEFAULT 'motion',
-    created_us INTEGER NOT NULL
+    created_us INTEGER NOT NULL,
+    trusted INTEGER NOT NULL DEFAULT 1,
+    age_from_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS clips_by_time ON clips (camera, start_us);
 CREATE TABLE IF NOT EXISTS clip_frames (
@@ -196,6 +224,7 @@ _HELD = """(
 
 _CLIP_COLUMNS = (
     "c.id, c.camera, c.start_us, c.end_us, c.path, c.sha256, c.size, c.truncated, c.klass, c.frames, c.codec, "
+    "c.trusted, c.age_from_us, "
     f"{_HELD} AS held, "
     "(SELECT group_concat(event_id, ' ') FROM (SELECT event_id FROM clip_events e WHERE e.clip_id = c.id "
     "ORDER BY ts_us, event_id)) AS events"
@@ -207,33 +236,63 @@ class ClipStore:
     connection per call); only the process holding the writer lock (the recorder) records, recovers or
     applies retention."""
 
-    def __init__(self, state_dir: Path, clock: Clock) -> None:
+    def __init__(self, state_dir: Path, clock: Clock, time_guard: TimeGuard | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / CLIPS_DIR
         self.clock = clock
+        if time_guard is None:
+            from edge.service.timesync import FileTimeGuard
+
+            time_guard = FileTimeGuard(self.state_dir, clock)
+        self.time_guard = time_guard  # when holds are judged and whether retention may delete (docs/time.md)
+        self._db_path = self.state_dir / INDEX_NAME
+        # On a read-only mount the store only reads (`clips list` still works); nothing records.
+        self.readonly = is_read_only(self.state_dir)
+        # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside.
+        self.index_problem: str | None = None
+        if self.readonly:
+            log.error("clip store %s is on a read-only file system: reading only, nothing is recorded", self.root)
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create clip directory {self.root}: {exc}") from exc
-        self._db_path = self.state_dir / INDEX_NAME
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        self._open_index()
+
+    def _open_index(self) -> None:
+        try:
+            db = sqlite3.connect(self._db_path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                _migrate(db)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise StorageError(f"cannot open clip index {self._db_path}: {exc}") from exc
+            self.index_problem = f"clip index {self._db_path} is unreadable: {exc}"
+            log.error("%s; the recorder keeps it aside and rebuilds the index from the clip files", self.index_problem)
 
     # -- plumbing --------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = sqlite3.connect(self._db_path, timeout=30, isolation_level=None)
+            if self.readonly:
+                db = connect_readonly(self._db_path)
+            else:
+                db = sqlite3.connect(self._db_path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open clip index {self._db_path}: {exc}") from exc
         try:
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=FULL")
+            if not self.readonly:
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA synchronous=FULL")
             yield db
         except sqlite3.Error as exc:
-            raise StorageError(f"clip index {self._db_path}: {exc}") from exc
+            hint = " (the daemon moves an unreadable index aside at its next start)" if _is_corrupt(exc) else ""
+            raise StorageError(f"clip index {self._db_path}: {exc}{hint}") from exc
         finally:
             db.close()
 
@@ -250,6 +309,10 @@ class ClipStore:
 
     def _now_us(self) -> int:
         return to_us(self.clock.now())
+
+    def _hold_now_us(self) -> int:
+        """The time holds are judged at: the wall clock, except during a clock-jump grace period (docs/time.md)."""
+        return to_us(self.time_guard.hold_time())
 
     def _abs(self, rel: str) -> Path:
         path = (self.state_dir / rel).resolve()
@@ -272,7 +335,7 @@ class ClipStore:
     ) -> builtins.list[ClipRef]:
         """Finished clips overlapping [start, end) (either bound may be open), oldest first."""
         where = ["c.status = 'complete'"]
-        args: dict[str, Any] = {"now": self._now_us()}
+        args: dict[str, Any] = {"now": self._hold_now_us()}
         if camera is not None:
             where.append("c.camera = :camera")
             args["camera"] = camera
@@ -290,7 +353,7 @@ class ClipStore:
         with self._connect() as db:
             row = db.execute(
                 f"SELECT {_CLIP_COLUMNS}, c.status FROM clips c WHERE c.id = :id",
-                {"id": clip_id, "now": self._now_us()},
+                {"id": clip_id, "now": self._hold_now_us()},
             ).fetchone()
         if row is None:
             raise UnknownClip(f"no clip with id {clip_id!r}")
@@ -299,7 +362,8 @@ class ClipStore:
         return self._ref(row[:-1])
 
     def _ref(self, row: Sequence[Any]) -> ClipRef:
-        cid, camera, start_us, end_us, rel, sha, size, truncated, klass, frames, codec, held, events = row
+        cid, camera, start_us, end_us, rel, sha, size, truncated, klass, frames, codec, trusted, age_us = row[:13]
+        held, events = row[13:]
         return ClipRef(
             id=cid,
             camera=camera,
@@ -314,6 +378,8 @@ class ClipStore:
             klass=klass,
             frames=int(frames),
             mime=codec_by_name(codec).mime,
+            trusted=bool(trusted),
+            age_from=from_us(age_us) if age_us is not None else None,
         )
 
     def frame_times(self, clip_id: str) -> builtins.list[datetime]:
@@ -420,7 +486,7 @@ class ClipStore:
         log.info("hold %s released", hold_id)
 
     def holds(self) -> builtins.list[Hold]:
-        now = self._now_us()
+        now = self._hold_now_us()
         with self._connect() as db:
             rows = db.execute(
                 "SELECT id, created_us, until_us, reason, reference, all_cameras, window_start_us, window_end_us, "
@@ -448,8 +514,9 @@ class ClipStore:
         return out
 
     def expire_holds(self) -> builtins.list[str]:
-        """Mark holds whose `until` has passed as expired; returns their ids."""
-        now = self._now_us()
+        """Mark holds whose `until` has passed as expired; returns their ids. During a clock-jump grace period
+        holds are judged at the frozen pre-jump time, so none expires (docs/time.md)."""
+        now = self._hold_now_us()
         with self._write() as db:
             ids = [
                 r[0]
@@ -466,8 +533,11 @@ class ClipStore:
 
     # -- recording -------------------------------------------------------------------------------------------
 
-    def begin(self, camera: str, start: datetime, codec: CodecChoice, width: int, height: int) -> ClipWriter:
-        """Start a clip whose first frame is captured at `start`; nothing is listed until finish()."""
+    def begin(
+        self, camera: str, start: datetime, codec: CodecChoice, width: int, height: int, trusted: bool = True
+    ) -> ClipWriter:
+        """Start a clip whose first frame is captured at `start`; nothing is listed until finish(). `trusted`
+        False: the wall clock was not trusted when it was recorded (docs/time.md)."""
         clip_id = f"{start.strftime('%Y%m%dT%H%M%S')}Z-{camera}-{secrets.token_hex(3)}"
         folder = self.root / camera / start.strftime("%Y-%m-%d")
         try:
@@ -478,15 +548,19 @@ class ClipStore:
         start_us = to_us(start)
         with self._write() as db:
             db.execute(
-                "INSERT INTO clips (id, camera, status, start_us, end_us, path, codec, created_us) "
-                "VALUES (?, ?, 'recording', ?, ?, ?, ?, ?)",
-                (clip_id, camera, start_us, start_us, self._rel(final), codec.name, self._now_us()),
+                "INSERT INTO clips (id, camera, status, start_us, end_us, path, codec, created_us, trusted) "
+                "VALUES (?, ?, 'recording', ?, ?, ?, ?, ?, ?)",
+                (clip_id, camera, start_us, start_us, self._rel(final), codec.name, self._now_us(), int(trusted)),
             )
         try:
             raw = RawStreamWriter(_part(final, _RAW), _part(final, _SIDECAR), codec, width, height)
         except OSError as exc:
             raise StorageError(f"cannot create clip {clip_id}: {exc}") from exc
-        return ClipWriter(self, clip_id, camera, final, codec, raw)
+        return ClipWriter(self, clip_id, camera, final, codec, raw, trusted)
+
+    def _mark_untrusted(self, clip_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE clips SET trusted = 0 WHERE id = ?", (clip_id,))
 
     def _finish(self, writer: ClipWriter, truncated: bool) -> ClipRef | None:
         return self._finalize(writer.id, writer.final, writer.codec, truncated)
@@ -583,13 +657,25 @@ class ClipStore:
     # -- recovery --------------------------------------------------------------------------------------------
 
     def recover(self) -> RecoveryReport:
-        """Make the index and the disk agree after a crash (call with the writer lock held, before recording):
-        partial clips are remuxed from their complete frames and marked truncated, or removed when nothing is
-        playable; index rows whose file is gone are removed; files the index does not know are deleted."""
+        """Make the index and the disk agree after a crash (call with the writer lock held, before recording).
+
+        Partial clips are remuxed from their complete frames and marked truncated (or removed when nothing is
+        playable); index rows whose file is gone are removed. Nothing is ever deleted because the index does
+        not know it: an unreadable index is moved aside (kept) and a fresh one started; finished clips the
+        index does not know are indexed again from their files (probed), their snapshots with them, and the
+        preservation holds the request store records for them are placed again; any other unknown file is
+        moved to <state_dir>/quarantine/<when>/ for the owner to look at."""
+        if self.readonly:
+            raise StorageError(f"clip store {self.root} is on a read-only file system: nothing can be recovered")
+        index_problem, kept = self._reset_unreadable_index()
         recovered: list[str] = []
         removed: list[str] = []
         with self._connect() as db:
             rows = db.execute("SELECT id, status, path, codec FROM clips ORDER BY start_us").fetchall()
+            had_holds = db.execute("SELECT count(*) FROM holds").fetchone()[0] > 0
+        stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")
+        quarantine = self.state_dir / QUARANTINE_DIR / f"clips-{stamp}"
+        orphans: list[Path] = []
         known: set[Path] = set()
         for clip_id, status, rel, codec_name in rows:
             final = self._abs(rel)
@@ -599,8 +685,10 @@ class ClipStore:
                     codec = codec_by_name(sidecar_header(side)[0]) if side.exists() else codec_by_name(codec_name)
                     ref = self._finalize(clip_id, final, codec, truncated=True)
                 except Exception as exc:  # one broken clip must not stop the daemon from starting
-                    log.error("clip %s cannot be recovered (%s); removing it", clip_id, exc)
-                    self._drop(clip_id, [final, _part(final, _RAW), side, _part(final, _TMP)])
+                    log.error("clip %s cannot be recovered (%s); its parts go to %s", clip_id, exc, quarantine)
+                    parts = [final, _part(final, _RAW), side, _part(final, _TMP)]
+                    orphans.extend(self._quarantine([x for x in parts if x.exists()], quarantine))
+                    self._drop(clip_id, [])
                     ref = None
                 if ref is None:
                     removed.append(clip_id)
@@ -614,18 +702,198 @@ class ClipStore:
                 continue
             known.add(final)
         known.update(s.path for s in self.snapshots())
-        orphans = []
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and path.resolve() not in known:
-                log.warning("removing %s: not in the clip index", path)
-                path.unlink()
-                orphans.append(path)
-        return RecoveryReport(tuple(recovered), tuple(removed), tuple(orphans))
+        unknown = [p for p in sorted(self.root.rglob("*")) if p.is_file() and p.resolve() not in known]
+        if not rows and not had_holds and unknown and index_problem is None:
+            index_problem = (f"clip index {self._db_path} is empty but {len(unknown)} file(s) are in {self.root} "
+                             "(deleted or zeroed?)")
+            log.error("%s: rebuilding it from the clip files, deleting nothing", index_problem)
+        rebuilt: list[str] = []
+        for path in unknown:
+            clip_id = self._rebuild_clip(path)
+            if clip_id is not None:
+                rebuilt.append(clip_id)
+                known.add(path.resolve())
+        rebuilt_snaps = {p for p in unknown if p.resolve() not in known and self._rebuild_snapshot(p)}
+        strays = [p for p in unknown if p.resolve() not in known and p not in rebuilt_snaps]
+        orphans.extend(self._quarantine(strays, quarantine))
+        restored = self._restore_holds(rebuilt) if rebuilt else ()
+        for path in orphans:
+            log.warning("%s was not in the clip index and could not be indexed: kept in quarantine", path)
+        return RecoveryReport(
+            tuple(recovered), tuple(removed), tuple(orphans), tuple(rebuilt), index_problem, kept, restored,
+            quarantine if orphans else None,
+        )
+
+    def _reset_unreadable_index(self) -> tuple[str | None, Path | None]:
+        """An index SQLite cannot read (a corrupt header or pages) is renamed aside, with its -wal and -shm,
+        and a fresh one created; returns (problem, where the bad one went)."""
+        problem = self.index_problem
+        if problem is None and self._db_path.exists():
+            try:
+                db = sqlite3.connect(self._db_path, timeout=30, isolation_level=None)
+                try:
+                    result = db.execute("PRAGMA quick_check").fetchone()
+                finally:
+                    db.close()
+                if result is None or result[0] != "ok":
+                    problem = f"clip index {self._db_path} is damaged: {result[0] if result else 'no answer'}"
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise StorageError(f"cannot check clip index {self._db_path}: {exc}") from exc
+                problem = f"clip index {self._db_path} is unreadable: {exc}"
+        if problem is None:
+            return None, None
+        kept = self._db_path.with_name(f"{INDEX_NAME}.unreadable-{self.clock.now().strftime('%Y%m%dT%H%M%SZ')}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self._db_path}{suffix}")
+                if part.exists():
+                    os.replace(part, Path(f"{kept}{suffix}"))
+            fsync_dir(self.state_dir)
+        except OSError as exc:
+            raise StorageError(f"cannot move the unreadable clip index aside: {exc}") from exc
+        log.error("%s: kept as %s; starting a fresh index and rebuilding it from the clip files", problem, kept)
+        self.index_problem = None
+        self._open_index()
+        if self.index_problem is not None:
+            raise StorageError(f"a fresh clip index cannot be created: {self.index_problem}")
+        return problem, kept
+
+    def _rebuild_clip(self, path: Path) -> str | None:
+        """Index a finished clip file again: camera and start from its name, frame times from its stream.
+        Rebuilt clips get the class kept longest ("ring"; their events are lost). None when `path` is not one."""
+        match = _CLIP_NAME.fullmatch(path.name)
+        if match is None or path.parent.parent.parent != self.root:
+            return None
+        clip_id, stamp, camera, suffix = match["id"], match["stamp"], match["camera"], match["suffix"]
+        if camera != path.parent.parent.name:
+            return None
+        codec = next((c for c in _CODEC_NAMES if codec_by_name(c).suffix == suffix), None)
+        if codec is None:
+            return None
+        try:
+            offsets = _frame_offsets_us(path)
+            digest, size = sha256_file(path), path.stat().st_size
+        except (StorageError, OSError) as exc:
+            log.error("clip file %s cannot be read (%s); not indexed", path, exc)
+            return None
+        if not offsets:
+            return None
+        start_us = to_us(datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC))
+        ts = [start_us + o for o in offsets]
+        end_us = ts[-1] + last_duration_us(ts)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM clips WHERE id = ?", (clip_id,)).fetchone() is not None:
+                return None
+            db.execute(
+                "INSERT INTO clips (id, camera, status, start_us, end_us, path, codec, sha256, size, frames, "
+                "truncated, klass, created_us) VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, 0, 'ring', ?)",
+                (clip_id, camera, ts[0], end_us, self._rel(path), codec, digest, size, len(ts), self._now_us()),
+            )
+            db.executemany(
+                "INSERT INTO clip_frames (clip_id, idx, ts_us) VALUES (?, ?, ?)",
+                [(clip_id, i, t) for i, t in enumerate(ts)],
+            )
+        log.warning("clip %s was not in the index: indexed again from %s (%d frames; start to the second, "
+                    "events unknown)", clip_id, path, len(ts))
+        return str(clip_id)
+
+    def _rebuild_snapshot(self, path: Path) -> bool:
+        """Index a snapshot `<clip file stem>.<event>.jpg` again beside its (known) clip."""
+        if path.suffix != ".jpg" or path.name.count(".") < 2:
+            return False
+        stem, event = path.name[: -len(".jpg")].rsplit(".", 1)
+        with self._connect() as db:
+            rows = db.execute("SELECT id, camera, start_us, path FROM clips WHERE status = 'complete'").fetchall()
+        clip = next((r for r in rows if Path(r[3]).stem == stem and self._abs(r[3]).parent == path.parent), None)
+        if clip is None:
+            return False
+        data = path.read_bytes()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO snapshots (event_id, clip_id, camera, ts_us, path, sha256, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event, clip[0], clip[1], clip[2], self._rel(path), hashlib.sha256(data).hexdigest(), len(data)),
+            )
+        return True
+
+    def _restore_holds(self, clip_ids: Sequence[str]) -> tuple[str, ...]:
+        """Place again the unexpired preservation holds the request store records for these clips: a lost
+        index must not lift a legal hold. Read-only; nothing happens when there is no request store."""
+        path = self.state_dir / FOOTAGE_DB
+        if not path.exists():
+            return ()
+        try:
+            db = connect_readonly(path)
+            try:
+                query = "SELECT request, hold_id, until, clips FROM holds WHERE expired_at IS NULL"
+                rows = db.execute(query).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.error("cannot read the holds in %s (%s): rebuilt clips have no hold until it is readable", path, exc)
+            return ()
+        wanted = set(clip_ids)
+        restored: list[str] = []
+        now = self._now_us()
+        for request, hold_id, until, clips_json in rows:
+            try:
+                held = [str(c) for c in json.loads(clips_json)]
+                until_us = to_us(datetime.fromisoformat(str(until).replace("Z", "+00:00")))
+            except (ValueError, TypeError) as exc:
+                log.error("hold %s in %s is unreadable (%s); not restored", hold_id, path, exc)
+                continue
+            if until_us <= now or not wanted.intersection(held):
+                continue
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is not None:
+                    continue
+                db.execute(
+                    "INSERT INTO holds (id, created_us, until_us, reason, reference, all_cameras) "
+                    "VALUES (?, ?, ?, ?, ?, 1)",
+                    (hold_id, now, until_us, "preservation request (restored after the clip index was rebuilt)",
+                     str(request)),
+                )
+                db.executemany("INSERT OR IGNORE INTO hold_clips VALUES (?, ?)", [(hold_id, c) for c in held])
+            log.warning("hold %s (request %s) placed again on its clips after the index rebuild", hold_id, request)
+            restored.append(str(hold_id))
+        return tuple(restored)
+
+    def _quarantine(self, paths: Sequence[Path], folder: Path) -> builtins.list[Path]:
+        """Move files out of clips/ into `folder`, keeping their relative paths (a rename: no space needed)."""
+        moved = []
+        for path in paths:
+            target = folder / path.relative_to(self.root)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                fsync_dir(target.parent)
+            except OSError as exc:
+                log.error("cannot move %s to quarantine (%s); left where it is", path, exc)
+                continue
+            moved.append(path)
+        return moved
 
     # -- retention -------------------------------------------------------------------------------------------
 
     def retention_candidates(self) -> builtins.list[StoredClip]:
-        return [StoredClip(c.id, c.start, c.end, c.klass, c.size + self._snap_bytes(c.id), c.held) for c in self.list()]
+        return [
+            StoredClip(c.id, c.start, c.end, c.klass, c.size + self._snap_bytes(c.id), c.held, c.trusted, c.age_from)
+            for c in self.list()
+        ]
+
+    def settle_untrusted_ages(self, now: datetime) -> int:
+        """Clips recorded while the clock was not trusted are aged from the first trusted time after them
+        (`now`, called once the clock is trusted), never from their own (possibly 1970) stamps."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE clips SET age_from_us = ? WHERE trusted = 0 AND age_from_us IS NULL AND status = 'complete'",
+                (to_us(now),),
+            )
+            count = cur.rowcount
+        if count:
+            log.info("%d clips recorded while the clock was untrusted are aged from %s", count, rfc3339(now))
+        return int(count)
 
     def _snap_bytes(self, clip_id: str) -> int:
         with self._connect() as db:
@@ -634,17 +902,25 @@ class ClipStore:
             )
 
     def apply_retention(self, policy: RetentionPolicy, free_bytes: int) -> RetentionReport:
-        """Delete what retention.plan() chooses (re-checking each clip's holds as it goes)."""
-        result = plan(self.retention_candidates(), policy, self.clock.now(), free_bytes)
+        """Delete what retention.plan() chooses (re-checking each clip's holds as it goes); nothing during a
+        clock-jump grace period (docs/time.md)."""
+        allowed, trusted, now = self.time_guard.retention()
+        if trusted:
+            self.settle_untrusted_ages(now)
+        if not allowed:
+            log.info("retention paused: the clock jumped and has not yet been stable long enough (docs/time.md)")
+            return RetentionReport((), 0, paused=True)
+        result = plan(self.retention_candidates(), policy, now, free_bytes)
         deleted = tuple(d for d in result.deletions if self.delete(d.clip_id, d.reason))
         return RetentionReport(deleted, result.shortfall_bytes)
 
     def delete(self, clip_id: str, reason: str) -> bool:
         """Delete a finished clip and its snapshots unless a hold covers it now; True when deleted."""
+        hold_now = self._hold_now_us()
         with self._write() as db:
             row = db.execute(
                 f"SELECT c.path, {_HELD} FROM clips c WHERE c.id = :id AND c.status = 'complete'",
-                {"id": clip_id, "now": self._now_us()},
+                {"id": clip_id, "now": hold_now},
             ).fetchone()
             if row is None or row[1]:
                 return False
@@ -660,9 +936,17 @@ class ClipWriter:
     """One clip being recorded: append frames, note events and snapshots, then finish()."""
 
     def __init__(
-        self, store: ClipStore, clip_id: str, camera: str, final: Path, codec: CodecChoice, raw: RawStreamWriter
+        self,
+        store: ClipStore,
+        clip_id: str,
+        camera: str,
+        final: Path,
+        codec: CodecChoice,
+        raw: RawStreamWriter,
+        trusted: bool = True,
     ) -> None:
         self.store = store
+        self.trusted = trusted
         self.id = clip_id
         self.camera = camera
         self.final = final
@@ -685,6 +969,12 @@ class ClipWriter:
         if self.first_ts is None:
             self.first_ts = frame.ts
         self.last_ts = frame.ts
+
+    def mark_untrusted(self) -> None:
+        """A frame of this clip was stamped while the wall clock was not trusted."""
+        if self.trusted:
+            self.trusted = False
+            self.store._mark_untrusted(self.id)
 
     def add_event(self, event_id: str, event_type: str, ts: datetime) -> None:
         if event_id not in self.event_ids:
@@ -730,6 +1020,15 @@ class WriterLock:
             self._fd = None
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since the first index format; an old index file gains them (its clips count as trusted)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(clips)")}
+    if "trusted" not in have:
+        db.execute("ALTER TABLE clips ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1")
+    if "age_from_us" not in have:
+        db.execute("ALTER TABLE clips ADD COLUMN age_from_us INTEGER")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -740,6 +1039,36 @@ def sha256_file(path: Path) -> str:
 
 def _part(final: Path, suffix: str) -> Path:
     return final.with_name(final.name + suffix)
+
+
+# A finished clip's file name, as begin() makes it: <start>Z-<camera>-<6 hex><suffix>.
+_CLIP_NAME = re.compile(r"(?P<id>(?P<stamp>\d{8}T\d{6})Z-(?P<camera>.+)-[0-9a-f]{6})(?P<suffix>\.mp4|\.webm)")
+_CODEC_NAMES = ("h264", "vp9", "vp8")
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    """SQLite says the file is not a database or is malformed (not: busy, locked, read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+        type(exc) is sqlite3.DatabaseError and ("not a database" in str(exc) or "malformed" in str(exc))
+    )
+
+
+def _frame_offsets_us(path: Path) -> builtins.list[int]:
+    """Each frame's time from the first, in microseconds, read from the container (no decoding)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts = sorted(
+                int(packet.pts * packet.time_base * 1_000_000)
+                for packet in container.demux(stream)
+                if packet.size and packet.pts is not None and packet.time_base is not None
+            )
+    except (av.FFmpegError, IndexError) as exc:
+        raise StorageError(f"{path}: cannot read the stream: {exc}") from exc
+    return [p - pts[0] for p in pts] if pts else []
 
 
 def _safe(text: str) -> str:

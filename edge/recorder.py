@@ -17,6 +17,7 @@ import numpy as np
 from edge.clipstore import ClipRef, ClipStore, ClipWriter, WriterLock
 from edge.clock import Clock
 from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
+from edge.diskfaults import SpaceReserve
 from edge.encoder import (
     CodecChoice,
     EncodedFrame,
@@ -31,6 +32,7 @@ from edge.events import Event, EventBus
 from edge.masks import polygon_mask
 from edge.queues import Closed, DropOldestQueue
 from edge.retention import RetentionPolicy
+from edge.service.timesync import TimeKeeper
 from edge.types import Frame, Image
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 # still gets its full pre-roll.
 EVENT_LATENCY_SLACK_S = 2.0
 SNAPSHOT_CANDIDATES = 4  # recent masked frames kept to pick the one nearest an event's time
+# Frame times come from the monotonic clock anchored to the wall clock (edge.clock.CaptureClock), so between
+# two frames they advance exactly as the monotonic clock does, unless the camera re-anchored after a wall-clock
+# step (> 2 s): a difference above this is such a step, and the clip ends there.
+STEP_DETECT_S = 1.0
 MiB = 1024 * 1024
 
 EncoderFactory = Callable[[CodecChoice, int, int, float, float, str], FrameEncoder]
@@ -104,8 +110,10 @@ class Recorder:
         publish: Callable[[Event], Any] | None = None,
         free_bytes: FreeBytes | None = None,
         encoder_factory: EncoderFactory = make_encoder,
+        time_keeper: TimeKeeper | None = None,
     ) -> None:
         self.camera = camera
+        self.time_keeper = time_keeper  # None: every frame's time is trusted (tests without the daemon)
         self.camera_config = camera_config
         self.config = config
         self.store = store
@@ -113,6 +121,8 @@ class Recorder:
         self.policy = retention_policy(retention)
         self._publish = publish or (lambda _event: None)
         self._free_bytes = free_bytes or (lambda: shutil.disk_usage(store.root).free)
+        # Kept free for the event journal and the audit log: recording stops before it is touched.
+        self._reserve = SpaceReserve(store.state_dir)
         self._encoder_factory = encoder_factory
         self._codec = choose_codec(config.codec)
         self._pre = timedelta(seconds=config.pre_roll_s)
@@ -142,6 +152,8 @@ class Recorder:
         self._paused = False
         self._missed: list[Event] = []  # triggers that arrived while paused
         self._next_disk_check = 0.0
+        self._last_frame: tuple[datetime, float] | None = None  # (ts, mono) of the previous frame
+        self._frame_trusted = True
 
     # -- the component ---------------------------------------------------------------------------------------
 
@@ -259,13 +271,63 @@ class Recorder:
         if frame.camera != self.camera:
             return
         self.stats.frames += 1
+        if self._last_frame is not None:
+            last_ts, last_mono = self._last_frame
+            step = (frame.ts - last_ts).total_seconds() - (frame.mono - last_mono)
+            if abs(step) > STEP_DETECT_S:
+                self._clock_stepped(step, frame.ts)
+        self._last_frame = (frame.ts, frame.mono)
+        keeper = self.time_keeper
+        self._frame_trusted = keeper.frame_trusted(frame.ts) if keeper is not None else True
         image = self._masked(frame.image)
         encoder = self._encoder_for(image)
         self._recent.append((frame.ts, image))
         self._serve_snapshots(final=False)
         for packet in encoder.encode(image, frame.ts, frame.mono):
             self._route(packet)
+        if not self._frame_trusted and self._clip is not None:
+            self._clip.mark_untrusted()
         self._maybe_check_disk()
+
+    def _clock_stepped(self, step: float, ts: datetime) -> None:
+        """The wall clock stepped by `step` seconds: end the clip (its times stay true), drop pre-roll stamped
+        in the old time base, move pending deadlines into the new one, and go on in a new clip at the next
+        keyframe when activity continues. Nothing is squeezed into a false range."""
+        clip = self._clip
+        carried = list(self._clip_events)
+        active = clip is not None or self._want_clip
+        ended = self._finish_clip()
+        self._ring.clear()
+        self._recent.clear()
+        if self._until is not None:
+            self._until += timedelta(seconds=step)
+        if active and self.config.enabled and not self._paused:
+            self._clip_events = carried
+            self._want_clip = True
+            if self._encoder is not None:
+                self._encoder.request_keyframe()
+        log.warning(
+            "camera %s: the wall clock stepped %+.3f s; clip %s ended there%s",
+            self.camera,
+            step,
+            ended.id if ended else (clip.id if clip else "-"),
+            ", recording goes on in a new clip" if self._want_clip else "",
+        )
+        self._publish(
+            Event(
+                "system",
+                self.camera,
+                ts,
+                {
+                    "status": "clock_step",
+                    "seconds": round(step, 3),
+                    "clip_ended": ended.id if ended else (clip.id if clip else None),
+                    "continues": self._want_clip,
+                },
+            )
+        )
+        if self.time_keeper is not None:
+            self.time_keeper.check()
 
     def _masked(self, image: Image) -> Image:
         height, width = image.shape[:2]
@@ -348,7 +410,9 @@ class Recorder:
         if encoder is None:
             return False
         try:
-            self._clip = self.store.begin(self.camera, start_ts, encoder.codec, encoder.width, encoder.height)
+            self._clip = self.store.begin(
+                self.camera, start_ts, encoder.codec, encoder.width, encoder.height, trusted=self._frame_trusted
+            )
         except StorageError as exc:
             self._fail(f"cannot start a clip: {exc}")
             return False
@@ -431,14 +495,20 @@ class Recorder:
             self._disk_low()
 
     def _disk_low(self) -> bool:
-        """Check free space (sweeping old clips when short); pause or resume recording. True when paused."""
+        """Check free space (sweeping old clips when short); pause or resume recording. True when paused.
+        Recording also stays paused while the space reserve (for the journal and the audit log) is used up
+        and there is no room to make it again."""
+        if self.store.readonly:
+            if not self._paused:
+                self._pause(0, reason="read_only")
+            return True
         free = self._free_bytes()
         if free < self.policy.min_free_bytes:
             report = self.store.apply_retention(self.policy, free)
             if report.deleted:
                 log.info("freed space: deleted %d clips", len(report.deleted))
             free = self._free_bytes()
-        if free < self.policy.min_free_bytes:
+        if free < self.policy.min_free_bytes or not self._reserve_ready(free):
             if not self._paused:
                 self._finish_clip()
                 self._pause(free, reason="disk_full")
@@ -451,6 +521,11 @@ class Recorder:
             )
             self._resume_activity()
         return self._paused
+
+    def _reserve_ready(self, free: int) -> bool:
+        if self._reserve.present():
+            return True
+        return free >= self.policy.min_free_bytes + self._reserve.size and self._reserve.ensure()
 
     def _resume_activity(self) -> None:
         """Activity still going on when space came back gets a clip at once (with what pre-roll there is)."""
@@ -549,8 +624,12 @@ class Recording:
         clock: Clock,
         free_bytes: FreeBytes | None = None,
         encoder_factories: Mapping[str, EncoderFactory] | None = None,
+        time_keeper: TimeKeeper | None = None,
     ) -> None:
         self.store = store
+        # Watches the wall clock (jumps, sync, the grace period); the store consults it before deleting.
+        guard = store.time_guard
+        self.time_keeper = time_keeper or (guard if isinstance(guard, TimeKeeper) else None)
         self.lock: WriterLock = store.writer_lock()
         free = free_bytes or (lambda: shutil.disk_usage(store.root).free)
         factories = encoder_factories or {}
@@ -565,32 +644,71 @@ class Recording:
                 publish,
                 free,
                 factories.get(name, make_encoder),
+                self.time_keeper,
             )
             for name, cam in config.cameras.items()
             if config.recording.enabled  # disabled: no new clips, but retention still deletes old ones
         }
         self.sweeper = RetentionSweeper(store, config.retention, clock, free)
+        self._publish = publish or (lambda _event: None)
+        self.clock = clock
+        self.problem: str | None = None  # what the owner must know about storage (also in the state summary)
 
     def start(self) -> None:
+        if self.time_keeper is not None:
+            self.time_keeper.start()  # the clock is checked against the saved mark before any sweep
+        if self.store.readonly:
+            # A read-only state dir: the daemon stays up (ring, events, MQTT), records nothing, says so.
+            self.problem = f"state directory {self.store.state_dir} is read-only: nothing is recorded"
+            self._report({"status": "storage_read_only", "error": self.problem})
+            for recorder in self.recorders.values():
+                recorder.start()
+            return
         self.lock.acquire()
         report = self.store.recover()
-        if report.recovered or report.removed or report.orphans:
+        if report.recovered or report.removed or report.orphans or report.rebuilt:
             log.warning(
-                "clip store recovered: %d truncated clips kept, %d removed, %d stray files deleted",
+                "clip store recovered: %d truncated clips kept, %d removed, %d clips indexed again from their "
+                "files, %d unknown files moved to %s",
                 len(report.recovered),
                 len(report.removed),
+                len(report.rebuilt),
                 len(report.orphans),
+                report.quarantine,
             )
+        if report.problem:
+            self.problem = report.index_problem or f"{len(report.orphans)} unknown file(s) moved to quarantine"
+            self._report(
+                {
+                    "status": "clip_index_recovered",
+                    "error": report.index_problem,
+                    "index_kept": str(report.index_kept) if report.index_kept else None,
+                    "rebuilt": len(report.rebuilt),
+                    "quarantined": len(report.orphans),
+                    "quarantine": str(report.quarantine) if report.quarantine else None,
+                    "holds_restored": list(report.holds_restored),
+                }
+            )
+        SpaceReserve(self.store.state_dir).ensure()
         self.sweeper.sweep_once()
         self.sweeper.start()
         for recorder in self.recorders.values():
             recorder.start()
+
+    def _report(self, fields: dict[str, Any]) -> None:
+        log.error("storage: %s", self.problem)
+        try:
+            self._publish(Event("system", None, self.clock.now(), fields))
+        except Exception:
+            log.exception("cannot publish the storage problem")
 
     def stop(self) -> None:
         for recorder in self.recorders.values():
             recorder.stop()
         self.sweeper.stop()
         self.lock.release()
+        if self.time_keeper is not None:
+            self.time_keeper.stop()
 
     def on_frame(self, frame: Frame) -> None:
         recorder = self.recorders.get(frame.camera)
@@ -613,6 +731,7 @@ class Recording:
         return {
             "recording": any(r.recording for r in self.recorders.values()),
             "recorders": {name: r.state() for name, r in self.recorders.items()},
+            "storage_problem": self.problem,
         }
 
 
@@ -630,4 +749,22 @@ def build(
         name: picamera2_encoder_factory(getter, config.cameras[name], config.recording, clock)
         for name, getter in (pi_cameras or {}).items()
     }
-    return Recording(config, ClipStore(config.state_dir, clock), bus.publish, clock, free_bytes, factories)
+    keeper = time_keeper(config, clock, bus.publish)
+    store = ClipStore(config.state_dir, clock, keeper)
+    return Recording(config, store, bus.publish, clock, free_bytes, factories, keeper)
+
+
+def time_keeper(config: Config, clock: Clock, publish: Callable[[Event], Any]) -> TimeKeeper:
+    """The daemon's clock watcher; what it has to say reaches the owner as `system` events (docs/time.md)."""
+
+    def tell(status: str, fields: dict[str, Any]) -> None:
+        publish(Event("system", None, clock.now(), {"status": status, **fields}))
+
+    return TimeKeeper(
+        config.state_dir,
+        clock,
+        jump_s=config.retention.clock_jump_s,
+        grace_hours=config.retention.clock_grace_hours,
+        trust=config.recording.clock_trust,
+        publish=tell,
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+from edge.diskfaults import SpaceReserve, connect_readonly, with_reserve
 from edge.errors import StorageError
 from edge.events import Event
 from edge.mqtt.payload import check_event, event_payload
@@ -98,19 +99,28 @@ class Outbox:
     picks those rows up on its next poll.
     """
 
-    def __init__(self, path: Path, bounds: OutboxBounds | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, path: Path, bounds: OutboxBounds | None = None, clock: Clock | None = None, *,
+                 in_memory: bool = False) -> None:
         self.path = Path(path)
         self.bounds = bounds or OutboxBounds()
         self._clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        # Released (and the write retried) when the disk is full, so "recording paused" is still recorded.
+        self.reserve = SpaceReserve(self.path.parent)
+        # in_memory: the state dir is read-only; events are numbered on from the file's last seq and sent,
+        # but not durable (see memory_outbox()).
+        self.in_memory = in_memory
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.exists()
-            # Autocommit mode: every write below is an explicit BEGIN IMMEDIATE transaction.
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            if fresh:
-                os.chmod(self.path, 0o600)  # events can name people
+            if in_memory:
+                self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fresh = not self.path.exists()
+                # Autocommit mode: every write below is an explicit BEGIN IMMEDIATE transaction.
+                self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                if fresh:
+                    os.chmod(self.path, 0o600)  # events can name people
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed event survives a power cut, not just a crash.
             self._db.execute("PRAGMA synchronous=FULL")
@@ -134,18 +144,23 @@ class Outbox:
             raise ValueError(f"event {event.id} already has seq {event.seq}")
         check_event(event)
         event_payload(event)  # refuse unencodable fields before taking the write lock
+
+        def store() -> Event:
+            with self._write():
+                (last,) = self._db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+                stamped = replace(event, seq=int(last) + 1)
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (stamped.seq,))
+                self._db.execute(
+                    "INSERT INTO outbox (seq, id, type, class, ts, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                    (stamped.seq, stamped.id, stamped.type, drop_class(stamped.type), stamped.ts.timestamp(),
+                     event_payload(stamped)),
+                )
+                self._enforce_size()
+            return stamped
+
         with self._lock:
             try:
-                with self._write():
-                    (last,) = self._db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-                    stamped = replace(event, seq=int(last) + 1)
-                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (stamped.seq,))
-                    self._db.execute(
-                        "INSERT INTO outbox (seq, id, type, class, ts, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                        (stamped.seq, stamped.id, stamped.type, drop_class(stamped.type), stamped.ts.timestamp(),
-                         event_payload(stamped)),
-                    )
-                    self._enforce_size()
+                stamped = with_reserve(self.reserve, f"the event journal ({event.type} event {event.id})", store)
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox {self.path}: cannot record {event.type} event {event.id}: {exc}") from exc
         self._notify()
@@ -180,13 +195,19 @@ class Outbox:
         batch = [(int(s),) for s in seqs]
         if not batch:
             return 0
+
+        def delete() -> int:
+            with self._write():
+                before = self._db.total_changes
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
+                removed = self._db.total_changes - before
+                self._forget_fed()
+            return removed
+
         with self._lock:
             try:
-                with self._write():
-                    before = self._db.total_changes
-                    self._db.executemany("DELETE FROM outbox WHERE seq = ?", batch)
-                    removed = self._db.total_changes - before
-                    self._forget_fed()
+                # A delete needs a little space too (WAL pages); without it sent events would be re-sent forever.
+                removed = with_reserve(self.reserve, "the event journal (acknowledged events)", delete)
             except sqlite3.Error as exc:
                 raise StorageError(f"outbox {self.path}: cannot remove acknowledged events: {exc}") from exc
         return removed
@@ -245,10 +266,11 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")  # inside: a COMMIT refused for a full disk is rolled back too
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _enforce_size(self) -> None:
         (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
@@ -285,6 +307,27 @@ class Outbox:
 
 def open_outbox(config: Config, clock: Clock | None = None) -> Outbox:
     return Outbox(outbox_path(config), bounds_for(config), clock)
+
+
+def memory_outbox(config: Config, clock: Clock | None = None) -> Outbox:
+    """The journal for a daemon whose state dir is read-only: in memory, numbering on from the last seq the
+    file holds (read without writing), so events still reach the broker while the owner fixes the disk.
+    Events recorded here are lost on restart, and a later run numbers on from the file's seq again."""
+    outbox = Outbox(outbox_path(config), bounds_for(config), clock, in_memory=True)
+    last = 0
+    if outbox.path.exists():
+        try:
+            db = connect_readonly(outbox.path)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+                last = int(row[0]) if row else 0
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            log.error("outbox %s cannot be read (%s); numbering events from 1", outbox.path, exc)
+    with outbox._lock, outbox._write():
+        outbox._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (last,))
+    return outbox
 
 
 def emit(config: Config, event: Event) -> Event:
