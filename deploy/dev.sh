@@ -36,6 +36,11 @@ ensure_venv() {
     fi
 }
 
+usage() {  # the usage block of the header comment (the lines that name a command), nothing else
+    echo "usage:"
+    sed -n 's/^#   \(deploy\/dev\.sh .*\)$/  \1/p' "$0"
+}
+
 command="${1:-}"
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -48,8 +53,12 @@ case "$command" in
         command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    -h|--help|help)
+        usage
+        exit 0
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+        usage >&2
         exit 2
         ;;
 esac

@@ -6,8 +6,11 @@ import argparse
 import importlib
 import json
 import logging
+import os
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 import yaml
 
@@ -27,13 +30,51 @@ COMMAND_MODULES: list[str] = [
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    """The one `--config` every command takes, spelt and explained the same everywhere."""
     parser.add_argument(
         "--config",
         "-c",
         default=None,
-        help="config file (default: $DOORBELL_EDGE_CONFIG or /etc/doorbell-edge/config.yaml; built-in defaults "
-        "when neither exists)",
+        metavar="FILE",
+        help="config file (default: $DOORBELL_EDGE_CONFIG, else /etc/doorbell-edge/config.yaml, else built-in "
+        "defaults)",
     )
+
+
+# --- output for people (the `show` commands); --json output stays machine-shaped ---------------------------
+
+
+def human_time(value: datetime | str | None) -> str:
+    """Local time with UTC in brackets: `2026-03-01 13:00:05 CET (12:00:05 UTC)`; the UTC date is added when it
+    differs, and the bracket is left out where local time is UTC. Accepts aware datetimes or RFC 3339 text."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        text = value
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
+    if value.tzinfo is None:
+        return value.isoformat(sep=" ")
+    local = value.astimezone()
+    utc = value.astimezone(UTC)
+    text = f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".rstrip()
+    if local.utcoffset() == utc.utcoffset():
+        return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+    same_day = local.date() == utc.date()
+    return f"{text} ({utc:%H:%M:%S} UTC)" if same_day else f"{text} ({utc:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def print_fields(rows: Iterable[tuple[str, object]]) -> None:
+    """Aligned `field: value` lines; a value with several lines continues under the first."""
+    rows = list(rows)
+    width = max((len(name) for name, _ in rows), default=0) + 1
+    for name, value in rows:
+        lines = str(value).splitlines() or [""]
+        print(f"{name + ':':<{width}} {lines[0]}".rstrip())
+        for line in lines[1:]:
+            print(f"{'':<{width}} {line}".rstrip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon (demo camera and no broker needed by default)")
     add_config_arg(run)
-    run.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--for", dest="duration", type=float, default=None, metavar="SECONDS",
+                     help="stop after this many seconds (exit 0), e.g. for a first look or a CI run")
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate the config and print it resolved, secrets masked")
@@ -107,14 +149,51 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        args = parser.parse_args(argv)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, inside the handlers below
+        return code
     except EdgeError as exc:
         print(f"doorbell-edge: {exc}" if exc.exit_code != 78 else str(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_gone()
+    except OSError as exc:  # permission denied, disk full, a file gone: one line naming the file, no traceback
+        log.debug("command failed", exc_info=True)
+        print(f"doorbell-edge: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # a state database that is read-only, locked or damaged
+        log.debug("command failed", exc_info=True)
+        print(f"doorbell-edge: state database: {exc}", file=sys.stderr)
+        return 1
+
+
+def _os_error_line(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    hint = ""
+    if isinstance(exc, PermissionError):
+        hint = " (run as a user that may use it; for the service's state: sudo -u doorbell-edge doorbell-edge ...)"
+    return f"{where}{what}{hint}"
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout closed it (`doorbell-edge ... | head`): quietly stop, as CPython's docs recommend.
+
+    Whatever is still buffered goes to /dev/null instead of failing again when Python flushes at exit; the exit
+    status is the one a shell shows for a command stopped by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing left to redirect
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -35,14 +35,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     show = sub.add_parser("show", help="one clip: times, events, hash check, snapshots, holds")
     add_config_arg(show)
-    show.add_argument("clip_id", metavar="ID")
+    show.add_argument("clip_id", metavar="ID", help="the clip id, as `clips list` shows it")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_cmd_show)
 
     copy = sub.add_parser("copy", help="copy a clip (hash-checked) to a file or directory: the owner's own copy")
     add_config_arg(copy)
-    copy.add_argument("clip_id", metavar="ID")
-    copy.add_argument("dest", metavar="DEST", type=Path)
+    copy.add_argument("clip_id", metavar="ID", help="the clip id, as `clips list` shows it")
+    copy.add_argument("dest", metavar="DEST", type=Path, help="file to write, or a folder to copy the clip into")
     copy.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
     copy.set_defaults(func=_cmd_copy)
 
@@ -79,6 +79,7 @@ def _summary(ref: ClipRef) -> dict[str, Any]:
         "events": list(ref.events),
         "truncated": ref.truncated,
         "held": ref.held,
+        "trusted_time": ref.trusted,  # false: recorded while the clock was not trusted (docs/time.md)
     }
 
 
@@ -93,7 +94,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':<40} {'CAMERA':<12} {'START (UTC)':<24} {'SECONDS':>7} {'MB':>7} {'CLASS':<6} FLAGS")
     for ref in refs:
-        flags = ",".join(f for f, on in (("held", ref.held), ("truncated", ref.truncated)) if on) or "-"
+        marks = (("held", ref.held), ("truncated", ref.truncated), ("untrusted-time", not ref.trusted))
+        flags = ",".join(f for f, on in marks if on) or "-"
         seconds = (ref.end - ref.start).total_seconds()
         print(
             f"{ref.id:<40} {ref.camera:<12} {rfc3339(ref.start):<24} {seconds:>7.1f} {ref.size / 1e6:>7.2f} "
@@ -121,9 +123,38 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(body, indent=2))
     else:
-        for key, value in body.items():
-            print(f"{key:>10}: {value}")
+        _print_clip(ref, body)
     return 0 if body["sha256_ok"] else 1
+
+
+def _print_clip(ref: ClipRef, body: dict[str, Any]) -> None:
+    """`clips show` for people: local times, counts instead of id lists (the ids are in --json)."""
+    from edge.cli import human_time, print_fields
+
+    flags = [
+        f
+        for f, on in (
+            ("truncated (the recording stopped early)", ref.truncated),
+            ("UNTRUSTED TIME: recorded while the clock was not trusted, not exported by default; docs/time.md",
+             not ref.trusted),
+        )
+        if on
+    ]
+    holds = [f"{h['reference'] or h['id']} until {human_time(h['until'])}" for h in body["holds"]]
+    print_fields([
+        ("clip", ref.id),
+        ("camera", ref.camera),
+        ("start", human_time(ref.start)),
+        ("end", human_time(ref.end)),
+        ("length", f"{body['seconds']:.1f} s, {ref.frames} frames" + (f" ({', '.join(flags)})" if flags else "")),
+        ("class", ref.klass),
+        ("events", len(ref.events)),
+        ("snapshots", len(body["snapshots"])),
+        ("held", "\n".join(holds) if holds else "no"),
+        ("file", f"{ref.path} ({ref.size / 1e6:.2f} MB, {ref.mime})"),
+        ("sha256", f"{ref.sha256[:16]}... " + ("matches the file" if body["sha256_ok"] else
+                                                "DOES NOT MATCH the file (damaged or changed)")),
+    ])
 
 
 def _covers(hold: Any, ref: ClipRef) -> bool:

@@ -24,20 +24,20 @@ def register(subparsers: Any) -> None:
     rsub.required = True
 
     p = rsub.add_parser("evaluate", help="print the decision a request would get; records nothing")
-    p.add_argument("file", help="request document (JSON or YAML); - for stdin")
-    p.add_argument("--now", default=None, help="judge as of this RFC 3339 time (default: now)")
+    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("--now", default=None, metavar="TIME", help="judge as of this RFC 3339 time (default: now)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_evaluate)
 
     p = rsub.add_parser("submit", help="record a request (audited) and print its decision")
-    p.add_argument("file", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML); - for stdin")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_submit)
 
     p = rsub.add_parser("approve", help="owner: approve a request under review (may narrow, never widen)")
-    p.add_argument("id")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
     p.add_argument("--clips", nargs="+", default=None, metavar="CLIP", help="release only these clips")
     p.add_argument("--cameras", nargs="+", default=None, metavar="CAMERA", help="release only these cameras")
     p.add_argument("--data", nargs="+", default=None, metavar="KIND", help="release only these data kinds")
@@ -45,48 +45,54 @@ def register(subparsers: Any) -> None:
                    help="release this clip without face blurring (audited; repeatable)")
     p.add_argument("--attest-original", action="store_true",
                    help="record that you checked the paper original of an unverified warrant (audited)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_approve)
 
     p = rsub.add_parser("deny", help="owner: refuse a request")
-    p.add_argument("id")
-    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (kept in the audit log)")
+    p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_deny)
 
     p = rsub.add_parser("ratify", help="owner: record the warrant or case confirmation of an emergency release")
-    p.add_argument("id")
-    p.add_argument("--reference", required=True, help="warrant number or case confirmation")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
+    p.add_argument("--reference", required=True, metavar="REF", help="warrant number or case confirmation")
     add_config_arg(p)
     p.set_defaults(func=_ratify)
 
     p = rsub.add_parser("export", help="owner: write the signed, encrypted bundle of a released request")
-    p.add_argument("id")
-    p.add_argument("--out", default=None, help="directory for the bundle (default: <state_dir>/footage/exports)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="directory for the bundle (default: <state_dir>/footage/exports)")
+    p.add_argument("--json", action="store_true", help="print the bundle's path, hash and files as JSON")
+    p.add_argument("--include-untrusted-time", action="store_true",
+                   help="also export clips recorded while the device clock was not trusted (docs/time.md); "
+                   "recorded in the audit log")
     add_config_arg(p)
     p.set_defaults(func=_export)
 
     p = rsub.add_parser("renew-hold", help="owner: renew a preservation hold once for another 90 days")
-    p.add_argument("id")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
     add_config_arg(p)
     p.set_defaults(func=_renew)
 
     p = rsub.add_parser("list", help="every request with its current decision")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_config_arg(p)
     p.set_defaults(func=_list)
 
     p = rsub.add_parser("show", help="one request: document summary, decisions, owner actions, exports, holds")
-    p.add_argument("id")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
+    p.add_argument("--json", action="store_true", help="print everything as JSON (the document in full)")
     add_config_arg(p)
     p.set_defaults(func=_show)
 
     p = rsub.add_parser("report", help="transparency report: counts by basis and decision, exigent, holds")
-    p.add_argument("--since", default=None, help="only requests received at or after this RFC 3339 time")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--since", default=None, metavar="TIME",
+                   help="only requests received at or after this RFC 3339 time")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_config_arg(p)
     p.set_defaults(func=_report)
 
@@ -94,13 +100,15 @@ def register(subparsers: Any) -> None:
     esub = exports.add_subparsers(dest="exports_command", metavar="ACTION")
     esub.required = True
     p = esub.add_parser("verify", help="decrypt a bundle and check its signature and every file's hash")
-    p.add_argument("bundle")
-    p.add_argument("--identity", default=None, help="file holding the agency's base64 X25519 private key")
-    p.add_argument("--device-key", default=None, help="expected base64 Ed25519 public key of the device")
-    p.add_argument("--extract", default=None, help="after a clean check, write the files into this directory")
+    p.add_argument("bundle", metavar="BUNDLE", help="the export bundle file")
+    p.add_argument("--identity", default=None, metavar="FILE",
+                   help="file holding the agency's base64 X25519 private key")
+    p.add_argument("--device-key", default=None, metavar="KEY", help="expected base64 Ed25519 public key of the device")
+    p.add_argument("--extract", default=None, metavar="DIR",
+                   help="after a clean check, write the files into this directory")
     p.set_defaults(func=_verify_bundle)
     p = esub.add_parser("keygen", help="agency side: make an X25519 identity file; prints its public key")
-    p.add_argument("identity", help="where to write the private key (created with mode 0600)")
+    p.add_argument("identity", metavar="IDENTITY", help="where to write the private key (created with mode 0600)")
     p.set_defaults(func=_keygen)
 
     audit = subparsers.add_parser("audit", help="the footage audit log")
@@ -113,7 +121,8 @@ def register(subparsers: Any) -> None:
                                        "and record the repair; refuses any other damage")
     add_config_arg(p)
     p.set_defaults(func=_audit_repair)
-    p = asub.add_parser("show", help="print the audit records as JSON lines")
+    p = asub.add_parser("show", help="the audit records, one line each (--json: the records as stored)")
+    p.add_argument("--json", action="store_true", help="print the records exactly as stored, one JSON object a line")
     add_config_arg(p)
     p.set_defaults(func=_audit_show)
 
@@ -229,7 +238,8 @@ def _ratify(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     desk = _desk(args)
-    result = desk.export(args.id, Path(args.out) if args.out else None)
+    result = desk.export(args.id, Path(args.out) if args.out else None,
+                         include_untrusted=args.include_untrusted_time)
     if args.json:
         print(json.dumps({"path": str(result.path), "sha256": result.sha256, "export_id": result.export_id,
                           "files": result.manifest["files"]}, indent=2))
@@ -263,8 +273,81 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     desk = _desk(args)
     desk.sweep()
-    print(json.dumps(desk.summary(args.id), indent=2, default=str))
+    summary = desk.summary(args.id)
+    state = next((row.get("state") for row in desk.rows() if row["id"] == args.id), None)
+    if state is not None and "state" not in summary:
+        summary["state"] = state  # where it stands, as `requests list` says it
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
     return 0
+
+
+def _codes(reasons: list[dict[str, Any]]) -> str:
+    return ", ".join(str(r.get("code")) for r in reasons) or "-"
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    """`requests show` for people: local times, counts per camera instead of clip id lists (--json has them)."""
+    from collections import Counter
+
+    from edge.cli import human_time, print_fields
+
+    doc = s.get("document") or {}
+    scope = doc.get("scope") or {}
+    now = s["now"]
+    clips = Counter(str(c["camera"]) for c in now.get("clips", []))
+    actions = [
+        f"#{a['seq']} {a['kind']} {human_time(a['at'])}" + (f": {a['reason']}" if a.get("reason") else "")
+        for a in s.get("owner_actions", [])
+    ]
+    exports = [
+        f"{e.get('id')}: " + (f"completed {human_time(e['completed_at'])}" if e.get("completed_at") else
+                              f"started {human_time(e.get('started_at'))}, NOT completed")
+        for e in s.get("exports", [])
+    ]
+    holds = [
+        f"{h.get('hold_id')}: {len(json.loads(h['clips'])) if isinstance(h.get('clips'), str) else '?'} clip(s) "
+        f"until {human_time(h.get('until'))}" + (f", expired {human_time(h['expired_at'])}" if h.get("expired_at")
+                                                 else "")
+        for h in s.get("holds", [])
+    ]
+    officer = doc.get("officer") or {}
+    rows: list[tuple[str, object]] = [("request", s["id"])]
+    if "state" in s:
+        rows.append(("state", s["state"]))
+    rows += [
+        ("received", human_time(s.get("received_at"))),
+        ("agency", f"{s.get('agency') or '-'}" + (f" ({doc['agency']['name']})" if doc.get("agency") else "")),
+        ("agency's id", s.get("request_id") or "-"),
+        ("legal basis", s.get("legal_basis") or "-"),
+        ("case number", s.get("case_number") or "-"),
+    ]
+    if officer:
+        rows.append(("officer", f"{officer.get('name')} (badge {officer.get('badge')})"))
+    if doc:
+        rows += [("issued", human_time(doc.get("issued_at"))), ("expires", human_time(doc.get("expires_at")))]
+        windows = [f"{human_time(w['start'])} .. {human_time(w['end'])}" for w in scope.get("windows", [])]
+        rows += [
+            ("cameras asked", ", ".join(scope.get("cameras", [])) or "-"),
+            ("time windows", "\n".join(windows) or "-"),
+        ]
+    problems = s.get("document_problems") or []
+    rows += [
+        ("document", f"sha256 {str(s.get('document_sha256'))[:16]}..., "
+                     + (f"{len(problems)} problem(s):\n" + "\n".join(problems) if problems else "no problems")),
+        ("at intake", f"{s['decision_at_intake']['decision']} ({_codes(s['decision_at_intake']['reasons'])})"),
+        ("decision now", f"{now['decision']} ({_codes(now['reasons'])})"),
+        ("reasons", "\n".join(f"{r['code']}: {r['detail']}" for r in now["reasons"]) or "-"),
+        ("clips in scope", f"{sum(clips.values())}" + (f" ({', '.join(f'{c} {n}' for c, n in sorted(clips.items()))})"
+                                                      if clips else "")),
+        ("data", ", ".join(now.get("data", [])) or "-"),
+        ("owner actions", "\n".join(actions) or "none"),
+        ("exports", "\n".join(exports) or "none"),
+        ("holds", "\n".join(holds) or "none"),
+    ]
+    print_fields(rows)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -370,6 +453,45 @@ def _audit_show(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     path = Path(config.state_dir) / "audit" / LOG_NAME
-    if path.exists():
-        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    if args.json:
+        sys.stdout.write(text)
+        return 0
+    if not text:
+        print(f"no audit records ({path} does not exist yet)")
+        return 0
+    from edge.cli import human_time
+
+    lines = text.splitlines()
+    width = len(str(len(lines)))
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            data = record["data"]
+            print(f"#{record['seq']:<{width}}  {human_time(record['ts'])}  {record['kind']:<15} "
+                  f"{data.get('request') or '-':<12} {_audit_details(data)}".rstrip())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            print(f"line {number}: not a readable record (run `doorbell-edge audit verify`)")
+    print(f"{len(lines)} record(s) in {path}; `doorbell-edge audit verify` checks the chain")
     return 0
+
+
+def _audit_details(data: dict[str, Any]) -> str:
+    """A record's data on one line: short values as key=value, lists as counts, hashes shortened."""
+    parts = []
+    for key, value in data.items():
+        if key in ("request", "policy_hash") or value is None or value == [] or value == "":
+            continue
+        if isinstance(value, list) and len(value) <= 3 and all(isinstance(v, str) and len(v) <= 20 for v in value):
+            parts.append(f"{key}={','.join(value)}")  # a few short words (data kinds), not ids
+        elif isinstance(value, list):
+            parts.append(f"{key}={len(value)}")
+        elif isinstance(value, dict):
+            parts.append(f"{key}={{{len(value)}}}")
+        elif isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            parts.append(f"{key}={value[:12]}...")
+        elif isinstance(value, str) and len(value) > 60:
+            parts.append(f"{key}={value[:57]!r}...")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)

@@ -14,54 +14,53 @@ import numpy as np
 from edge.errors import EdgeError
 
 
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        default=None,
-        help="config file (default: $DOORBELL_EDGE_CONFIG or /etc/doorbell-edge/config.yaml)",
-    )
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from edge.cli import add_config_arg
+
     faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), list, forget")
     fsub = faces.add_subparsers(dest="faces_command", metavar="ACTION")
     fsub.required = True
 
     enroll = fsub.add_parser("enroll", help="enrol a household member from photos, recording who consented")
-    _config_arg(enroll)
-    enroll.add_argument("name")
-    enroll.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    add_config_arg(enroll)
+    enroll.add_argument("name", metavar="NAME", help="the person's name, as events will report it")
+    enroll.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="photos of the person's face")
     enroll.add_argument("--consent-by", required=True, help="who gave consent (the person, or their guardian)")
-    enroll.add_argument("--consent-date", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
+    enroll.add_argument("--consent-date", required=True, type=date.fromisoformat, metavar="DATE",
+                        help="the day consent was given, YYYY-MM-DD")
     enroll.set_defaults(func=cmd_enroll)
 
     lst = fsub.add_parser("list", help="list enrolled people and their consent records")
-    _config_arg(lst)
-    lst.add_argument("--json", action="store_true")
+    add_config_arg(lst)
+    lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=cmd_list)
 
     forget = fsub.add_parser("forget", help="delete a person's templates, photos and consent record")
-    _config_arg(forget)
-    forget.add_argument("name")
+    add_config_arg(forget)
+    forget.add_argument("name", metavar="NAME", help="the enrolled name")
     forget.set_defaults(func=cmd_forget)
 
     ev = sub.add_parser("eval", help="measure accuracy: LFW verification, detector recall / false positives")
     esub = ev.add_subparsers(dest="eval_command", metavar="SET")
     esub.required = True
     lfw = esub.add_parser("lfw", help="n-fold LFW verification accuracy (DIR/pairs.txt, DIR/images/NAME/...)")
-    _config_arg(lfw)
-    lfw.add_argument("--data", required=True, type=Path)
-    lfw.add_argument("--model", choices=["int8", "float"], default=None, help="default: faces.model from config")
-    lfw.add_argument("--pairs", type=int, default=None, help="use a balanced subset of this many pairs")
-    lfw.add_argument("--json", action="store_true")
+    add_config_arg(lfw)
+    lfw.add_argument("--data", required=True, type=Path, metavar="DIR",
+                     help="LFW folder holding pairs.txt and images/NAME/NAME_0001.jpg")
+    lfw.add_argument("--model", choices=["int8", "float"], default=None,
+                     help="embedder to measure (default: faces.model from the config)")
+    lfw.add_argument("--pairs", type=int, default=None, metavar="N", help="use a balanced subset of N pairs")
+    lfw.add_argument("--json", action="store_true", help="print JSON")
     lfw.set_defaults(func=cmd_eval_lfw)
     det = esub.add_parser("detect", help="detector recall on face photos and false positives on no-face photos")
-    _config_arg(det)
-    det.add_argument("--faces", required=True, type=Path)
-    det.add_argument("--negatives", required=True, type=Path)
-    det.add_argument("--model", choices=["int8", "float"], default=None)
-    det.add_argument("--json", action="store_true")
+    add_config_arg(det)
+    det.add_argument("--faces", required=True, type=Path, metavar="DIR",
+                     help="folder of photos each showing a face (searched recursively)")
+    det.add_argument("--negatives", required=True, type=Path, metavar="DIR",
+                     help="folder of photos with no face in them (searched recursively)")
+    det.add_argument("--model", choices=["int8", "float"], default=None,
+                     help="detector to measure (default: faces.model from the config)")
+    det.add_argument("--json", action="store_true", help="print JSON")
     det.set_defaults(func=cmd_eval_detect)
 
 
@@ -142,8 +141,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_lfw(args: argparse.Namespace) -> int:
-    from edge.vision.eval import evaluate_lfw
+    from edge.vision.eval import evaluate_lfw, lfw_pairs_file
 
+    lfw_pairs_file(args.data)  # a wrong --data fails before the models load
     cfg = _config(args)
     engine = _engine(cfg, args.model)
     r = evaluate_lfw(args.data, engine.detector, engine.embed_face, limit_pairs=args.pairs, model=engine.model)
@@ -163,11 +163,13 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_detect(args: argparse.Namespace) -> int:
-    from edge.vision.eval import evaluate_detect, list_images
+    from edge.vision.eval import evaluate_detect, photo_folder
 
+    faces = photo_folder(args.faces, "eval detect: --faces")  # a missing or empty folder fails before models load
+    negatives = photo_folder(args.negatives, "eval detect: --negatives")
     cfg = _config(args)
     engine = _engine(cfg, args.model)
-    r = evaluate_detect(engine.detector, list_images(args.faces), list_images(args.negatives))
+    r = evaluate_detect(engine.detector, faces, negatives)
     if args.json:
         print(json.dumps(r.as_dict(), indent=2))
     else:
@@ -176,4 +178,6 @@ def cmd_eval_detect(args: argparse.Namespace) -> int:
             f"false positives {r.false_positives_per_100:.2f} per 100 negatives ({r.false_positives} on "
             f"{r.negative_images_with_fp} of {r.negative_images} images)"
         )
+        if r.unreadable:
+            print(f"left out {r.unreadable} file(s) that are not readable images")
     return 0

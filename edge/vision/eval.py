@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.errors import EdgeError
 from edge.vision.detector import Detection, FaceDetector
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,30 @@ class Pair:
     fold: int
 
 
+def lfw_pairs_file(data: Path) -> Path:
+    """DIR/pairs.txt of an LFW folder, or an EdgeError saying what is missing (checked before models load)."""
+    layout = "an LFW folder holds pairs.txt and images/NAME/NAME_0001.jpg"
+    if not data.is_dir():
+        raise EdgeError(f"eval lfw: --data {data}: no such folder ({layout})")
+    path = data / "pairs.txt"
+    if not path.is_file():
+        raise EdgeError(f"eval lfw: {path} is missing ({layout})")
+    return path
+
+
 def read_pairs(path: Path) -> tuple[list[Pair], int]:
     """LFW pairs.txt: header "<folds>\t<n>", then per fold n same lines and n different lines."""
     lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-    folds, per = int(lines[0][0]), int(lines[0][1])
+    try:
+        folds, per = int(lines[0][0]), int(lines[0][1])
+    except (IndexError, ValueError):
+        raise EdgeError(f"{path}: line 1 should be '<folds> <pairs per fold>' as in LFW's pairs.txt") from None
     pairs: list[Pair] = []
     rows = lines[1:]
-    if len(rows) < folds * 2 * per:
-        raise ValueError(f"{path}: expected {folds * 2 * per} pairs, found {len(rows)}")
+    if folds < 1 or per < 1 or len(rows) < folds * 2 * per:
+        raise EdgeError(f"{path}: expected {folds * 2 * per} pairs, found {len(rows)}")
+    if any(len(row) not in (3, 4) for row in rows[: folds * 2 * per]):
+        raise EdgeError(f"{path}: a pair line is 'NAME I J' (same person) or 'NAME I OTHER J' (different people)")
 
     def img(name: str, i: str) -> str:
         return f"{name}/{name}_{int(i):04d}.jpg"
@@ -112,7 +129,7 @@ def evaluate_lfw(
     and, failing that, given a fixed centre box (LFW photos are centred); such images are counted
     in `images_without_detection` and reduce `detector_hit_rate`.
     """
-    pairs, folds = read_pairs(data / "pairs.txt")
+    pairs, folds = read_pairs(lfw_pairs_file(data))
     if limit_pairs is not None:
         pairs = _balanced_subset(pairs, folds, limit_pairs)
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
@@ -122,7 +139,7 @@ def evaluate_lfw(
     for name in names:
         img = cv2.imread(str(data / "images" / name), cv2.IMREAD_COLOR)
         if img is None:
-            raise FileNotFoundError(data / "images" / name)
+            raise EdgeError(f"{data / 'images' / name}: missing or not a readable image (named in pairs.txt)")
         h, w = img.shape[:2]
         det = pick_central(detector.detect(img), w, h)
         if det is None:
@@ -180,6 +197,16 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def photo_folder(root: Path, option: str) -> list[Path]:
+    """The photos under `root` for an eval option, or an EdgeError: a missing or empty folder would measure 0/0."""
+    if not root.is_dir():
+        raise EdgeError(f"{option} {root}: no such folder")
+    photos = list_images(root)
+    if not photos:
+        raise EdgeError(f"{option} {root}: no photos in it ({', '.join(sorted(IMAGE_SUFFIXES))}, searched recursively)")
+    return photos
+
+
 @dataclass
 class DetectResult:
     face_images: int
@@ -189,6 +216,7 @@ class DetectResult:
     false_positives: int
     false_positives_per_100: float
     negative_images_with_fp: int
+    unreadable: int = 0  # files with an image suffix that would not decode; left out of every count above
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -196,20 +224,29 @@ class DetectResult:
 
 def evaluate_detect(detector: FaceDetector, faces: Iterable[Path], negatives: Iterable[Path]) -> DetectResult:
     """Recall = share of face photos with at least one detection; FP = every detection on a no-face photo."""
-    faces, negatives = list(faces), list(negatives)
-    hit = 0
+    hit, n_faces, unreadable = 0, 0, 0
     for p in faces:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is not None and detector.detect(img):
-            hit += 1
-    fps, fp_imgs = 0, 0
+        if img is None:
+            log.warning("%s: not a readable image; left out", p)
+            unreadable += 1
+            continue
+        n_faces += 1
+        hit += bool(detector.detect(img))
+    fps, fp_imgs, n_neg = 0, 0, 0
     for p in negatives:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
+            log.warning("%s: not a readable image; left out", p)
+            unreadable += 1
             continue
+        n_neg += 1
         n = len(detector.detect(img))
         fps += n
         fp_imgs += n > 0
-    return DetectResult(
-        len(faces), hit, hit / max(1, len(faces)), len(negatives), fps, 100.0 * fps / max(1, len(negatives)), fp_imgs
-    )
+    if not n_faces or not n_neg:
+        raise EdgeError(
+            f"eval detect: no readable {'face' if not n_faces else 'no-face'} photos ({unreadable} unreadable): "
+            "recall and false positives need both"
+        )
+    return DetectResult(n_faces, hit, hit / n_faces, n_neg, fps, 100.0 * fps / n_neg, fp_imgs, unreadable)

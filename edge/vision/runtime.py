@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,42 @@ except ImportError:  # pragma: no cover - only on systems with the legacy wheel
         RUNTIME = "none"
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+# What the runtime's C++ logger prints on fd 2 the first time it applies XNNPACK: news to nobody, so dropped.
+_INFO_LINES = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+_fd2_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _runtime_chatter_dropped() -> Iterator[None]:
+    """Run the block with fd 2 pointed at a temporary file, then re-emit everything but the known info lines.
+
+    The runtime logs from C++ straight to file descriptor 2, below sys.stderr, so only an fd-level redirect
+    catches it. Real warnings and errors stay visible: they are written back to the real fd 2 afterwards (Python
+    writes to sys.stderr from other threads in the window are delayed the same way, never lost). Interpreters
+    are built at startup; the lock keeps two builds from nesting redirects."""
+    with _fd2_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable fd 2 (closed, or stderr replaced): nothing to silence
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.stderr.flush()
+                    os.dup2(saved, 2)
+                    sink.seek(0)
+                    kept = [ln for ln in sink.read().splitlines(keepends=True) if ln.rstrip() not in _INFO_LINES]
+                    if kept:
+                        os.write(2, b"".join(kept))
+        finally:
+            os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -70,8 +111,9 @@ class Model:
         self.path = path
         self.num_threads = num_threads
         try:
-            self._it: Any = _Interpreter(model_path=str(path), num_threads=num_threads)
-            self._it.allocate_tensors()
+            with _runtime_chatter_dropped():
+                self._it: Any = _Interpreter(model_path=str(path), num_threads=num_threads)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path.name}: {exc}") from exc
         self._inputs = self._it.get_input_details()

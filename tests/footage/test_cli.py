@@ -90,7 +90,7 @@ def test_owner_flow(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     code, _, err = run(capsys, "exports", "verify", exported["path"])
     assert code == 1 and "--identity" in err
 
-    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg)
+    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg, "--json")
     shown = json.loads(out)
     assert shown["now"]["reasons"][-1]["code"] == "APPROVAL_USED" and len(shown["exports"]) == 1
 
@@ -160,3 +160,57 @@ def test_auto_released_warrant_is_exported_at_submit(setup: dict[str, Any], caps
     body = json.loads(out)
     assert code == 0 and body["decision"] == "release" and Path(body["export"]).exists()
     assert [r["code"] for r in body["reasons"]] == ["VERIFIED_WARRANT", "AUTO_RELEASED"]
+
+
+def test_show_commands_print_for_people_and_json_for_scripts(setup: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        _check_show_commands(setup, capsys)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _check_show_commands(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = setup["cfg"]
+    a, b = setup["clips"]
+    _, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
+    request = json.loads(out)["id"]
+    run(capsys, "requests", "approve", request, "--config", cfg)
+
+    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["id"] == request and shown["legal_basis"] == "warrant"
+    assert {c["clip"] for c in shown["now"]["clips"]} == {a.id, b.id} and shown["now"]["decision"] == "release"
+    assert [x["kind"] for x in shown["owner_actions"]] == ["approve"]
+
+    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg)
+    assert code == 0
+    heads = [line for line in out.splitlines() if not line.startswith(" ")]
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in heads}
+    column = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in heads}
+    assert len(column) == 1, "values start in one column"
+    assert fields["request"] == request and fields["state"] and fields["legal basis"] == "warrant"
+    assert fields["decision now"].startswith("release")
+    assert fields["clips in scope"] == "2 (front_door 2)"  # a count per camera, not the clip ids
+    assert a.id not in out and b.id not in out
+    received = fields["received"]  # local time (Berlin in March: CET), UTC in brackets
+    assert received.endswith(" UTC)") and " CET (" in received, received
+
+    code, out, _ = run(capsys, "audit", "show", "--config", cfg, "--json")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    kinds = [r["kind"] for r in records]
+    assert kinds[:2] == ["intake", "decision"] and "owner_approve" in kinds
+
+    code, out, _ = run(capsys, "audit", "show", "--config", cfg)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(records) + 1
+    assert lines[0].startswith("#1  ") and " CET (" in lines[0] and " intake " in lines[0] and request in lines[0]
+    decision = next(line for line in lines if " decision " in line)
+    assert "clips=2" in decision and a.id not in decision  # counts, not UUID walls
+    assert lines[-1].startswith(f"{len(records)} record(s) in ")

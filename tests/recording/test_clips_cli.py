@@ -97,3 +97,30 @@ def test_missing_store_is_a_clear_error(tmp_path: Path, monkeypatch, capsys: pyt
     monkeypatch.delenv("DOORBELL_EDGE_CONFIG", raising=False)
     assert main(["clips", "list"]) == 1
     assert "no clip store in" in capsys.readouterr().err
+
+
+def test_show_prints_for_people_and_json_for_scripts(clips, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    _, a, _ = clips
+    assert main(["clips", "show", a.id, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert (body["id"], body["camera"], body["frames"], body["events"]) == (a.id, "front", 10, ["e1"])
+    assert body["start"] == "2026-03-01T12:00:00.000Z" and body["sha256_ok"] is True
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert main(["clips", "show", a.id]) == 0
+        out = capsys.readouterr().out
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    heads = [line for line in out.splitlines() if not line.startswith(" ")]
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in heads}
+    assert len({len(line) - len(line.split(":", 1)[1].lstrip()) for line in heads}) == 1, "values in one column"
+    assert fields["clip"] == a.id and fields["camera"] == "front"
+    assert fields["start"] == "2026-03-01 13:00:00 CET (12:00:00 UTC)"
+    assert fields["length"] == "1.0 s, 10 frames" and fields["events"] == "1"  # counts, not the event ids
+    assert fields["held"].startswith("W-1 until ") and fields["sha256"].endswith("matches the file")
