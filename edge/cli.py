@@ -119,10 +119,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config, masked_dump
+    from edge.config_check import check_files, pointed_files, service_user
+    from edge.config_load import load_config, masked_dump, resolve_config_path
+    from edge.errors import ConfigError
 
     config = load_config(args.config)
+    path, _explicit = resolve_config_path(args.config)
+    # Then what it points at (video, password and TLS files), as the user the daemon will run as.
+    problems = check_files(config, path if path.exists() else None)
+    if problems:
+        raise ConfigError(problems)
     if not args.quiet:
+        if pointed_files(config):
+            sys.stdout.write(f"# files checked as the service user {service_user(config)}\n")
         sys.stdout.write(yaml.safe_dump(masked_dump(config), sort_keys=False))
     return 0
 

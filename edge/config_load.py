@@ -14,7 +14,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, apply_environment
+from edge.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    Config,
+    apply_environment,
+    builtin_demo_data,
+    resolve_relative_paths,
+)
 from edge.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
@@ -40,12 +47,14 @@ def load_config(cli_path: str | os.PathLike[str] | None = None, environ: Mapping
     if not path.exists():
         if explicit:
             raise ConfigError(f"{path}:1:1: (file): config file not found")
-        return parse_config({}, {}, str(path), env)
+        # No config file: the developer's demo, which leaves nothing retained on a broker (edge.config.BUILTIN_DEMO)
+        return parse_config(builtin_demo_data(), {}, str(path), env)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}:1:1: (file): cannot read config file: {exc}") from exc
-    return load_config_text(text, str(path), env)
+    # Relative paths in the file are taken from its folder (the daemon's working directory is / under systemd).
+    return resolve_relative_paths(load_config_text(text, str(path), env), path.absolute().parent, env)
 
 
 def load_config_text(text: str, filename: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
