@@ -1,9 +1,11 @@
-"""The injected clock: monotonic seconds for durations, aware UTC datetimes for anything stored."""
+"""The injected clock: monotonic seconds for durations, aware UTC datetimes for anything stored, and the
+anchored capture clock that stamps frames (monotonic time anchored to the wall clock, re-anchored on a step)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -26,14 +28,22 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def synchronized(self) -> bool | None:
+        """Whether the kernel says the wall clock is synchronised (None: cannot tell); see edge.service.timesync."""
+        from edge.service.timesync import kernel_synchronized
+
+        return kernel_synchronized()
+
 
 class FakeClock:
-    """A clock tests move by hand; sleep() advances it instead of waiting."""
+    """A clock tests move by hand; sleep() advances it instead of waiting. step() moves only the wall clock
+    (what NTP, a user or a bad RTC does); `synced` is what the kernel would say about it."""
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, *, synced: bool | None = True) -> None:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._mono = 1000.0
         self._lock = threading.Lock()
+        self.synced = synced
 
     def now(self) -> datetime:
         with self._lock:
@@ -48,8 +58,63 @@ class FakeClock:
             self._now += timedelta(seconds=seconds)
             self._mono += seconds
 
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by `seconds` (either way); monotonic time does not move."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
     def sleep(self, seconds: float) -> None:
         self.advance(seconds)
+
+    def synchronized(self) -> bool | None:
+        return self.synced
+
+
+def synchronized(clock: Clock) -> bool | None:
+    """Whether `clock`'s wall time is synchronised: its own answer when it has one, else the kernel's."""
+    probe = getattr(clock, "synchronized", None)
+    if callable(probe):
+        result = probe()
+        return None if result is None else bool(result)
+    from edge.service.timesync import kernel_synchronized
+
+    return kernel_synchronized()
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A capture time: `ts` from the monotonic clock anchored to the wall clock; `step` is the wall clock's
+    step (seconds, signed) when this stamp re-anchored, else 0.0."""
+
+    ts: datetime
+    mono: float
+    step: float = 0.0
+
+
+class CaptureClock:
+    """Stamps frames: wall time at the anchor plus monotonic time since, so a wall-clock step never moves or
+    squeezes frame times. When the wall clock and the anchored time disagree by more than `step_s` (a step,
+    either way), the clock re-anchors and the stamp carries the step, so the recorder can end the clip."""
+
+    def __init__(self, clock: Clock, step_s: float = 2.0) -> None:
+        if step_s <= 0:
+            raise ValueError("step_s must be positive")
+        self.clock = clock
+        self.step_s = step_s
+        self._anchor: tuple[datetime, float] | None = None
+
+    def stamp(self) -> Stamp:
+        mono = self.clock.monotonic()
+        wall = self.clock.now()
+        if self._anchor is None:
+            self._anchor = (wall, mono)
+            return Stamp(wall, mono)
+        anchored = self._anchor[0] + timedelta(seconds=mono - self._anchor[1])
+        drift = (wall - anchored).total_seconds()
+        if abs(drift) > self.step_s:
+            self._anchor = (wall, mono)
+            return Stamp(wall, mono, drift)
+        return Stamp(anchored, mono)
 
 
 def rfc3339(ts: datetime) -> str:

@@ -330,6 +330,12 @@ class RecordingConfig(Section):
     disk_check_s: float = Field(
         10.0, gt=0, le=3600, description="How often free disk space is checked while recording or paused."
     )
+    clock_trust: Literal["sync", "always"] = Field(
+        "sync",
+        description="When footage times are trusted (docs/time.md): sync = only while the kernel says the clock "
+        "is synchronised (NTP); always = a clock you trust without NTP (an RTC, an offline device). Either way "
+        "footage stamped behind an earlier time is untrusted.",
+    )
 
 
 class RetentionConfig(Section):
@@ -347,6 +353,20 @@ class RetentionConfig(Section):
     )
     sweep_interval_s: float = Field(
         300.0, gt=0, le=86400, description="Seconds between retention sweeps (and legal-hold expiry)."
+    )
+    clock_jump_s: float = Field(
+        300.0,
+        ge=30,
+        le=86400,
+        description="A wall-clock jump larger than this (either way, against the monotonic clock or the saved "
+        "high-water mark) starts a grace period (docs/time.md).",
+    )
+    clock_grace_hours: float = Field(
+        24.0,
+        ge=0,
+        le=720,
+        description="After a clock jump, hours of stable synchronised time during which no clip is deleted and "
+        "no hold expires; the owner is told (a system event).",
     )
 
 

@@ -38,6 +38,16 @@ class StoredClip:
     klass: str
     size: int
     held: bool
+    trusted: bool = True  # False: recorded while the wall clock was not trusted; its stamps may be 1970
+    age_from: datetime | None = None  # an untrusted clip's age counts from here (the first trusted time after it)
+
+    @property
+    def aged_from(self) -> datetime | None:
+        """When this clip's age starts: its end when its times are trusted, else `age_from`; None (not yet
+        known, so it never expires by age and goes last for space) for an untrusted clip not yet settled."""
+        if self.age_from is not None:
+            return self.age_from
+        return self.end if self.trusted else None
 
 
 @dataclass(frozen=True)
@@ -54,15 +64,18 @@ class Plan:
 
 def plan(clips: Sequence[StoredClip], policy: RetentionPolicy, now: datetime, free_bytes: int) -> Plan:
     """Which clips to delete, oldest first: every unheld clip past its class's age, then more unheld clips
-    until the store is under its cap and the disk has its free space. Held clips are never chosen."""
+    until the store is under its cap and the disk has its free space. Held clips are never chosen. A clip
+    recorded while the clock was untrusted ages from when the time became known (docs/time.md), and until then
+    never expires by age and goes last when space is needed."""
     if now.tzinfo is None:
         raise ValueError("retention needs an aware UTC 'now'")
     deletions: list[Deletion] = []
     kept: list[StoredClip] = []
-    for clip in sorted(clips, key=lambda c: (c.start, c.id)):
+    for clip in sorted(clips, key=lambda c: (c.aged_from is None, c.start if c.trusted else c.aged_from or now, c.id)):
         if clip.klass not in policy.days:
             raise ValueError(f"clip {clip.id} has unknown retention class {clip.klass!r}")
-        expired = clip.end + timedelta(days=policy.days[clip.klass]) <= now
+        aged_from = clip.aged_from
+        expired = aged_from is not None and aged_from + timedelta(days=policy.days[clip.klass]) <= now
         if expired and not clip.held:
             deletions.append(Deletion(clip.id, "expired"))
             free_bytes += clip.size

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 import cv2
 
 from edge.camera.base import FrameSource
-from edge.clock import Clock
+from edge.clock import CaptureClock, Clock
 from edge.config import CameraConfig
 from edge.errors import SourceError
 from edge.masks import apply_masks
@@ -48,6 +47,7 @@ class CameraStage:
         clock: Clock,
         beat: Callable[[], None],
         report: Callable[[str, dict[str, object]], None],
+        step_s: float = 2.0,
     ) -> None:
         self.name = name
         self.config = config
@@ -61,7 +61,9 @@ class CameraStage:
         self.frames = 0
         self.reconnects = 0
         self.thread = threading.Thread(target=self.run, name=f"camera:{name}", daemon=True)
-        self._last_ts: datetime | None = None
+        # Capture times: monotonic time anchored to the wall clock, never clamped or squeezed; a wall-clock
+        # step re-anchors (the recorder sees the step in frame.ts - frame.mono and ends its clip there).
+        self.capture_clock = CaptureClock(clock, step_s)
 
     def start(self) -> None:
         self.thread.start()
@@ -137,12 +139,11 @@ class CameraStage:
             if got is None:
                 return True
             main, lores = got
-            ts = self.clock.now()
-            if self._last_ts is not None and ts <= self._last_ts:
-                ts = self._last_ts + timedelta(microseconds=1)  # capture times strictly increase
-            self._last_ts = ts
+            stamp = self.capture_clock.stamp()
+            if stamp.step:
+                log.warning("camera %s: the wall clock stepped %+.3f s; frame times re-anchored", self.name, stamp.step)
             image = prepare(main, self.config)
             analysis = prepare(lores, self.config) if lores is not None else lores_for(image, self.config)
             self.frames += 1
-            self.emit(Frame(self.name, self.frames, ts, self.clock.monotonic(), image, analysis))
+            self.emit(Frame(self.name, self.frames, stamp.ts, stamp.mono, image, analysis))
         return False

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import hashlib
 import io
 import json
 import logging
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,17 +75,27 @@ class ExportFile:
 
 
 def select_frames(times: Sequence[datetime], start: datetime, end: datetime) -> list[int]:
-    """Indices of the frames captured inside [start, end) (times ascending)."""
-    lo = bisect.bisect_left(times, start)
-    hi = bisect.bisect_left(times, end)
-    return list(range(lo, hi))
+    """Indices (ascending) of the frames captured inside [start, end): each frame's time is compared with the
+    window, so frame times that are not in order (a clip recorded across a clock step by an older version)
+    can never pull a frame from outside the window in."""
+    return [i for i, ts in enumerate(times) if start <= ts < end]
 
 
 def covered_range(times: Sequence[datetime], picked: Sequence[int], segment: Segment) -> tuple[datetime, datetime]:
-    """The UTC range the picked frames show: first frame to the next frame's time, never past the segment."""
-    first, last = picked[0], picked[-1]
-    end = times[last + 1] if last + 1 < len(times) else segment.end
-    return times[first], min(end, segment.end)
+    """The UTC range the picked frames show: the earliest picked frame to the first frame time after the
+    latest picked one (in time, not in list order), never past the segment."""
+    chosen = [times[i] for i in picked]
+    first, last = min(chosen), max(chosen)
+    later = [t for t in times if t > last]
+    end = min(later) if later else segment.end
+    return first, min(end, segment.end)
+
+
+def untrusted_note(clip_id: str) -> str:
+    return (
+        f"{clip_id}: recorded while the device clock was not trusted (docs/time.md); excluded. The owner can "
+        "include it explicitly (requests export --include-untrusted-time, recorded in the audit log)"
+    )
 
 
 # --- building ----------------------------------------------------------------------------------------------
@@ -115,15 +124,15 @@ def _clip_times(clips: ClipSource, segment: Segment) -> tuple[Path, list[datetim
 
 
 def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
-    """The decoded frames at the given (ascending, contiguous) indices, one at a time: a long clip is never
-    held in memory whole (five minutes of 640x480 would be 2.7 GB of frames)."""
+    """The decoded frames at the given (ascending) indices, one at a time: a long clip is never held in
+    memory whole (five minutes of 640x480 would be 2.7 GB of frames). Frames between picked ones are skipped."""
     from edge.encoder import decode_frames
 
-    first, last = picked[0], picked[-1]
+    wanted, last = set(picked), picked[-1]
     for index, (_, image) in enumerate(decode_frames(path)):
         if index > last:
             return
-        if index >= first:
+        if index in wanted:
             yield image
 
 
@@ -173,9 +182,11 @@ def build_files(
     find_faces: FindFaces | None,
     workdir: Path,
     events_for: Any = None,
+    include_untrusted: bool = False,
 ) -> tuple[list[ExportFile], list[str]]:
     """Every file the decision allows, and notes for the manifest. Faces are blurred unless the owner
-    unblurred that clip; when blurring is needed and no detector is given, nothing is built."""
+    unblurred that clip; when blurring is needed and no detector is given, nothing is built. Clips recorded
+    while the clock was not trusted are left out (a note says so) unless `include_untrusted`."""
     files: list[ExportFile] = []
     notes: list[str] = []
     wants_images = any(k in decision.data for k in ("video", "snapshots"))
@@ -184,6 +195,13 @@ def build_files(
     if "audio" in decision.data:
         notes.append(AUDIO_NOTE)
     workdir.mkdir(parents=True, exist_ok=True)
+    untrusted = {s.clip_id for s in decision.segments if not getattr(clips.get(s.clip_id), "trusted", True)}
+    if untrusted and not include_untrusted:
+        notes.extend(untrusted_note(clip_id) for clip_id in sorted(untrusted))
+        decision = replace(decision, segments=tuple(s for s in decision.segments if s.clip_id not in untrusted))
+    elif untrusted:
+        notes.extend(f"{c}: recorded while the device clock was not trusted; included by the owner"
+                     for c in sorted(untrusted))
     for segment in decision.segments:
         if not wants_images:
             break

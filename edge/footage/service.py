@@ -30,6 +30,7 @@ from edge.footage.redact import FindFaces, default_find_faces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
 from edge.fsutil import fsync_dir
+from edge.service.timesync import hold_time
 
 log = logging.getLogger(__name__)
 
@@ -345,9 +346,10 @@ class FootageDesk:
                     log.warning("placing the preservation hold of %s that an interrupted submit left out", item.id)
                     self._hold(item.id, intake, decision, renewal=0)
                     done.append(f"{item.id}: hold placed")
+        hold_now = hold_time(self.state_dir, self.clock)  # frozen during a clock-jump grace period (docs/time.md)
         for hold in self.store.holds():
             until = datetime.fromisoformat(hold["until"].replace("Z", "+00:00"))
-            if hold["expired_at"] is None and until <= now:
+            if hold["expired_at"] is None and until <= hold_now:
                 self.audit.append("hold_expired", request=hold["request"], hold=hold["hold_id"], until=hold["until"])
                 self.store.expire_hold(hold["hold_id"], now)
                 self._publish(hold["request"], "hold_expired", hold=hold["hold_id"])
@@ -359,13 +361,13 @@ class FootageDesk:
     def exports_dir(self) -> Path:
         return self.state_dir / "footage" / "exports"
 
-    def export(self, request: str, out_dir: Path | None = None) -> ExportResult:
+    def export(self, request: str, out_dir: Path | None = None, include_untrusted: bool = False) -> ExportResult:
         """Audit the start, build in a private temp dir, audit completion, record completion and the approval's
         use in one transaction, then rename into place (a crash after the completion record is rolled forward
         by recover_exports(), never retried into a second bundle)."""
         with self._export_lock():
             self._recover_exports()
-            return self._export(request, out_dir)
+            return self._export(request, out_dir, include_untrusted)
 
     @contextlib.contextmanager
     def _export_lock(self) -> Iterator[None]:
@@ -429,11 +431,11 @@ class FootageDesk:
                               "not used (the approval stays used)", export_id)
             elif not final.exists():
                 log.error("export %s: audited as complete but its bundle %s is gone", export_id, final)
-            if row is not None and (partial_root / export_id).exists():
+            if (partial_root / export_id).exists():
                 shutil.rmtree(partial_root / export_id, ignore_errors=True)
         return done
 
-    def _export(self, request: str, out_dir: Path | None) -> ExportResult:
+    def _export(self, request: str, out_dir: Path | None, include_untrusted: bool = False) -> ExportResult:
         self.sweep()
         stored, intake, decision = self.current(request)
         if decision.decision != "release":
@@ -455,6 +457,7 @@ class FootageDesk:
         self.audit.append(
             "export_start", request=request, export=export_id, approval=decision.approval_seq,
             clips=[s.to_dict() for s in decision.segments], data=list(decision.data), unblur=sorted(decision.unblur),
+            **({"include_untrusted_time": True} if include_untrusted else dict[str, Any]()),  # owner's choice
         )
         self.store.start_export(export_id, request, decision.approval_seq, self.clock.now())
         crash_point("export:after-audit-start")
@@ -465,7 +468,8 @@ class FootageDesk:
             self._clean_partials(partial_root)
             work = partial_root / export_id
             work.mkdir(mode=0o700)
-            files, notes = exporting.build_files(decision, self.clip_source(), find_faces, work / "media")
+            files, notes = exporting.build_files(decision, self.clip_source(), find_faces, work / "media",
+                                                  include_untrusted=include_untrusted)
             manifest = exporting.build_manifest(
                 export_id=export_id,
                 created=self.clock.now(),
