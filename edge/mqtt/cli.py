@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_discovery)
 
     p = sub.add_parser("check", help="connect to the broker once with the configured TLS and credentials")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the broker (default 10)")
     add_config_arg(p)
     p.set_defaults(func=_check)
 
