@@ -99,6 +99,7 @@ class App:
         self.control_handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._watchdog_thread: threading.Thread | None = None
         self._pending_requests = 0
+        self._state_problems: dict[str, str] = {}  # what -> the reason it cannot be read (check_state_readable)
         self._latest: dict[str, Frame] = {}
         self._started_mono = self.clock.monotonic()
 
@@ -201,6 +202,7 @@ class App:
 
     def housekeeping(self) -> None:
         """Periodic chores that must happen even when nobody runs a command."""
+        self.check_state_readable()
         if not (self.config.state_dir / "footage").exists():
             return  # no request was ever submitted: nothing to sweep (and no need to load the footage code)
         from edge.footage.service import FootageDesk, pending_requests
@@ -210,6 +212,37 @@ class App:
             self._pending_requests = pending_requests(self.config, self.clock)
         except Exception:
             log.exception("footage housekeeping failed")
+
+    def check_state_readable(self) -> None:
+        """Say loudly (WARNING + a `system` event over MQTT) when the face gallery or the audit log cannot be read,
+        e.g. files a root-run command left behind: "0 enrolled" would hide it. Said again only when it changes."""
+        from edge.vision.gallery import Gallery
+
+        checks: dict[str, Callable[[], object]] = {}
+        if os.path.lexists(self.config.state_dir / "audit"):  # no audit log yet: nothing to read (nor footage code)
+            from edge.footage.audit import AuditLog
+
+            checks["audit_log"] = AuditLog(self.config.state_dir, self.clock).check_access
+        if self.config.faces.enabled:
+            checks["face_gallery"] = Gallery(self.config.state_dir).templates
+        for what in ("audit_log", "face_gallery"):
+            problem = None
+            try:
+                checks.get(what, lambda: None)()
+            except StorageError as exc:
+                problem = str(exc)
+            if problem == self._state_problems.get(what):
+                continue
+            if problem is None:
+                del self._state_problems[what]
+                log.info("%s can be read again", what.replace("_", " "))
+                self.bus.publish(Event("system", None, self.clock.now(), {"status": "state_readable", "what": what}))
+                continue
+            self._state_problems[what] = problem
+            log.warning("%s: %s; run owner commands as the service user (see README, Commands)", what, problem)
+            self.bus.publish(
+                Event("system", None, self.clock.now(), {"status": "state_unreadable", "what": what, "error": problem})
+            )
 
     def _beater(self, stage: str) -> Callable[[], None]:
         self.health.register(stage)

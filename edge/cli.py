@@ -16,6 +16,7 @@ import yaml
 
 from edge import __version__
 from edge.errors import EdgeError
+from edge.service.owner import act_as_state_owner
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        act_as_state_owner(args, argv)  # as root: become the state dir's owner first (edge/service/owner.py)
         code = int(args.func(args))
         sys.stdout.flush()  # a reader that went away (`| head`) shows up here, inside the handlers below
         return code

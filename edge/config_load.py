@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from edge.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
+    STATE_DIR_ENV,
     Config,
     apply_environment,
     builtin_demo_data,
@@ -48,7 +49,7 @@ def load_config(cli_path: str | os.PathLike[str] | None = None, environ: Mapping
         if explicit:
             raise ConfigError(f"{path}:1:1: (file): config file not found")
         # No config file: the developer's demo, which leaves nothing retained on a broker (edge.config.BUILTIN_DEMO)
-        return parse_config(builtin_demo_data(), {}, str(path), env)
+        return _demo_state_dir(parse_config(builtin_demo_data(), {}, str(path), env), env)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -81,24 +82,33 @@ def parse_config(
         found.sort(key=lambda item: item[0])
         raise ConfigError([f"{filename}:{line}:{col}: {text}" for (line, col), text in found])
     assert config is not None
-    if "state_dir" not in (data.get("storage") or {}):
-        config = _fallback_state_dir(config, environ)
     return config
 
 
-def _fallback_state_dir(config: Config, environ: Mapping[str, str]) -> Config:
-    """Without a configured state dir, a non-root user running the daemon uses ~/.local/state instead.
+_warned_fallback: set[Path] = set()
 
-    The packaged service runs with systemd's StateDirectory=, so /var/lib/doorbell-edge exists there;
-    this only keeps the quick start working for an ordinary user on a fresh machine.
+
+def _demo_state_dir(config: Config, environ: Mapping[str, str]) -> Config:
+    """The developer's demo only (no config file given or found, no DOORBELL_EDGE_STATE_DIR): when the default
+    /var/lib/doorbell-edge does not exist and cannot be created, use ~/.local/state/doorbell-edge instead.
+
+    Nothing else falls back: a configured state dir, or a default one that exists, is used as it is, and one
+    this user cannot read and write is a "permission denied ...; run as <owner>" error (edge/service/owner.py),
+    never a silent second state next to the service's.
     """
     default = config.storage.state_dir
-    probe = default if default.exists() else default.parent
-    if os.access(probe, os.W_OK):
+    if environ.get(STATE_DIR_ENV) or os.path.exists(default) or os.access(default.parent, os.W_OK | os.X_OK):
         return config
     base = Path(environ.get("XDG_STATE_HOME") or Path(environ.get("HOME") or Path.home()) / ".local" / "state")
     fallback = base / "doorbell-edge"
-    logging.getLogger(__name__).warning("state directory %s is not writable; using %s", default, fallback)
+    if fallback not in _warned_fallback:  # once per process: owner commands load the config twice
+        _warned_fallback.add(fallback)
+        logging.getLogger(__name__).warning(
+            "no config file and %s cannot be created: the demo keeps its state in %s "
+            "(a config file's storage.state_dir or DOORBELL_EDGE_STATE_DIR chooses; no fall-back then)",
+            default,
+            fallback,
+        )
     return config.model_copy(update={"storage": config.storage.model_copy(update={"state_dir": fallback})})
 
 

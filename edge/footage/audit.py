@@ -187,6 +187,20 @@ class AuditLog:
     def verify(self) -> VerifyResult:
         return verify_log(self.path, self.head_path)
 
+    def check_access(self) -> None:
+        """StorageError when the log exists but this process cannot read and append to it (for example files
+        a root-run command left behind): the daemon warns instead of failing at the next step it must audit."""
+        from edge.service.owner import describe
+
+        for path, mode in ((self.dir, os.R_OK | os.W_OK | os.X_OK), (self.path, os.R_OK | os.W_OK),
+                           (self.head_path, os.R_OK | os.W_OK), (self.dir / ".lock", os.R_OK | os.W_OK)):
+            if os.path.lexists(path) and not os.access(path, mode):
+                raise StorageError(f"cannot read and append to the audit log: {path} is {describe(path)}")
+            if path == self.dir and not os.path.isdir(path):
+                if os.path.lexists(self.dir.parent) and not os.access(self.dir.parent, os.X_OK):
+                    raise StorageError(f"cannot reach the audit log: {self.dir.parent} is {describe(self.dir.parent)}")
+                return  # no audit log yet: the first record creates it
+
     # --- a torn tail ---------------------------------------------------------------------------------------
 
     def torn(self) -> bool:

@@ -185,20 +185,36 @@ class Gallery:
         return person
 
     def people(self) -> list[Person]:
-        if not self.root.is_dir():
+        """Everyone enrolled; a gallery this process cannot read is a StorageError, never an empty list."""
+        try:
+            entries = [e for e in os.listdir(self.root) if not e.startswith(".")]
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
         out = []
-        for pj in sorted(self.root.glob("*/person.json")):
+        for entry in sorted(entries, key=lambda e: e + "/"):  # the order glob("*/person.json") gave
+            pj = self.root / entry / "person.json"
             try:
-                out.append(Person(**json.loads(pj.read_text())))
-            except (OSError, ValueError, TypeError) as exc:
+                text = pj.read_text()
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # an enrolment cut short (person.json is written last) or a stray file
+            except OSError as exc:
+                raise StorageError(f"cannot read the face gallery: {pj}: {_why(pj.parent, exc)}") from exc
+            try:
+                out.append(Person(**json.loads(text)))
+            except (ValueError, TypeError) as exc:
                 raise StorageError(f"{pj}: unreadable: {exc}") from exc
         return out
 
     def templates(self) -> dict[str, F32]:
         out: dict[str, F32] = {}
         for p in self.people():
-            out[p.name] = np.load(self._dir(p.name) / "templates.npy").astype(np.float32)
+            path = self._dir(p.name) / "templates.npy"
+            try:
+                out[p.name] = np.load(path).astype(np.float32)
+            except OSError as exc:
+                raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
         return out
 
     def photos(self, name: str) -> list[Path]:
@@ -224,10 +240,20 @@ class Gallery:
 
     def stamp(self) -> float:
         """Changes whenever someone is enrolled or forgotten (for reloading in a running daemon)."""
-        if not self.root.is_dir():
-            return 0.0
+        try:
+            if not self.root.is_dir():
+                return 0.0
+        except OSError as exc:  # the state dir itself cannot be entered
+            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
         stamps = [self.root.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in self.root.glob("*/person.json")]
         return float(max(stamps))
+
+
+def _why(path: Path, exc: OSError) -> str:
+    """'Permission denied (owned by root, mode 0700)': who owns what could not be read."""
+    from edge.service.owner import describe
+
+    return f"{exc.strerror or exc} ({describe(path)})" if isinstance(exc, PermissionError) else str(exc.strerror or exc)
 
 
 def _entries(root: Path) -> list[str]:

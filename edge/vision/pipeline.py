@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from edge.clock import Clock
 from edge.config import FacesConfig
+from edge.errors import StorageError
 from edge.events import Event
 from edge.queues import Closed, DropOldestQueue
 from edge.types import Frame, MotionFrame
@@ -97,12 +98,16 @@ class FacePipeline:
         if self.gallery is None or (mono < self._next_check and not force):
             return
         self._next_check = mono + GALLERY_CHECK_S
-        stamp = self.gallery.stamp()
-        if stamp == self._stamp:
+        try:
+            stamp = self.gallery.stamp()
+            if stamp == self._stamp:
+                return
+            people = {p.name: p for p in self.gallery.people()}
+            templates = self.gallery.templates()
+        except StorageError as exc:  # the daemon's housekeeping says so loudly (log + a system event)
+            log.debug("gallery not loaded: %s", exc)
             return
         self._stamp = stamp
-        people = {p.name: p for p in self.gallery.people()}
-        templates = self.gallery.templates()
         for name, person in people.items():
             if person.embedder != self.engine.embedder_file:
                 templates[name] = self._reembed(name)  # enrolled with the other precision: redo from the photos
