@@ -18,6 +18,7 @@ from edge.camera.base import make_source
 from edge.camera.stage import CameraStage
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+from edge.diskfaults import is_read_only
 from edge.encoder import encode_jpeg
 from edge.errors import StorageError
 from edge.events import Event, EventBus
@@ -100,13 +101,22 @@ class App:
         self._watchdog_thread: threading.Thread | None = None
         self._pending_requests = 0
         self._state_problems: dict[str, str] = {}  # what -> the reason it cannot be read (check_state_readable)
+        self.storage_problem: str | None = None  # the state dir is read-only: running degraded (build())
         self._latest: dict[str, Frame] = {}
         self._started_mono = self.clock.monotonic()
 
     # --- building ----------------------------------------------------------------------------------------
 
     def build(self) -> App:
-        ensure_state_dir(self.config.state_dir)
+        try:
+            ensure_state_dir(self.config.state_dir)
+        except StorageError as exc:
+            if not (self.config.state_dir.is_dir() and is_read_only(self.config.state_dir)):
+                raise
+            # A read-only state dir (an SD card the kernel remounted ro) must not become a restart loop: the
+            # daemon runs on (ring, events, MQTT), records nothing, and says so (log, `system` event, state).
+            self.storage_problem = f"{exc}: the daemon runs without recording, and events are not durable"
+            log.error("%s", self.storage_problem)
         if self.config.output.stdout_events:
             self.bus.subscribe(StdoutSink(self.stdout))
         self._build_features()
@@ -297,7 +307,13 @@ class App:
     def start(self) -> None:
         self._started_mono = self.clock.monotonic()
         for component in self.components:
-            component.start()
+            try:
+                component.start()
+            except (StorageError, OSError) as exc:
+                if self.storage_problem is None:
+                    raise
+                log.error("%s cannot start on the read-only state dir (%s); running without it",
+                          type(component).__name__, exc)
         for motion in self.motion.values():
             motion.start()
         for camera in self.cameras.values():

@@ -545,12 +545,16 @@ class Recorder:
         self._paused = True
         self.stats.paused = True
         self._next_disk_check = self.clock.monotonic() + self.config.disk_check_s
+        # The space reserve kept for events and the audit log counts as needed until it exists again.
+        reserve = self._reserve.present() or self.store.readonly
+        needed = self.policy.min_free_bytes + (0 if reserve else self._reserve.size)
         log.warning(
-            "recording on %s paused (%s): %d MiB free, %d MiB needed; held clips cannot be deleted",
+            "recording on %s paused (%s): %d MiB free, %d MiB needed%s; held clips cannot be deleted",
             self.camera,
             reason,
             free // MiB,
-            self.policy.min_free_bytes // MiB,
+            needed // MiB,
+            "" if reserve else " (the space reserve for events was used up)",
         )
         self._publish(
             Event(
@@ -562,6 +566,7 @@ class Recorder:
                     "reason": reason,
                     "free_bytes": free,
                     "min_free_bytes": self.policy.min_free_bytes,
+                    "reserve_used": not reserve,
                 },
             )
         )
@@ -662,6 +667,7 @@ class Recording:
             self.problem = f"state directory {self.store.state_dir} is read-only: nothing is recorded"
             self._report({"status": "storage_read_only", "error": self.problem})
             for recorder in self.recorders.values():
+                recorder._pause(0, reason="read_only")
                 recorder.start()
             return
         self.lock.acquire()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -17,6 +18,7 @@ import rfc8785
 
 from edge.clock import Clock, rfc3339
 from edge.crashpoints import crash_point
+from edge.diskfaults import SpaceReserve, with_reserve
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
 
@@ -77,6 +79,7 @@ class AuditLog:
         self.path = self.dir / LOG_NAME
         self.head_path = self.dir / HEAD_NAME
         self.clock = clock
+        self.reserve = SpaceReserve(Path(state_dir))  # released when the disk is full (edge.diskfaults)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -145,16 +148,29 @@ class AuditLog:
         record["hash"] = record_hash(record)
         line = _canonical(record) + b"\n"
         created = not self.path.exists()
-        try:
+
+        def write_line() -> None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line)  # one write: a killed process leaves the whole line or none of it
-                os.fsync(fd)
+                start = os.fstat(fd).st_size
+                try:
+                    # one write: a killed process leaves the whole line or none of it
+                    if os.write(fd, line) != len(line):
+                        raise OSError(errno.ENOSPC, "short write (disk full)", str(self.path))
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, start)  # a full disk must not leave a torn line behind
+                    raise
             finally:
                 os.close(fd)
+
+        try:
+            # A full disk releases the space reserve and retries once: the record still lands before its step.
+            with_reserve(self.reserve, f"the audit log ({kind} record)", write_line)
             if created:
                 fsync_dir(self.dir)
-            self._write_head(record["seq"], record["hash"])
+            with_reserve(self.reserve, "the audit log's head file",
+                         lambda: self._write_head(record["seq"], record["hash"]))
         except OSError as exc:
             raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
         log.info("audit %s #%s %s", kind, record["seq"], data.get("request", ""))

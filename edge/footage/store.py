@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import rfc3339
+from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import OwnerAction
 
@@ -86,8 +87,9 @@ class RequestStore:
     def __init__(self, state_dir: Path, *, create: bool = True) -> None:
         self.dir = Path(state_dir) / "footage"
         self.path = self.dir / "requests.sqlite3"
-        self.readonly = not create
-        if create:
+        # A read-only mount (a failing SD card remounted ro) still lets `requests list` and `audit verify` read.
+        self.readonly = not create or is_read_only(Path(state_dir))
+        if not self.readonly:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
@@ -99,7 +101,7 @@ class RequestStore:
     def _db(self) -> Iterator[sqlite3.Connection]:
         try:
             if self.readonly:
-                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+                db = connect_readonly(self.path)
             else:
                 db = sqlite3.connect(self.path, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")

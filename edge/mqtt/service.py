@@ -9,11 +9,12 @@ from pathlib import Path
 from edge import __version__
 from edge.clock import Clock
 from edge.config import Config
-from edge.errors import ConfigError
+from edge.diskfaults import is_read_only
+from edge.errors import ConfigError, StorageError
 from edge.events import EventBus
 from edge.mqtt.client import LinkSettings, TlsSettings, tls_context
 from edge.mqtt.discovery import DeviceInfo
-from edge.mqtt.outbox import Outbox, open_outbox
+from edge.mqtt.outbox import Outbox, memory_outbox, open_outbox
 from edge.mqtt.publisher import Publisher, SnapshotProvider, StateProvider
 from edge.mqtt.topics import OFFLINE, topics_for
 
@@ -107,7 +108,14 @@ def build(
     With mqtt.enabled false the outbox still numbers events durably (so CLI processes and the daemon share one
     seq), but nothing is sent; it stays bounded by outbox_max_events.
     """
-    outbox = open_outbox(config, clock)
+    try:
+        outbox = open_outbox(config, clock)
+    except StorageError:
+        if not is_read_only(config.state_dir):
+            raise
+        # A read-only state dir: events still reach the broker from an in-memory journal (not durable).
+        log.error("the state dir %s is read-only: events are kept in memory only until it is fixed", config.state_dir)
+        outbox = memory_outbox(config, clock)
     bus.set_journal(outbox)
     if not config.mqtt.enabled:
         log.info("MQTT is off: events are numbered in %s but not published", outbox.path)

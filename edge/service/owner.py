@@ -120,6 +120,11 @@ def check_access(state_dir: Path, command: str) -> None:
         ) from exc
     if not stat.S_ISDIR(info.st_mode):
         raise StorageError(f"state directory {state_dir} is not a directory (set storage.state_dir)")
+    if os.statvfs(state_dir).f_flag & os.ST_RDONLY and os.access(state_dir, os.R_OK | os.X_OK):
+        # A read-only mount is not a permission problem: reading commands (clips list, requests list, audit
+        # verify) still work, and a write fails naming the read-only file system.
+        log.warning("state directory %s is on a read-only file system: only reading commands work", state_dir)
+        return
     if not os.access(state_dir, os.R_OK | os.W_OK | os.X_OK):
         raise StorageError(
             f"permission denied: {state_dir} is {describe(state_dir)} and {user_name(os.geteuid())} cannot "
