@@ -128,7 +128,7 @@ def file_problem(path: Path, user: ServiceUser, what: str) -> str | None:
         return f"{what} {path} is a directory, not a file"
     if user.uid == os.geteuid():
         if not os.access(path, os.R_OK):
-            return f"{what} {path} is not readable by the service user {user}: {_mode(info)}"
+            return f"{what} {path} is not readable by the service user {user}: {_mode(info)}{_hint(what)}"
     else:
         for folder in reversed(path.absolute().parents):
             try:
@@ -139,10 +139,16 @@ def file_problem(path: Path, user: ServiceUser, what: str) -> str | None:
                 return (f"{what} {path} is not readable by the service user {user}: it cannot enter "
                         f"{folder} ({_mode(folder_info)})")
         if not _allowed(info, user, 4):
-            return f"{what} {path} is not readable by the service user {user}: {_mode(info)}"
+            return f"{what} {path} is not readable by the service user {user}: {_mode(info)}{_hint(what)}"
     if what == "password file" and info.st_size == 0:
         return f"{what} {path} is empty"
     return None
+
+
+def _hint(what: str) -> str:
+    if what == "password file":
+        return "; under systemd use mqtt.password_credential (the unit loads the file as root)"
+    return ""
 
 
 def check_files(config: Config, config_path: Path | None, user: ServiceUser | None = None) -> list[str]:
@@ -163,15 +169,14 @@ def check_files(config: Config, config_path: Path | None, user: ServiceUser | No
             _data, positions, _problems = parse_yaml(config_path.read_text(encoding="utf-8"), filename)
         except (OSError, UnicodeDecodeError):
             positions = {}
-    lines = []
+    found = []
     for item in files:
         problem = file_problem(item.path, user, item.what)
-        if problem is None:
-            continue
-        line, col = _position(item.key, positions)
-        dotted = ".".join(str(part) for part in item.key)
-        lines.append(f"{filename}:{line}:{col}: {dotted}: {problem}")
-    return lines
+        if problem is not None:
+            dotted = ".".join(str(part) for part in item.key)
+            found.append((_position(item.key, positions), f"{dotted}: {problem}"))
+    found.sort(key=lambda pair: pair[0])  # in file order, like the config's own errors
+    return [f"{filename}:{line}:{col}: {text}" for (line, col), text in found]
 
 
 def _position(key: PathKey, positions: Positions) -> tuple[int, int]:

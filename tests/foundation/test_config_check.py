@@ -3,6 +3,7 @@ relative paths in a config file resolve against that file's folder."""
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import shutil
@@ -10,11 +11,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
+from edge.cli import main
 from edge.config import Config
 from edge.config_check import ServiceUser, check_files, service_user
 from edge.config_load import load_config
@@ -47,11 +51,15 @@ def _write_config(folder: Path, text: str = CONFIG) -> Path:
     return path
 
 
-def _check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("DOORBELL_EDGE_CONFIG", "DOORBELL_EDGE_STATE_DIR")}
-    environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "edge", "check-config", "--config", str(path)],
-                          capture_output=True, text=True, cwd=REPO, env=environ)
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`doorbell-edge check-config --config PATH` in this process (the built-in demo test below runs the real
+    entry point in a child)."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ), redirect_stdout(out), redirect_stderr(err):
+        os.environ.pop("DOORBELL_EDGE_CONFIG", None)
+        os.environ.pop("DOORBELL_EDGE_STATE_DIR", None)
+        code = main(["check-config", "--config", str(path)])
+    return subprocess.CompletedProcess([], code, out.getvalue(), err.getvalue())
 
 
 def _fill(conf: Path, video: Path) -> None:
@@ -128,6 +136,14 @@ def test_every_missing_file_kind_is_one_positioned_line_and_exit_78(tmp_path: Pa
         f"{path}:12:5: mqtt.tls.key_file: client key not found: /abs/tls/client.key",
     ]
 
+    # Lines come in file order, like the config's own errors, whatever order the sections are in.
+    path.write_text("mqtt:\n  tls:\n    enabled: true\n    ca_file: ca.pem\n  username: bell\n"
+                    "  password_file: pw\ncameras:\n  porch: {source: opencv, url: porch.mp4}\n")
+    proc = _check_config(path)
+    assert proc.returncode == 78
+    assert [line.split(": ")[0] for line in proc.stderr.strip().splitlines()] == [
+        f"{path}:4:5", f"{path}:6:3", f"{path}:8:27"]
+
 
 def test_all_files_present_passes_and_says_as_whom(tmp_path: Path, video: Path) -> None:
     conf = tmp_path / "etc"
@@ -187,6 +203,7 @@ def test_files_the_service_user_cannot_read(open_tmp: Path, video: Path) -> None
     why = f"{user} (owner of the state dir {conf}/state)"
     assert lines[0].startswith(f"{path}:7:3: mqtt.password_file: password file {secret} is not readable by the "
                                f"service user {why}: {mode}"), lines[0]
+    assert lines[0].endswith("; under systemd use mqtt.password_credential (the unit loads the file as root)")
     for line, (row, key, name) in zip(lines[1:], [(10, "ca_file", "ca.pem"), (11, "cert_file", "client.pem"),
                                                   (12, "key_file", "client.key")], strict=True):
         assert line.startswith(f"{path}:{row}:5: mqtt.tls.{key}: "), line
