@@ -94,7 +94,7 @@ def test_the_outbox_and_audit_log_write_into_the_reserve_on_a_full_disk(tmpfs: P
         # Sent events can still be removed (a delete needs WAL space too).
         assert outbox.remove(e.seq for e in stamped if e.seq is not None) == 300
         # The reserve is spent: with the disk still full, enough further writes now fail loudly and cleanly.
-        with pytest.raises(StorageError, match="disk is full|No space"):
+        with pytest.raises(StorageError, match=r"disk is full|No space"):
             for i in range(100_000):
                 outbox.record(_event(1000 + i))
     finally:
