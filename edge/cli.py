@@ -194,15 +194,19 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def _stdout_gone() -> int:
-    """The reader of stdout closed it (`doorbell-edge ... | head`): quietly stop, as CPython's docs recommend.
+    """The reader of stdout closed it (`doorbell-edge ... | head`): one line on stderr, then stop.
 
-    Whatever is still buffered goes to /dev/null instead of failing again when Python flushes at exit; the exit
-    status is the one a shell shows for a command stopped by SIGPIPE."""
+    Whatever is still buffered goes to /dev/null instead of failing again when Python flushes at exit (as
+    CPython's docs recommend); the exit status is the one a shell shows for a command stopped by SIGPIPE."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing left to redirect
+        pass
+    try:
+        print("doorbell-edge: output closed early (broken pipe); the rest was not printed", file=sys.stderr)
+    except (OSError, ValueError):
         pass
     return 141
 
