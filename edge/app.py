@@ -24,7 +24,8 @@ from edge.errors import StorageError
 from edge.events import Event, EventBus
 from edge.motion_stage import MotionStage
 from edge.queues import Closed, DropOldestQueue
-from edge.service.control import ControlServer
+from edge.ratelimit import RateLimiter
+from edge.service.control import ControlServer, rate_limited
 from edge.service.health import Health
 from edge.service.logging import setup_logging
 from edge.service.memory import tune_malloc
@@ -153,12 +154,19 @@ class App:
             )
         first_camera = next(iter(self.config.cameras))
         ring_camera = self.config.button.camera or first_camera
+        # One ring limit per camera for every way of ringing (button, control socket): a flood is one ring per
+        # button.ring_interval_s, and the refused presses are answered "rate limited".
+        self.ring_limiter = RateLimiter("ring on {key}", self.config.button.ring_interval_s, self.config.cameras,
+                                        self.clock.monotonic, "button.ring_interval_s")
         self.components.append(
-            GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic)
+            GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic,
+                       limiter=self.ring_limiter, camera=ring_camera)
         )
-        self.control_handlers["ring"] = self._handle_ring
+        self.control_handlers["ring"] = rate_limited(
+            self._handle_ring, self.ring_limiter, lambda request: str(request.get("camera") or first_camera)
+        )
         self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
-        self.components.append(ControlServer(self.config.state_dir, self.control_handlers))
+        self.components.append(ControlServer(self.config.state_dir, self.control_handlers, self.config.control))
         return self
 
     def _build_features(self) -> None:

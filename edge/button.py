@@ -10,6 +10,7 @@ from typing import Any
 
 from edge.config import ButtonConfig
 from edge.errors import ConfigError
+from edge.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,19 @@ class Debouncer:
 
 
 class GpioButton:
-    """Wraps gpiozero.Button; gpiozero's own bounce_time plus our debouncer guard against contact bounce."""
+    """Wraps gpiozero.Button; gpiozero's own bounce_time plus our debouncer guard against contact bounce.
 
-    def __init__(self, config: ButtonConfig, on_press: Callable[[], object], monotonic: Callable[[], float]) -> None:
+    With a `limiter` (the daemon's ring limit, shared with the control socket), a press within the ring interval
+    of the last accepted ring on `camera` is refused: a stuck or hammered button is one ring per few seconds.
+    """
+
+    def __init__(self, config: ButtonConfig, on_press: Callable[[], object], monotonic: Callable[[], float],
+                 *, limiter: RateLimiter | None = None, camera: str = "") -> None:
         self.config = config
         self.on_press = on_press
         self.debouncer = Debouncer(config.debounce_ms / 1000.0, monotonic)
+        self.limiter = limiter
+        self.camera = camera
         self.device: Any = None
 
     def start(self) -> None:
@@ -57,10 +65,13 @@ class GpioButton:
         log.info("doorbell button on GPIO%d", self.config.gpio_pin)
 
     def _pressed(self, *_: object) -> None:
-        if self.debouncer.accept():
-            self.on_press()
-        else:
+        if not self.debouncer.accept():
             log.debug("button bounce ignored")
+            return
+        # The limiter logs the first refusal of a flood and counts the rest (a press has nobody to answer).
+        if self.limiter is not None and self.limiter.check(self.camera) is not None:
+            return
+        self.on_press()
 
     def stop(self) -> None:
         if self.device is not None:

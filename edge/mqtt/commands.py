@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge import strictjson
+from edge.config import MqttConfig
 from edge.mqtt.topics import COMMANDS
+from edge.ratelimit import RateLimiter
 
 MAX_COMMAND_BYTES = 256
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -24,6 +27,7 @@ class Command:
 @dataclass(frozen=True)
 class Rejected:
     reason: str
+    rate_limited: bool = False  # well-formed, but too soon after the last one of its name
 
 
 def parse_command(name: str, payload: bytes) -> Command | Rejected:
@@ -56,3 +60,35 @@ def parse_command(name: str, payload: bytes) -> Command | Rejected:
     return Command(name, request_id)
 
 
+class CommandLimits:
+    """At most one accepted command of each name per its interval (snapshot: the slowest), after parsing.
+
+    A broker user looping on .../cmd/snapshot would otherwise make the device encode and send a JPEG per
+    message; the refused ones are counted by the limiters and logged once per flood.
+    """
+
+    def __init__(self, monotonic: Callable[[], float], snapshot_interval_s: float = 5.0,
+                 command_interval_s: float = 1.0) -> None:
+        self.limiters = {
+            name: RateLimiter(
+                "MQTT command {key}",
+                snapshot_interval_s if name == "snapshot" else command_interval_s,
+                (name,),
+                monotonic,
+                "mqtt.snapshot_interval_s" if name == "snapshot" else "mqtt.command_interval_s",
+            )
+            for name in COMMANDS
+        }
+
+    @classmethod
+    def from_config(cls, mqtt: MqttConfig, monotonic: Callable[[], float]) -> CommandLimits:
+        return cls(monotonic, mqtt.snapshot_interval_s, mqtt.command_interval_s)
+
+    def admit(self, command: Command) -> Rejected | None:
+        """None when the command may run now, else a rate-limited Rejected saying when to retry."""
+        refusal = self.limiters[command.name].check(command.name)
+        return None if refusal is None else Rejected(refusal.reason, rate_limited=True)
+
+    @property
+    def refused(self) -> int:
+        return sum(limiter.refused_total for limiter in self.limiters.values())

@@ -34,10 +34,19 @@ def drop_class(event_type: str) -> int:
     return _CLASSES.get(event_type, KEEP)
 
 
+# Kinds with their own share of the outbox: what the owner must hear about a footage request or the device itself
+# (camera lost, recording paused) must survive a flood of rings or motion while the broker is away.
+RESERVED_KINDS = ("footage_request", "system")
+_RESERVED_SQL = "type IN (" + ", ".join(f"'{kind}'" for kind in RESERVED_KINDS) + ")"
+
+
 @dataclass(frozen=True)
 class OutboxBounds:
     max_events: int = 10000
     max_age_s: float = 72 * 3600.0
+    # Of max_events, this many are kept for RESERVED_KINDS: other kinds never evict them, however many arrive;
+    # other kinds may use the room while the reserved kinds do not.
+    reserved_events: int = 1000
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,8 @@ def outbox_path(config: Config) -> Path:
 
 
 def bounds_for(config: Config) -> OutboxBounds:
-    return OutboxBounds(max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_h * 3600.0)
+    return OutboxBounds(max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_h * 3600.0,
+                        reserved_events=config.mqtt.outbox_reserved_events)
 
 
 class Outbox:
@@ -280,8 +290,18 @@ class Outbox:
         excess = int(count) - self.bounds.max_events
         if excess <= 0:
             return
+        # Two pools: the reserved kinds are dropped only for their own volume beyond their quota; every other
+        # kind only while the others hold more than the room left to them. Within a pool, lowest class first.
+        (reserved,) = self._db.execute(f"SELECT count(*) FROM outbox WHERE {_RESERVED_SQL}").fetchone()
+        others = int(count) - int(reserved)
+        others_room = self.bounds.max_events - min(self.bounds.reserved_events, self.bounds.max_events)
+        from_others = min(excess, others, max(0, others - others_room))
         rows = self._db.execute(
-            "SELECT seq, id, type FROM outbox ORDER BY class, seq LIMIT ?", (excess,)
+            f"SELECT seq, id, type FROM outbox WHERE NOT {_RESERVED_SQL} ORDER BY class, seq LIMIT ?", (from_others,)
+        ).fetchall()
+        rows += self._db.execute(
+            f"SELECT seq, id, type FROM outbox WHERE {_RESERVED_SQL} ORDER BY class, seq LIMIT ?",
+            (excess - from_others,),
         ).fetchall()
         self._drop(rows, "size")
 

@@ -13,7 +13,7 @@ from typing import Any
 from edge.clock import Clock
 from edge.errors import StorageError
 from edge.mqtt.client import Link, LinkSettings
-from edge.mqtt.commands import Command, Rejected, parse_command
+from edge.mqtt.commands import Command, CommandLimits, Rejected, parse_command
 from edge.mqtt.discovery import DeviceInfo, discovery_payloads, doorbell_payload, encode, state_payload
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.topics import OFFLINE, ONLINE, Topics
@@ -57,6 +57,7 @@ class Publisher:
         retain: bool = True,
         snapshot: bool = False,
         state_interval_s: float = 60.0,
+        limits: CommandLimits | None = None,
         window: int = 50,
         poll_s: float = 0.25,
         down_summary_s: float = DOWN_SUMMARY_S,
@@ -71,6 +72,8 @@ class Publisher:
         self._retain = retain  # False: availability, state and discovery go out non-retained (the built-in demo)
         self._snapshot = snapshot
         self._state_interval_s = state_interval_s
+        # Rate limits of accepted commands: a flood of snapshot commands is one JPEG per interval.
+        self.limits = limits or CommandLimits(clock.monotonic)
         self._window = window
         self._poll_s = poll_s
         subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()))
@@ -101,7 +104,8 @@ class Publisher:
         self._next_summary = 0.0
         self._summaries = 0
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
-                         "discovery": 0, "state": 0, "snapshots": 0}
+                         "discovery": 0, "state": 0, "snapshots": 0,
+                         "rate_limited_commands": 0}
         outbox.add_listener(self._poke)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -201,6 +205,9 @@ class Publisher:
         if command.name == "snapshot" and (not self._snapshot or self._snapshot_provider is None):
             self.counters["rejected_commands"] += 1
             log.warning("MQTT: rejected command snapshot: snapshots are off (mqtt.snapshot)")
+            return
+        if self.limits.admit(command) is not None:
+            self.counters["rate_limited_commands"] += 1  # the limiter logs the first refusal of a flood
             return
         self.counters["commands"] += 1
         log.info("MQTT: command %s accepted (request_id=%s)", command.name, command.request_id)

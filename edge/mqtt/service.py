@@ -13,6 +13,7 @@ from edge.diskfaults import is_read_only
 from edge.errors import ConfigError, StorageError
 from edge.events import EventBus
 from edge.mqtt.client import LinkSettings, TlsSettings, tls_context
+from edge.mqtt.commands import CommandLimits
 from edge.mqtt.discovery import DeviceInfo
 from edge.mqtt.outbox import Outbox, memory_outbox, open_outbox
 from edge.mqtt.publisher import Publisher, SnapshotProvider, StateProvider
@@ -147,5 +148,6 @@ def build(
         retain=config.mqtt.retain,
         snapshot=config.mqtt.snapshot,
         state_interval_s=config.mqtt.state_interval_s,
+        limits=CommandLimits.from_config(config.mqtt, clock.monotonic),
     )
     return MqttService(outbox, publisher)

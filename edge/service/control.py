@@ -8,16 +8,20 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.config import ControlConfig
 from edge.errors import EdgeError
+from edge.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 4096
+BACKLOG = 64  # connections the kernel queues before accept(); a burst of clients waits there, not refused
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -50,15 +54,40 @@ def send_command(state_dir: Path, command: dict[str, Any], timeout: float = 5.0)
     return reply if isinstance(reply, dict) else {"ok": False, "error": "bad reply"}
 
 
-class ControlServer:
-    """Accepts one JSON line per connection and answers with one JSON line; unknown commands are refused."""
+def rate_limited(handler: Handler, limiter: RateLimiter, key: Callable[[dict[str, Any]], str]) -> Handler:
+    """`handler` behind `limiter`: a refused request gets a "rate limited" reply saying when to retry.
 
-    def __init__(self, state_dir: Path, handlers: dict[str, Handler]) -> None:
+    A key the limiter does not know (a camera that does not exist) goes to the handler, which refuses it.
+    """
+
+    def limited(request: dict[str, Any]) -> dict[str, Any]:
+        name = key(request)
+        if limiter.knows(name):
+            refusal = limiter.check(name)
+            if refusal is not None:
+                return refusal.reply()
+        return handler(request)
+
+    return limited
+
+
+class ControlServer:
+    """Accepts one JSON line per connection and answers with one JSON line; unknown commands are refused.
+
+    Every client is served on its own thread, at most `max_clients` at once (one more is told "busy"), and
+    must send its line within `timeout_s` (else it is told "timed out"): an idle or slow client never holds
+    up another, and the accept loop itself never waits on a client.
+    """
+
+    def __init__(self, state_dir: Path, handlers: dict[str, Handler], config: ControlConfig | None = None) -> None:
         self.path = socket_path(state_dir)
         self.handlers = handlers
+        self.config = config or ControlConfig()
+        self._slots = threading.BoundedSemaphore(self.config.max_clients)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.busy_refusals = 0
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +96,7 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(self.path))
         os.chmod(self.path, 0o660)  # the service user and its group only
-        sock.listen(8)
+        sock.listen(BACKLOG)
         sock.settimeout(0.5)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -82,20 +111,59 @@ class ControlServer:
                 continue
             except OSError:
                 break
-            with conn:
-                conn.settimeout(2.0)
+            if not self._slots.acquire(blocking=False):
+                self.busy_refusals += 1
+                if self.busy_refusals == 1 or self.busy_refusals % 1000 == 0:
+                    log.warning("control: %d clients already connected (control.max_clients); refused %d so far",
+                                self.config.max_clients, self.busy_refusals)
+                self._answer(conn, {"ok": False, "busy": True,
+                                    "error": f"busy: {self.config.max_clients} clients are already connected "
+                                             "(control.max_clients); try again"}, timeout=0.2)
+                continue
+            try:
+                threading.Thread(target=self._client, args=(conn,), name="control-client", daemon=True).start()
+            except RuntimeError:  # no thread to be had: answer here rather than leave the client hanging
+                self._slots.release()
+                self._answer(conn, {"ok": False, "busy": True, "error": "busy: cannot start a thread; try again"},
+                             timeout=0.2)
+
+    def _client(self, conn: socket.socket) -> None:
+        try:
+            try:
+                line = self._read_line(conn, time.monotonic() + self.config.timeout_s)
+            except TimeoutError:
+                reply: dict[str, Any] = {
+                    "ok": False,
+                    "error": f"timed out: no complete request line within {self.config.timeout_s:g} s "
+                             "(control.timeout_s)",
+                }
+            except (OSError, ValueError) as exc:
+                reply = {"ok": False, "error": f"cannot read the request: {exc}"}
+            else:
                 try:
-                    reply = self._handle(self._read_line(conn))
+                    reply = self._handle(line)
                 except Exception as exc:  # a bad client must never take the daemon down
                     log.warning("control: bad request: %s", exc)
                     reply = {"ok": False, "error": str(exc)}
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps(reply).encode() + b"\n")
+            self._answer(conn, reply, timeout=self.config.timeout_s)
+        finally:
+            self._slots.release()
 
     @staticmethod
-    def _read_line(conn: socket.socket) -> bytes:
+    def _answer(conn: socket.socket, reply: dict[str, Any], timeout: float) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(timeout)  # a client that never reads cannot hold the thread for longer
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    @staticmethod
+    def _read_line(conn: socket.socket, deadline: float) -> bytes:
+        """The first line, read before `deadline` (monotonic) however slowly the bytes trickle in."""
         data = b""
         while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("request line not complete")
+            conn.settimeout(remaining)
             chunk = conn.recv(1024)
             if not chunk:
                 break

@@ -80,7 +80,9 @@ def test_garbage_on_command_topics_changes_nothing(tmp_path: Path, broker, subsc
                                                    caplog: pytest.LogCaptureFixture) -> None:
     """Drive the real broker with hypothesis-chosen garbage; after each, a valid `state` command is the barrier
     that proves the garbage was processed (same topic filter, same connection, so in order)."""
-    config = make_config(tmp_path / "state", broker.port, state_interval_s=3600)
+    # command_interval_s 0: the barrier is a `state` command after every garbage message, faster than the default
+    # rate limit allows (the limit has its own tests in test_flood_commands.py)
+    config = make_config(tmp_path / "state", broker.port, state_interval_s=3600, command_interval_s=0)
     topics = topics_for(config)
     sender = subscribe([topics.state], client_id="attacker")
     bus = EventBus()
