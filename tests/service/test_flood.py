@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge.app import App
 from edge.clock import SystemClock
 from edge.config import CameraConfig, Config
@@ -77,6 +79,7 @@ def flood_client(state_dir: Path, start: float, per_s: float, until: float, repl
         n += 1
 
 
+@pytest.mark.slow  # the acceptance flood lasts 10 s
 def test_a_ring_flood_keeps_the_watchdog_fed_and_evicts_no_footage_or_system_event(tmp_path: Path) -> None:
     state = tmp_path / "state"
     notify = NotifySocket(tmp_path / "notify.sock")
