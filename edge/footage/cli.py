@@ -103,13 +103,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="the export bundle file")
     p.add_argument("--identity", default=None, metavar="FILE",
                    help="file holding the agency's base64 X25519 private key")
-    p.add_argument("--device-key", default=None, metavar="KEY", help="expected base64 Ed25519 public key of the device")
+    p.add_argument("--device-key", default=None, metavar="KEY",
+                   help="the device's Ed25519 public key as the owner gave it to you in advance (base64 or PEM, or "
+                   "a file holding either; `doorbell-edge keys show` prints it); this or --device-fingerprint is "
+                   "required")
+    p.add_argument("--device-fingerprint", default=None, metavar="HEX",
+                   help="the device key's 16-hex-digit fingerprint, when you hold only that (weaker than the key)")
     p.add_argument("--extract", default=None, metavar="DIR",
                    help="after a clean check, write the files into this directory")
     p.set_defaults(func=_verify_bundle)
     p = esub.add_parser("keygen", help="agency side: make an X25519 identity file; prints its public key")
     p.add_argument("identity", metavar="IDENTITY", help="where to write the private key (created with mode 0600)")
     p.set_defaults(func=_keygen)
+
+    keys = subparsers.add_parser("keys", help="the device's signing key: what agencies check bundles against")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    ksub.required = True
+    p = ksub.add_parser("show", help="print the device's public signing key (base64, PEM) and its fingerprint; "
+                                     "creates the key the first time")
+    p.add_argument("--json", action="store_true", help="print the key, PEM and fingerprint as JSON")
+    add_config_arg(p)
+    p.set_defaults(func=_keys_show)
 
     audit = subparsers.add_parser("audit", help="the footage audit log")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
@@ -377,13 +391,17 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         identity = load_identity(Path(args.identity).read_text()) if args.identity else None
     except OSError as exc:
         raise RequestError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    check = verify_bundle(data, identity, args.device_key)
+    check = verify_bundle(data, identity, _device_key_arg(args.device_key), device_fingerprint=args.device_fingerprint)
     if not check.ok:
         for problem in check.problems:
             print(f"{args.bundle}: {problem}", file=sys.stderr)
         return 1
     manifest = check.manifest or {}
-    print(f"{args.bundle}: OK, signed by device {manifest['device']['id']} key {manifest['device']['signing_key']}")
+    from edge.footage.keys import fingerprint
+
+    signer = fingerprint(base64.b64decode(manifest["device"]["signing_key"]))
+    print(f"{args.bundle}: OK, signed by device {manifest['device']['id']} key {manifest['device']['signing_key']} "
+          f"(fingerprint {signer}), the key you gave")
     for entry in manifest["files"]:
         print(f"  {entry['path']}  {entry['camera'] or '-'}  {entry['start']} .. {entry['end']}  {entry['sha256']}")
     if args.extract:
@@ -395,6 +413,41 @@ def _verify_bundle(args: argparse.Namespace) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(body)
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _device_key_arg(value: str | None) -> str | None:
+    """--device-key: the key itself (base64 or PEM), or a file holding it."""
+    if value is None or value.strip().startswith("-----BEGIN"):
+        return value
+    path = Path(value)
+    if path.is_file():  # base64 may contain "/", so only an existing file counts as one
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise RequestError(f"--device-key: cannot read {value}: {exc.strerror or exc}") from exc
+    return value
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    from edge.config_load import load_config
+    from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64, public_key_pem
+
+    config = load_config(args.config)
+    key = device_key(Path(config.state_dir))
+    body = {"device": config.device.id, "public_key": public_key_b64(key), "pem": public_key_pem(key),
+            "fingerprint": key_fingerprint(key), "algorithm": "Ed25519",
+            "fingerprint_rule": "first 16 hex digits of SHA-256 of the raw 32-byte public key",
+            "path": str(key_path(Path(config.state_dir)))}
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"device:      {body['device']}")
+    print(f"fingerprint: {body['fingerprint']}")
+    print(f"public key:  {body['public_key']}  (Ed25519, base64 of the raw 32 bytes)")
+    print(body["pem"].rstrip())
+    print("Give the public key (or at least the fingerprint) to an agency before it asks for footage: it checks "
+          "bundles with `doorbell-edge exports verify BUNDLE --identity FILE --device-key KEY`.")
     return 0
 
 

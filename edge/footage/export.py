@@ -316,9 +316,34 @@ def load_identity(text: str) -> PrivateKey:
     return PrivateKey(raw)
 
 
-def verify_bundle(data: bytes, identity: PrivateKey | None = None, device_key_b64: str | None = None) -> BundleCheck:
-    """Decrypt (when given the agency identity), then check the manifest signature, every file's hash and
-    size, that nothing unlisted is inside, and that each file lies inside its released segment."""
+NO_DEVICE_KEY = (
+    "no device key given: a bundle's manifest names the key that signed it, so checking it against that key "
+    "proves only that someone signed it, not that this doorbell did; pass the device's public key as the owner "
+    "gave it to you (--device-key KEY or FILE, from `doorbell-edge keys show` on the device) or at least its "
+    "fingerprint (--device-fingerprint HEX)"
+)
+
+
+def verify_bundle(
+    data: bytes,
+    identity: PrivateKey | None = None,
+    device_key: str | None = None,
+    *,
+    device_fingerprint: str | None = None,
+) -> BundleCheck:
+    """Decrypt (when given the agency identity), then check the manifest signature against the device key the
+    agency holds in advance (`device_key`: base64 raw or PEM; or its `device_fingerprint`), every file's hash
+    and size, that nothing unlisted is inside, and that each file lies inside its released segment. Without a
+    key or fingerprint the bundle fails: the key named in the manifest is the forger's choice."""
+    from edge.footage.keys import fingerprint, parse_fingerprint, parse_public_key
+
+    try:
+        expected = parse_public_key(device_key) if device_key is not None else None
+        expected_fp = parse_fingerprint(device_fingerprint) if device_fingerprint is not None else None
+    except RequestError as exc:
+        return BundleCheck(False, (str(exc),))
+    if expected is None and expected_fp is None:
+        return BundleCheck(False, (NO_DEVICE_KEY,))
     if identity is not None:
         try:
             data = SealedBox(identity).decrypt(data)
@@ -335,16 +360,26 @@ def verify_bundle(data: bytes, identity: PrivateKey | None = None, device_key_b6
         return BundleCheck(False, ("manifest.json or manifest.sig missing",))
     try:
         manifest = json.loads(members[MANIFEST])
-        signing_key = manifest["device"]["signing_key"]
-    except (ValueError, KeyError, TypeError):
+        named = base64.b64decode(manifest["device"]["signing_key"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
         return BundleCheck(False, ("manifest unreadable",))
-    if device_key_b64 is not None and signing_key != device_key_b64:
-        problems.append("manifest is signed by a different device key than expected")
-    try:
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(signing_key, validate=True))
-        public.verify(base64.b64decode(members[SIGNATURE], validate=True), members[MANIFEST])
-    except (InvalidSignature, ValueError, binascii.Error):
-        problems.append("manifest signature does not verify")
+    trusted: bytes | None = None
+    if expected is not None:
+        trusted = expected  # the signature is checked with the key held in advance, whatever the manifest says
+        if named != expected:
+            problems.append(f"signed by key {_fp(named)}, not by the device key {fingerprint(expected)} you gave: "
+                            "not from that doorbell")
+    elif len(named) == 32 and fingerprint(named) == expected_fp:
+        trusted = named
+    else:
+        problems.append(f"signed by key {_fp(named)}, not by the device with fingerprint {expected_fp}: "
+                        "not from that doorbell")
+    if trusted is not None:
+        try:
+            public = Ed25519PublicKey.from_public_bytes(trusted)
+            public.verify(base64.b64decode(members[SIGNATURE], validate=True), members[MANIFEST])
+        except (InvalidSignature, ValueError, binascii.Error):
+            problems.append("manifest signature does not verify")
     if members[MANIFEST] != bytes(rfc8785.dumps(manifest)):
         problems.append("manifest is not in canonical form")
     listed: dict[str, Any] = {
@@ -373,3 +408,9 @@ def verify_bundle(data: bytes, identity: PrivateKey | None = None, device_key_b6
             problems.append(f"{name}: its time range is outside the released segments")
     files = {n: b for n, b in members.items() if n not in (MANIFEST, SIGNATURE)}
     return BundleCheck(not problems, tuple(problems), manifest, files)
+
+
+def _fp(raw: bytes) -> str:
+    from edge.footage.keys import fingerprint
+
+    return fingerprint(raw) if len(raw) == 32 else f"<{len(raw)} bytes, not an Ed25519 key>"

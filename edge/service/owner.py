@@ -35,6 +35,7 @@ STATE_COMMANDS: dict[str, tuple[str, frozenset[str]] | None] = {
     "clips": None,
     "requests": None,
     "audit": None,
+    "keys": None,  # reads (and the first time creates) the device key under the state dir
     "mqtt": ("mqtt_command", frozenset({"outbox"})),
 }
 

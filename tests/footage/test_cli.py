@@ -83,12 +83,16 @@ def test_owner_flow(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     from .factory import AGENCY_BOX  # the configured agency's encryption key pair
 
     identity.write_text(base64.b64encode(bytes(AGENCY_BOX)).decode())
+    code, out, _ = run(capsys, "keys", "show", "--config", cfg, "--json")
+    device = json.loads(out)["public_key"]
     code, out, _ = run(capsys, "exports", "verify", exported["path"], "--identity", str(identity),
-                       "--extract", str(setup["tmp"] / "x"))
+                       "--device-key", device, "--extract", str(setup["tmp"] / "x"))
     assert code == 0 and "OK" in out
     assert (setup["tmp"] / "x" / "manifest.json").exists()
-    code, _, err = run(capsys, "exports", "verify", exported["path"])
+    code, _, err = run(capsys, "exports", "verify", exported["path"], "--device-key", device)
     assert code == 1 and "--identity" in err
+    code, _, err = run(capsys, "exports", "verify", exported["path"], "--identity", str(identity))
+    assert code == 1 and "no device key given" in err and "--device-key" in err
 
     code, out, _ = run(capsys, "requests", "show", request, "--config", cfg, "--json")
     shown = json.loads(out)

@@ -13,6 +13,7 @@ from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError
 from edge.footage.export import verify_bundle
+from edge.footage.keys import device_key, public_key_b64
 from edge.footage.service import pending_requests
 
 from .crash import killed_at
@@ -89,7 +90,7 @@ def test_kill_during_export_never_makes_a_second_bundle(tmp_path: Path, point: s
     exports = tmp_path / "footage" / "exports"
     (bundle,) = list(exports.rglob("*.bundle"))  # exactly one, and nothing half-made beside it
     assert not list((exports / ".partial").iterdir())
-    assert verify_bundle(bundle.read_bytes(), AGENCY_BOX).ok
+    assert verify_bundle(bundle.read_bytes(), AGENCY_BOX, public_key_b64(device_key(tmp_path))).ok
     completed = [e for e in retry.store.exports(request) if e["completed_at"]]
     assert len(completed) == 1 and completed[0]["path"] == str(bundle)
     records = retry.audit.records()

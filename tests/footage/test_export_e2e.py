@@ -21,6 +21,7 @@ from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.encoder import decode_frames
 from edge.footage.export import verify_bundle
+from edge.footage.keys import device_key, public_key_b64
 from edge.footage.request import parse_rfc3339
 from edge.footage.service import FootageDesk
 
@@ -84,7 +85,7 @@ def test_warrant_to_verified_bundle(recorded: dict[str, Any], capsys: pytest.Cap
     assert result.path.exists() and result.path.parent.name == "exports"
 
     sealed = result.path.read_bytes()
-    check = verify_bundle(sealed, AGENCY_BOX)
+    check = verify_bundle(sealed, AGENCY_BOX, public_key_b64(device_key(desk.state_dir)))
     assert check.ok, check.problems
     assert SealedBox(AGENCY_BOX).decrypt(sealed)[:2] == b"PK"
     manifest = check.manifest
@@ -126,7 +127,8 @@ def test_warrant_to_verified_bundle(recorded: dict[str, Any], capsys: pytest.Cap
                                      "agency", "export"}
 
     cfg = str(recorded["config_path"])
-    assert main(["exports", "verify", str(result.path), "--identity", str(_identity(recorded["tmp"]))]) == 0
+    assert main(["exports", "verify", str(result.path), "--identity", str(_identity(recorded["tmp"])),
+                 "--device-key", public_key_b64(device_key(desk.state_dir))]) == 0
     assert main(["audit", "verify", "--config", cfg]) == 0
     log = recorded["state"] / "audit" / "footage.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
@@ -153,10 +155,10 @@ def test_tampered_bundle_fails_verification(recorded: dict[str, Any]) -> None:
     desk.approve(request, data=["video"])
     sealed = bytearray(desk.export(request).path.read_bytes())
     sealed[len(sealed) // 2] ^= 0x01
-    assert not verify_bundle(bytes(sealed), AGENCY_BOX).ok
+    assert not verify_bundle(bytes(sealed), AGENCY_BOX, public_key_b64(device_key(desk.state_dir))).ok
     from nacl.public import PrivateKey
 
-    assert not verify_bundle(bytes(sealed), PrivateKey.generate()).ok
+    assert not verify_bundle(bytes(sealed), PrivateKey.generate(), public_key_b64(device_key(desk.state_dir))).ok
 
 
 def test_unblur_is_per_clip_and_audited(recorded: dict[str, Any]) -> None:
@@ -275,7 +277,8 @@ def test_random_windows_export_exactly_the_frames_inside(
                    scope={"cameras": cameras, "windows": [{"start": z(start), "end": z(end)}], "data": ["video"]})
     request, _ = desk.submit(signed(doc))
     desk.approve(request)
-    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX)
+    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX,
+                          public_key_b64(device_key(desk.state_dir)))
     assert check.ok and check.manifest is not None
     expected = {}
     for clip in store.list(start=start, end=end):

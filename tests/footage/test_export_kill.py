@@ -16,6 +16,7 @@ from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.config_load import load_config
 from edge.footage.export import verify_bundle
+from edge.footage.keys import device_key, public_key_b64
 from edge.footage.service import FootageDesk
 
 from .factory import AGENCY_BOX, NOW, document, rules, signed
@@ -75,7 +76,8 @@ def test_sigkill_during_export_leaves_no_bundle_and_retry_completes(tmp_path: Pa
     assert any((exports / ".partial").iterdir())  # the remains, never a bundle
 
     result = desk.export(request)
-    assert result.path.exists() and verify_bundle(result.path.read_bytes(), AGENCY_BOX).ok
+    device = public_key_b64(device_key(state))
+    assert result.path.exists() and verify_bundle(result.path.read_bytes(), AGENCY_BOX, device).ok
     assert not any((exports / ".partial").iterdir())
     kinds = [r["kind"] for r in desk.audit.records()]
     assert kinds[-3:] == ["export_start", "export_start", "export_complete"]

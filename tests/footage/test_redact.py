@@ -16,6 +16,7 @@ from edge.clock import FakeClock
 from edge.config import FacesConfig
 from edge.encoder import decode_frames
 from edge.footage.export import verify_bundle
+from edge.footage.keys import device_key, public_key_b64
 from edge.footage.redact import blur_boxes, default_find_faces
 from edge.footage.service import FootageDesk
 
@@ -72,7 +73,7 @@ def test_export_with_the_shipped_detector_leaves_no_face(shared_data: Path, engi
     request, _ = desk.submit(signed(document("warrant", scope={**document()["scope"], "data": ["video",
                                                                                               "snapshots"]})))
     desk.approve(request)
-    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX)
+    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX, public_key_b64(device_key(tmp_path)))
     assert check.ok and check.manifest is not None
     assert {f["clip"] for f in check.manifest["files"]} == {clip.id}
     for entry in check.manifest["files"]:
