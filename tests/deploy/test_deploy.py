@@ -65,17 +65,48 @@ def test_systemd_analyze_verify_reports_no_errors(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "", proc.stderr
 
 
-def test_install_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
-    # Every command that would change the system is shadowed by a shim that records its use.
+# Every command install.sh uses to change the system; a dry run must run none of them.
+MUTATING_COMMANDS = (
+    "apt-get",
+    "useradd",
+    "usermod",
+    "userdel",
+    "groupadd",
+    "groupdel",
+    "install",
+    "cp",
+    "mkdir",
+    "rm",
+    "ln",
+    "touch",
+    "chown",
+    "chgrp",
+    "chmod",
+    "systemctl",
+    "python3",
+    "runuser",
+    "pip",
+)
+
+
+def dry_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run install.sh --dry-run ARGS with every mutating command shadowed by a shim that records its use."""
     shims = tmp_path / "bin"
     shims.mkdir()
     calls = tmp_path / "calls.log"
-    for name in ("apt-get", "useradd", "usermod", "groupadd", "install", "cp", "mkdir", "systemctl", "python3"):
+    for name in MUTATING_COMMANDS:
         shim = shims / name
         shim.write_text(f'#!/bin/sh\necho {name} "$@" >> {calls}\n')
         shim.chmod(0o755)
     env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}")
-    proc = subprocess.run([str(REPO / "deploy" / "install.sh"), "--dry-run"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [str(REPO / "deploy" / "install.sh"), "--dry-run", *args], capture_output=True, text=True, env=env
+    )
+    return proc, calls
+
+
+def test_install_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
+    proc, calls = dry_run(tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for step in (
@@ -83,12 +114,62 @@ def test_install_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -
         "Creating the service user",
         "Installing the application",
         "Configuration in /etc/doorbell-edge",
+        "The doorbell-edge command on PATH",
+        "State directory /var/lib/doorbell-edge",
         "Installing the systemd unit",
         "Done",
     ):
         assert f"==> {step}" in out
     assert "python3 -m venv --system-site-packages /opt/doorbell-edge/venv" in out or "venv exists" in out
+    assert (
+        "$ ln -sfn /opt/doorbell-edge/venv/bin/doorbell-edge /usr/local/bin/doorbell-edge" in out
+        or "unchanged: /usr/local/bin/doorbell-edge -> /opt/doorbell-edge/venv/bin/doorbell-edge" in out
+    )
+    assert "install -d -m 0750 -o doorbell-edge -g doorbell-edge /var/lib/doorbell-edge" in out or (
+        "unchanged: /var/lib/doorbell-edge (0750 doorbell-edge:doorbell-edge)" in out
+    )
+    assert "dry run:" in out and "nothing was changed" in out
     assert not calls.exists(), f"dry run executed: {calls.read_text()}"
+
+
+def test_uninstall_dry_run_names_every_step_keeps_state_and_changes_nothing(tmp_path: Path) -> None:
+    proc, calls = dry_run(tmp_path, "--uninstall")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for step in (
+        "Stopping the service",
+        "Removing the systemd unit",
+        "Removing the command /usr/local/bin/doorbell-edge",
+        "Removing the application in /opt/doorbell-edge",
+        "Removing the service user doorbell-edge",
+        "State and configuration",
+    ):
+        assert f"==> {step}" in out
+    assert "rm -rf /var/lib/doorbell-edge" not in out
+    assert "rm -rf /etc/doorbell-edge" not in out
+    assert not calls.exists(), f"dry run executed: {calls.read_text()}"
+
+
+def test_purge_dry_run_removes_state_and_config(tmp_path: Path) -> None:
+    proc, calls = dry_run(tmp_path, "--purge")
+    assert proc.returncode == 0, proc.stderr
+    for path in ("/var/lib/doorbell-edge", "/etc/doorbell-edge"):
+        assert f"$ rm -rf {path}" in proc.stdout or f"already gone: {path}" in proc.stdout
+    assert not calls.exists(), f"dry run executed: {calls.read_text()}"
+
+
+def test_install_help_prints_only_the_usage_text() -> None:
+    proc = subprocess.run([str(REPO / "deploy" / "install.sh"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Usage: deploy/install.sh")
+    for option in ("--dry-run", "--uninstall", "--purge", "--help"):
+        assert option in proc.stdout
+    # No script lines: no shell statements, comments, or variable names left unexpanded.
+    for line in lines:
+        assert not line.startswith(("set ", "#", "umask")), line
+        assert "$" not in line, line
+    assert proc.stderr == ""
 
 
 def test_install_rejects_unknown_options() -> None:
