@@ -17,7 +17,7 @@ from edge.errors import EdgeError
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from edge.cli import add_config_arg
 
-    faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), list, forget")
+    faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), list, forget, test a photo")
     fsub = faces.add_subparsers(dest="faces_command", metavar="ACTION")
     fsub.required = True
 
@@ -26,8 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     enroll.add_argument("name", metavar="NAME", help="the person's name, as events will report it")
     enroll.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="photos of the person's face")
     enroll.add_argument("--consent-by", required=True, help="who gave consent (the person, or their guardian)")
-    enroll.add_argument("--consent-date", required=True, type=date.fromisoformat, metavar="DATE",
-                        help="the day consent was given, YYYY-MM-DD")
+    enroll.add_argument("--consent-date", required=True, type=_consent_date, metavar="DATE",
+                        help="the day consent was given, YYYY-MM-DD (not after today)")
+    choose = enroll.add_mutually_exclusive_group()
+    choose.add_argument("--face", type=int, metavar="N",
+                        help="in a photo with several faces, enrol face N of the listing (one IMAGE only)")
+    choose.add_argument("--largest", action="store_true",
+                        help="in a photo with several faces, enrol the largest one")
+    again = enroll.add_mutually_exclusive_group()
+    again.add_argument("--replace", action="store_true",
+                       help="NAME is enrolled already: replace that enrolment (photos, templates, consent)")
+    again.add_argument("--add", action="store_true",
+                       help="NAME is enrolled already: add these photos to it (the consent record becomes this one)")
     enroll.set_defaults(func=cmd_enroll)
 
     lst = fsub.add_parser("list", help="list enrolled people and their consent records")
@@ -39,6 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_arg(forget)
     forget.add_argument("name", metavar="NAME", help="the enrolled name")
     forget.set_defaults(func=cmd_forget)
+
+    test = fsub.add_parser("test", help="who the device would recognise in a photo (stores nothing)")
+    add_config_arg(test)
+    test.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="photos to look at")
+    test.add_argument("--json", action="store_true", help="print JSON")
+    test.set_defaults(func=cmd_test)
+
+    migrate = fsub.add_parser("migrate", help="replace whole photos an older version kept by the enrolled face's chip")
+    add_config_arg(migrate)
+    migrate.set_defaults(func=cmd_migrate)
 
     ev = sub.add_parser("eval", help="measure accuracy: LFW verification, detector recall / false positives")
     esub = ev.add_subparsers(dest="eval_command", metavar="SET")
@@ -80,34 +100,170 @@ def _engine(cfg, model: str | None = None):  # type: ignore[no-untyped-def]
     )
 
 
+def _consent_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _box(det) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {"x": round(det.x0), "y": round(det.y0), "w": round(det.width), "h": round(det.height),
+            "score": round(det.score, 2)}
+
+
+def _listing(dets) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(
+        "  face {i}: x={x} y={y} w={w} h={h} score {score:.2f}".format(i=i, **_box(d)) for i, d in enumerate(dets, 1)
+    )
+
+
+def _read_image(path: Path):  # type: ignore[no-untyped-def]
+    blob = path.read_bytes() if path.is_file() else None
+    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
+    if img is None:
+        raise EdgeError(f"{path}: not a readable image")
+    return img
+
+
+def _faces_in(engine, img):  # type: ignore[no-untyped-def]
+    """Detections left to right, so the listing's numbers follow the photo."""
+    return sorted(engine.detect(img), key=lambda d: (d.x0, d.y0))
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from edge.vision.gallery import Existing, Gallery, check_consent_date, legacy_chipper
+    from edge.vision.recognise import sharpness
+
+    check_consent_date(args.consent_date, datetime.now(UTC))  # before the models load
+    if args.face is not None and len(args.images) > 1:
+        raise EdgeError("--face N picks a face in one photo: enrol that photo on its own (then --add the others)")
+    cfg = _config(args)
+    gallery = Gallery(cfg.state_dir)
+    existing: Existing = "replace" if args.replace else "add" if args.add else "refuse"
+    old = gallery.enrolled(args.name)
+    if old is not None and existing == "refuse":
+        raise EdgeError(
+            f"{old.name} is already enrolled ({old.photos} photo(s), consent by {old.consent_by} on "
+            f"{old.consent_date}): use --replace to replace that enrolment, or --add to add these photos"
+        )
+    engine = _engine(cfg)
+    chips, templates = [], []
+    for path in args.images:
+        img = _read_image(path)
+        dets = _faces_in(engine, img)
+        if not dets:
+            raise EdgeError(
+                f"{path}: no face found; use a photo with the face well lit, looking at the camera and at least "
+                f"{cfg.faces.min_face_px} px wide"
+            )
+        if args.face is not None:
+            if not 1 <= args.face <= len(dets):
+                raise EdgeError(f"{path}: there is no face {args.face}; the faces found are:\n{_listing(dets)}")
+            det = dets[args.face - 1]
+        elif args.largest:
+            det = max(dets, key=lambda d: d.width * d.height)
+        elif len(dets) > 1:
+            raise EdgeError(
+                f"{path}: {len(dets)} faces found; choose the one to enrol with --face N, or --largest:\n"
+                f"{_listing(dets)}\nonly the chosen face is kept (its aligned 150x150 chip), nothing of the others"
+            )
+        else:
+            det = dets[0]
+        if det.width < cfg.faces.min_face_px:
+            raise EdgeError(
+                f"{path}: face too small ({det.width:.0f} px wide < faces.min_face_px {cfg.faces.min_face_px}); "
+                "use a closer photo"
+            )
+        chip = engine.chip(img, det)  # only this leaves the photo: the aligned crop of the chosen face
+        if sharpness(chip) < cfg.faces.min_sharpness:
+            raise EdgeError(f"{path}: the face is too blurred (the device would not use it); use a sharper photo")
+        chips.append(chip)
+        templates.append(engine.embedder.embed(chip))
+    if gallery.whole_photos():  # an older version kept whole photos: now is a good moment to drop them
+        for line in gallery.migrate(legacy_chipper(engine, cfg.faces.unknown_distance)):
+            print(f"migrated {line}", file=sys.stderr)
+    person = gallery.enroll(
+        args.name, chips, np.stack(templates), args.consent_by, args.consent_date, engine.embedder_file,
+        existing=existing,
+    )
+    done = "added to" if old is not None and existing == "add" else "replaced" if old is not None else "enrolled"
+    print(
+        f"{done} {person.name}: {person.photos} photo(s) (face chips only), consent by {person.consent_by} "
+        f"on {person.consent_date}"
+    )
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from edge.vision import recognise as R
     from edge.vision.gallery import Gallery
+    from edge.vision.pipeline import thresholds
 
     cfg = _config(args)
+    th = thresholds(cfg.faces)
+    gallery = Gallery(cfg.state_dir, recover=False)  # read only: nothing in the state dir is written
+    people = gallery.people()
+    templates = gallery.templates()
     engine = _engine(cfg)
-    photos: list[tuple[str, bytes]] = []
-    templates = []
+    for p in people:
+        if p.embedder != engine.embedder_file:  # enrolled with the other precision: as the daemon does
+            templates[p.name] = gallery.reembed(p.name, engine)
+    report = []
     for path in args.images:
-        blob = path.read_bytes() if path.is_file() else None
-        img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
-        if img is None or blob is None:
-            raise EdgeError(f"{path}: not a readable image")
-        dets = engine.detect(img)
-        if not dets:
-            raise EdgeError(f"{path}: no face found")
-        det = max(dets, key=lambda d: d.width * d.height)  # the subject, if others are in the background
-        if det.width < cfg.faces.min_face_px:
-            raise EdgeError(f"{path}: face too small ({det.width:.0f} px < faces.min_face_px)")
-        templates.append(engine.embed_face(img, det))
-        # re-encoded, so no EXIF (camera, GPS position, time) from the original file is kept
-        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise EdgeError(f"{path}: cannot re-encode")
-        photos.append((".jpg", jpeg.tobytes()))
-    person = Gallery(cfg.state_dir).enroll(
-        args.name, photos, np.stack(templates), args.consent_by, args.consent_date, engine.embedder_file
+        img = _read_image(path)
+        faces = []
+        for i, det in enumerate(_faces_in(engine, img), 1):
+            chip = engine.chip(img, det)
+            face: dict[str, object] = {"face": i, "box": _box(det), "name": None, "nearest": None, "distance": None}
+            if not R.passes_quality(det.width, R.sharpness(chip), th):
+                face["result"] = "too small or blurred to recognise"
+            else:
+                m = R.match(engine.embedder.embed(chip), templates, th)
+                named = m.name not in ("", R.UNKNOWN)
+                face["result"] = "recognised" if named else m.name or "undecided"
+                face["name"] = m.name if named else None
+                if m.nearest is not None:
+                    face["nearest"], face["distance"] = m.nearest, round(m.distance, 3)
+            faces.append(face)
+        report.append({"image": str(path), "faces": faces})
+    if args.json:
+        print(json.dumps({"enrolled": len(templates), "recognise_distance": th.recognise,
+                          "unknown_distance": th.unknown, "images": report}, indent=2))
+        return 0
+    print(
+        f"{len(templates)} enrolled; a face is named at distance <= {th.recognise}, unknown above {th.unknown} "
+        "(a photo is one frame: the device votes over several)"
     )
-    print(f"enrolled {person.name}: {person.photos} photo(s), consent by {person.consent_by} on {person.consent_date}")
+    for entry in report:
+        found: list[dict[str, object]] = entry["faces"]  # type: ignore[assignment]
+        print(f"{entry['image']}: {len(found) or 'no'} face(s)")
+        for f in found:
+            b: dict[str, float] = f["box"]  # type: ignore[assignment]
+            where = f"  face {f['face']}: x={b['x']} y={b['y']} w={b['w']} h={b['h']} score {b['score']:.2f}  "
+            if f["name"]:
+                print(f"{where}{f['name']} (distance {f['distance']:.3f})")
+            elif f["result"] in ("unknown", "undecided") and f["nearest"] is not None:
+                print(f"{where}{f['result']} (nearest {f['nearest']}, distance {f['distance']:.3f})")
+            elif f["result"] == "unknown":
+                print(f"{where}unknown (nobody enrolled)")
+            else:
+                print(f"{where}{f['result']}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from edge.vision.gallery import Gallery, legacy_chipper
+
+    cfg = _config(args)
+    gallery = Gallery(cfg.state_dir)
+    if not gallery.whole_photos():
+        print("nothing to migrate: the gallery keeps face chips only")
+        return 0
+    for line in gallery.migrate(legacy_chipper(_engine(cfg), cfg.faces.unknown_distance)):
+        print(f"migrated {line}")
     return 0
 
 

@@ -1,6 +1,9 @@
-"""Enrolled people on disk: consent record, enrolment photos and templates, files mode 0600.
+"""Enrolled people on disk: consent record, aligned face chips and templates, files mode 0600.
 
-Layout: <state_dir>/faces/<slug>/person.json, templates.npy, photos/<n>.<ext>.  Nothing about
+Layout: <state_dir>/faces/<slug>/person.json, templates.npy, photos/<n>.jpg, where each "photo" is the
+150x150 aligned chip of the enrolled face only (never the whole photo: a bystander beside the enrolled
+person is not kept).  Galleries written before chips (person.json without `"stored": "chips"`) hold
+whole photos; `migrate` replaces each by the chip of the face its template came from.  Nothing about
 people who are not enrolled is ever written here.  `forget` removes the person's whole folder.
 """
 
@@ -14,10 +17,11 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,12 +29,20 @@ import numpy.typing as npt
 from edge.crashpoints import crash_point
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+from edge.vision.align import CHIP
+
+if TYPE_CHECKING:
+    from edge.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 STAGING = ".staging-"  # an enrolment being written: <STAGING><slug>-<token>
 TRASH = ".trash-"  # a forgotten or replaced enrolment being deleted: <TRASH><slug>-<token>
+CHIPS = "chips"  # Person.stored: the photos folder holds aligned face chips only
+WHOLE = "photos"  # Person.stored of a gallery written before chips: whole photos (see `migrate`)
+CHIP_JPEG_QUALITY = 95
+Existing = Literal["refuse", "replace", "add"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +51,35 @@ class Person:
     consent_by: str
     consent_date: str  # ISO date
     enrolled_at: str  # RFC 3339 UTC
-    photos: int
+    photos: int  # face photos enrolled (one template each)
     embedder: str  # model file the templates were computed with
+    stored: str = WHOLE  # what photos/ holds: CHIPS, or WHOLE photos in a gallery from before chips
+
+
+def encode_chip(chip_rgb: npt.NDArray[Any]) -> bytes:
+    """A 150x150 RGB face chip as the JPEG the gallery stores (no metadata; deterministic)."""
+    import cv2
+
+    if chip_rgb.shape != (CHIP, CHIP, 3) or chip_rgb.dtype != np.uint8:
+        raise StorageError(
+            f"only aligned {CHIP}x{CHIP} face chips are stored, never whole photos "
+            f"(got an image of shape {tuple(chip_rgb.shape)}, {chip_rgb.dtype})"
+        )
+    bgr = cv2.cvtColor(chip_rgb, cv2.COLOR_RGB2BGR)
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, CHIP_JPEG_QUALITY])
+    if not ok:
+        raise StorageError("cannot encode a face chip as JPEG")
+    return bytes(jpeg.tobytes())
+
+
+def decode_chip(blob: bytes) -> npt.NDArray[np.uint8] | None:
+    """A stored chip back as RGB, None when it is not a readable chip-sized image."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.shape[:2] != (CHIP, CHIP):
+        return None
+    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
 
 
 def _slug(name: str) -> str:
@@ -74,11 +113,14 @@ class Gallery:
     """Enrol and forget are all-or-nothing: an enrolment is staged in `.staging-<slug>-<token>` and renamed into
     place (a replaced person is first moved to `.trash-<slug>-<token>`), a forget renames the folder to a trash
     name before deleting it. Opening a gallery finishes what a crash left: an incomplete staging is removed, a
-    complete one whose old folder was already moved aside is put in place, and trash is deleted."""
+    complete one whose old folder was already moved aside is put in place, and trash is deleted.
 
-    def __init__(self, state_dir: Path) -> None:
+    `recover=False` opens it strictly read-only (`faces test`): nothing in the state dir is touched."""
+
+    def __init__(self, state_dir: Path, *, recover: bool = True) -> None:
         self.root = state_dir / "faces"
-        self.recover(blocking=False)
+        if recover:
+            self.recover(blocking=False)
 
     @contextlib.contextmanager
     def _locked(self, *, blocking: bool = True) -> Iterator[bool]:
@@ -134,18 +176,27 @@ class Gallery:
     def enroll(
         self,
         name: str,
-        photos: list[tuple[str, bytes]],
+        chips: list[npt.NDArray[np.uint8]],
         templates: F32,
         consent_by: str,
         consent_date: date,
         embedder: str,
         now: datetime | None = None,
+        existing: Existing = "replace",
     ) -> Person:
-        """Store (or replace) a person: consent, the photos (suffix, bytes) and one template per photo."""
+        """Store a person: consent, the aligned 150x150 RGB chip of their face in each photo and its template.
+
+        Whole photos are refused (only chips are ever written).  A name already enrolled is refused
+        (`existing="refuse"`), replaced in full ("replace"), or gets these chips and templates added ("add":
+        the consent record becomes this one, the newest).  A consent dated after today (the local date of
+        `now`) is refused: consent is recorded when it was given, not in advance."""
         if not consent_by.strip():
             raise StorageError("enrolment needs a recorded consent (--consent-by)")
-        if len(photos) != len(templates) or not photos:
-            raise StorageError("one template per photo, at least one")
+        now = now or datetime.now(UTC)
+        check_consent_date(consent_date, now)
+        if len(chips) != len(templates) or not chips:
+            raise StorageError("one template per face chip, at least one")
+        blobs = [encode_chip(c) for c in chips]  # refuses anything that is not a chip before a file is written
         _private_dir(self.root)
         slug = _slug(name)
         final = self.root / slug
@@ -153,36 +204,153 @@ class Gallery:
             name,
             consent_by.strip(),
             consent_date.isoformat(),
-            (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            len(photos),
+            now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            len(chips),
             embedder,
+            CHIPS,
         )
+        templates = templates.astype(np.float32)
         with self._locked():
             self._recover_locked()
-            # Everything is written into a staging folder first (person.json last), then renamed into place:
-            # a crash at any point leaves either the old enrolment or the new one, never a mix or an orphan.
-            staged = self.root / f"{STAGING}{slug}-{secrets.token_hex(4)}"
-            _private_dir(staged)
-            _private_dir(staged / "photos")
-            for i, (suffix, blob) in enumerate(photos):
-                _write_private(staged / "photos" / f"{i:03d}{suffix}", blob)
-            crash_point("enroll:photos-written")
-            _write_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
-            _write_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
-            fsync_dir(staged / "photos")
-            fsync_dir(staged)
-            crash_point("enroll:staged")
-            trash = None
-            if final.exists():
-                trash = self.root / f"{TRASH}{slug}-{secrets.token_hex(4)}"
-                os.rename(final, trash)
-                crash_point("enroll:old-moved-aside")
-            os.rename(staged, final)
-            fsync_dir(self.root)
-            crash_point("enroll:renamed")
-            if trash is not None:
-                _remove_tree(trash)
+            old = self._person_at(final)
+            if old is not None and existing == "refuse":
+                raise StorageError(
+                    f"{old.name} is already enrolled ({old.photos} photo(s), consent by {old.consent_by} on "
+                    f"{old.consent_date}): use --replace to replace that enrolment, or --add to add these photos"
+                )
+            if old is not None and existing == "add":
+                if old.embedder != embedder:
+                    raise StorageError(
+                        f"{old.name} was enrolled with {old.embedder}, these templates come from {embedder}: "
+                        "use --replace (templates of two models cannot be compared)"
+                    )
+                if old.stored != CHIPS and any((final / "photos").iterdir()):
+                    raise StorageError(
+                        f"{old.name}'s enrolment still holds whole photos: run `doorbell-edge faces migrate` first"
+                    )
+                kept = [p.read_bytes() for p in sorted((final / "photos").glob("*"))]
+                blobs = kept + blobs
+                templates = np.concatenate([self._load_templates(final), templates])
+                person = replace(person, photos=len(templates))
+            self._commit_locked(slug, person, blobs, templates)
         return person
+
+    def _commit_locked(self, slug: str, person: Person, blobs: list[bytes], templates: F32) -> None:
+        """Write a person's folder in full, replacing what was there: all-or-nothing (see the class docstring)."""
+        final = self.root / slug
+        # Everything is written into a staging folder first (person.json last), then renamed into place:
+        # a crash at any point leaves either the old enrolment or the new one, never a mix or an orphan.
+        staged = self.root / f"{STAGING}{slug}-{secrets.token_hex(4)}"
+        _private_dir(staged)
+        _private_dir(staged / "photos")
+        for i, blob in enumerate(blobs):
+            _write_private(staged / "photos" / f"{i:03d}.jpg", blob)
+        crash_point("enroll:photos-written")
+        _write_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
+        _write_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
+        fsync_dir(staged / "photos")
+        fsync_dir(staged)
+        crash_point("enroll:staged")
+        trash = None
+        if final.exists():
+            trash = self.root / f"{TRASH}{slug}-{secrets.token_hex(4)}"
+            os.rename(final, trash)
+            crash_point("enroll:old-moved-aside")
+        os.rename(staged, final)
+        fsync_dir(self.root)
+        crash_point("enroll:renamed")
+        if trash is not None:
+            _remove_tree(trash)
+
+    def enrolled(self, name: str) -> Person | None:
+        """The person enrolled under this name (or one that spells to the same folder), None if nobody is."""
+        return self._person_at(self._dir(name))
+
+    def _person_at(self, folder: Path) -> Person | None:
+        pj = folder / "person.json"
+        try:
+            text = pj.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read the face gallery: {pj}: {_why(pj.parent, exc)}") from exc
+        try:
+            return Person(**json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise StorageError(f"{pj}: unreadable: {exc}") from exc
+
+    def _load_templates(self, folder: Path) -> F32:
+        path = folder / "templates.npy"
+        try:
+            return np.load(path).astype(np.float32)
+        except OSError as exc:
+            raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
+
+    def whole_photos(self) -> list[str]:
+        """Names whose enrolment (from before chips) still keeps whole photos, which may show other people."""
+        return [p.name for p in self.people() if p.stored != CHIPS and self.photos(p.name)]
+
+    def migrate(self, chip_of: Callable[[bytes, F32], npt.NDArray[np.uint8] | None]) -> list[str]:
+        """Replace every whole photo kept from before chips by the chip of the enrolled face, what was done.
+
+        `chip_of(photo bytes, the template enrolled from it)` returns the chip of the face in the photo that
+        template came from, or None when it cannot be found again (then the photo is dropped and only its
+        template kept).  Each person is rewritten all-or-nothing, like an enrolment; the templates, the
+        consent record and the enrolment time stay as they were."""
+        done: list[str] = []
+        for name in self.whole_photos():
+            with self._locked():
+                self._recover_locked()
+                folder = self._dir(name)
+                person = self._person_at(folder)
+                if person is None or person.stored == CHIPS:
+                    continue  # forgotten or migrated meanwhile
+                templates = self._load_templates(folder)
+                photos = sorted((folder / "photos").glob("*"))
+                blobs: list[bytes] = []
+                for i, photo in enumerate(photos):
+                    chip = chip_of(photo.read_bytes(), templates[i]) if i < len(templates) else None
+                    if chip is not None:
+                        blobs.append(encode_chip(chip))
+                self._commit_locked(folder.name, replace(person, stored=CHIPS), blobs, templates)
+                dropped = len(photos) - len(blobs)
+                done.append(
+                    f"{name}: {len(blobs)} whole photo(s) replaced by the enrolled face's chip"
+                    + (f", {dropped} dropped (face not found again; its template is kept)" if dropped else "")
+                )
+        for line in done:
+            log.warning("face gallery %s: %s", self.root, line)
+        return done
+
+    def chips(self, name: str) -> list[npt.NDArray[np.uint8]]:
+        """The person's stored face chips (RGB); empty for an enrolment that still keeps whole photos."""
+        person = self.enrolled(name)
+        if person is None or person.stored != CHIPS:
+            return []
+        out = []
+        for path in self.photos(name):
+            chip = decode_chip(path.read_bytes())
+            if chip is not None:
+                out.append(chip)
+        return out
+
+    def reembed(self, name: str, engine: FaceEngine) -> F32:
+        """The person's templates computed again with `engine`'s embedder (enrolled with the other precision)."""
+        chips = self.chips(name)
+        if chips:
+            return np.stack([engine.embedder.embed(c) for c in chips]).astype(np.float32)
+        import cv2
+
+        out = []
+        for p in self.photos(name):  # a whole photo from before chips: the largest face, as it was enrolled
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            dets = engine.detect(img)
+            if dets:
+                det = max(dets, key=lambda d: d.width * d.height)
+                out.append(engine.embed_face(img, det))
+        return np.stack(out) if out else np.zeros((0, 128), np.float32)
 
     def people(self) -> list[Person]:
         """Everyone enrolled; a gallery this process cannot read is a StorageError, never an empty list."""
@@ -247,6 +415,36 @@ class Gallery:
             raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
         stamps = [self.root.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in self.root.glob("*/person.json")]
         return float(max(stamps))
+
+
+def check_consent_date(consent_date: date, now: datetime) -> None:
+    """Consent is recorded on the day it was given: a date after today (local calendar) is refused."""
+    today = now.astimezone().date()
+    if consent_date > today:
+        raise StorageError(
+            f"consent date {consent_date.isoformat()} is in the future (today is {today.isoformat()}): "
+            "record the day the person (or their guardian) actually gave consent"
+        )
+
+
+def legacy_chipper(engine: FaceEngine, max_distance: float) -> Callable[[bytes, F32], npt.NDArray[np.uint8] | None]:
+    """For `Gallery.migrate`: the chip of the face in a whole photo whose embedding is nearest the template
+    enrolled from that photo (within `max_distance`), None when no face there is that close."""
+    import cv2
+
+    def chip_of(blob: bytes, template: F32) -> npt.NDArray[np.uint8] | None:
+        img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            return None
+        best, best_d = None, max_distance
+        for det in engine.detect(img):
+            chip = engine.chip(img, det)
+            d = float(np.linalg.norm(engine.embedder.embed(chip) - template))
+            if d <= best_d:
+                best, best_d = chip, d
+        return best
+
+    return chip_of
 
 
 def _why(path: Path, exc: OSError) -> str:

@@ -115,19 +115,8 @@ class FacePipeline:
         log.info("gallery loaded: %d enrolled", len(templates))
 
     def _reembed(self, name: str) -> F32:
-        import cv2
-
         assert self.gallery is not None
-        out = []
-        for p in self.gallery.photos(name):
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                continue
-            dets = self.engine.detect(img)
-            if dets:
-                det = max(dets, key=lambda d: d.width * d.height)
-                out.append(self.engine.embed_face(img, det))
-        return np.stack(out) if out else np.zeros((0, 128), np.float32)
+        return self.gallery.reembed(name, self.engine)  # from the stored face chips
 
     # --- frames --------------------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[Event]:

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.vision.gallery import Gallery
+from edge.vision.gallery import Gallery, encode_chip
 from tests.footage.crash import killed_at
 
 NAME = "Ada Lovelace"
 SLUG = "ada-lovelace"
 
 
-def photos(count: int, tag: str) -> list[tuple[str, bytes]]:
-    return [(".jpg", f"{tag}-photo-{i}".encode() * 50) for i in range(count)]
+def photos(count: int, tag: str) -> list[np.ndarray]:
+    """Face chips (the gallery stores nothing else), one grey level per enrolment and photo."""
+    return [np.full((150, 150, 3), (10 if tag == "old" else 100) + i, np.uint8) for i in range(count)]
 
 
 def templates(count: int, value: float) -> np.ndarray:
@@ -51,8 +52,8 @@ def consistent(state: Path) -> list[tuple[str, int, float, bytes]]:
     return out
 
 
-OLD = [(NAME, 2, 1.0, b"old-photo-0" * 50)]
-NEW = [(NAME, 3, 2.0, b"new-photo-0" * 50)]
+OLD = [(NAME, 2, 1.0, encode_chip(photos(1, "old")[0]))]
+NEW = [(NAME, 3, 2.0, encode_chip(photos(1, "new")[0]))]
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def _pipeline(engine: FaceEngine, data: Path, state: Path, clock: FakeClock) -> 
     for p in sorted((data / EX / "knn_examples" / "train" / "obama").glob("*.jpg")):
         img = cv2.imread(str(p))
         det = max(engine.detect(img), key=lambda d: d.width)
-        photos.append((".jpg", p.read_bytes()))
+        photos.append(engine.chip(img, det))  # the gallery keeps the face chip, never the photo
         embs.append(engine.embed_face(img, det))
     g.enroll("Barack Obama", photos, np.stack(embs), "Barack Obama", date(2026, 11, 27), engine.embedder_file)
     p = FacePipeline("front_door", FacesConfig(stranger_ttl_s=20, visit_end_s=1.0), engine, g, clock)
