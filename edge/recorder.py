@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # still gets its full pre-roll.
 EVENT_LATENCY_SLACK_S = 2.0
 SNAPSHOT_CANDIDATES = 4  # recent masked frames kept to pick the one nearest an event's time
+EVENTS_PER_TURN = 32  # trigger events handled between two heartbeats (a ring flood must not withhold the watchdog)
 # Frame times come from the monotonic clock anchored to the wall clock (edge.clock.CaptureClock), so between
 # two frames they advance exactly as the monotonic clock does, unless the camera re-anchored after a wall-clock
 # step (> 2 s): a difference above this is such a step, and the clip ends there.
@@ -210,7 +211,9 @@ class Recorder:
             except Closed:
                 break
             try:
-                while self._events:
+                # A bounded batch per turn: a flood of trigger events must not starve the heartbeat (the watchdog)
+                # or the frames; what is left waits for the next turn.
+                for _ in range(min(len(self._events), EVENTS_PER_TURN)):
                     self.handle_event(self._events.popleft())
                 if frame is not None:
                     self.handle_frame(frame)
