@@ -285,6 +285,8 @@ class Gallery:
             return np.load(path).astype(np.float32)
         except OSError as exc:
             raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
+        except ValueError as exc:  # damaged: np.load names what it could not parse
+            raise StorageError(f"face gallery: {path}: unreadable: {exc}") from exc
 
     def whole_photos(self) -> list[str]:
         """Names whose enrolment (from before chips) still keeps whole photos, which may show other people."""
@@ -378,11 +380,7 @@ class Gallery:
     def templates(self) -> dict[str, F32]:
         out: dict[str, F32] = {}
         for p in self.people():
-            path = self._dir(p.name) / "templates.npy"
-            try:
-                out[p.name] = np.load(path).astype(np.float32)
-            except OSError as exc:
-                raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
+            out[p.name] = self._load_templates(self._dir(p.name))
         return out
 
     def photos(self, name: str) -> list[Path]:
@@ -445,6 +443,17 @@ def legacy_chipper(engine: FaceEngine, max_distance: float) -> Callable[[bytes, 
         return best
 
     return chip_of
+
+
+def migrate_at_start(gallery: Gallery, engine: FaceEngine, max_distance: float) -> None:
+    """The daemon's start: whole photos an older version kept are replaced by chips; a gallery that cannot be
+    written (read-only state dir) is left as it is, with a warning naming the command that does it later."""
+    try:
+        if gallery.whole_photos():
+            gallery.migrate(legacy_chipper(engine, max_distance))
+    except (OSError, StorageError) as exc:
+        log.warning("face gallery %s keeps whole photos (could not migrate: %s); run "
+                    "`doorbell-edge faces migrate`", gallery.root, exc)
 
 
 def _why(path: Path, exc: OSError) -> str:

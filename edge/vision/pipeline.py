@@ -30,7 +30,7 @@ from edge.vision import recognise as R
 from edge.vision.detector import INPUT as DETECTOR_INPUT
 from edge.vision.detector import Detection, scale_detection
 from edge.vision.engine import FaceEngine
-from edge.vision.gallery import Gallery
+from edge.vision.gallery import Gallery, migrate_at_start
 from edge.vision.tracker import IouTracker, Track
 
 log = logging.getLogger(__name__)
@@ -322,10 +322,12 @@ def attach(app: Any) -> FaceStage | None:
     engine = FaceEngine.load(
         model=config.faces.model, threads=config.faces.threads, detector_score=config.faces.detector_score
     )
+    gallery = Gallery(config.state_dir)
+    migrate_at_start(gallery, engine, config.faces.unknown_distance)  # an older version's whole photos -> chips
     stage = FaceStage(
         config.faces,
         engine,
-        Gallery(config.state_dir),
+        gallery,
         app.clock,
         app.bus.publish,
         beat=app._beater("faces"),

@@ -17,7 +17,7 @@ import pytest
 from edge.errors import StorageError
 from edge.vision import recognise as R
 from edge.vision.engine import FaceEngine
-from edge.vision.gallery import CHIPS, Gallery, decode_chip, legacy_chipper
+from edge.vision.gallery import CHIPS, Gallery, decode_chip, legacy_chipper, migrate_at_start
 from tests.footage.crash import killed_at
 
 EX = Path("gallery") / "face_recognition" / "examples"
@@ -186,6 +186,26 @@ def test_migrate_keeps_only_the_enrolled_face_of_an_old_whole_photo(
     assert np.linalg.norm(again - bystander) > 0.62  # ... not the bystander's
     np.testing.assert_array_equal(g.templates()["Ada"], np.stack([enrolled, enrolled]))  # recognition unchanged
     assert g.migrate(legacy_chipper(engine_int8, 0.62)) == []  # nothing left to do
+
+
+def test_the_daemon_migrates_at_start_and_starts_anyway_when_it_cannot(
+    data: Path, engine_int8: FaceEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    photo = data / EX / "obama.jpg"
+    img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    (det,) = engine_int8.detect(img)
+    folder = _legacy_gallery(tmp_path / "good", photo, engine_int8.embed_face(img, det))
+    migrate_at_start(Gallery(tmp_path / "good"), engine_int8, 0.62)
+    assert Gallery(tmp_path / "good").whole_photos() == []
+    assert decode_chip((folder / "photos" / "000.jpg").read_bytes()) is not None
+
+    folder = _legacy_gallery(tmp_path / "damaged", photo, engine_int8.embed_face(img, det))
+    (folder / "templates.npy").write_bytes(b"\x93NUMPY garbage")  # a damaged template file
+    before = {p: p.read_bytes() for p in _files(tmp_path / "damaged")}
+    migrate_at_start(Gallery(tmp_path / "damaged"), engine_int8, 0.62)  # logs, does not raise
+    assert {p: p.read_bytes() for p in _files(tmp_path / "damaged")} == before
+    assert "keeps whole photos (could not migrate: face gallery: " in caplog.text
+    assert "run `doorbell-edge faces migrate`" in caplog.text
 
 
 @pytest.mark.parametrize("point", ["enroll:photos-written", "enroll:staged", "enroll:old-moved-aside",
