@@ -1,4 +1,4 @@
-"""Command line for faces and evaluation: `faces enroll|list|forget`, `eval lfw`, `eval detect`."""
+"""Command line for faces and evaluation: `faces enroll|list|forget`, `eval lfw`, `eval detect`, `eval redaction`."""
 
 from __future__ import annotations
 
@@ -82,6 +82,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="detector to measure (default: faces.model from the config)")
     det.add_argument("--json", action="store_true", help="print JSON")
     det.set_defaults(func=cmd_eval_detect)
+    red = esub.add_parser("redaction", help="faces a reference detector finds in videos vs what survives in their "
+                                            "export through the real footage path (docs/redaction-eval.md)")
+    add_config_arg(red)
+    red.add_argument("videos", nargs="+", type=Path, metavar="VIDEO",
+                     help="video files (mp4, GIF, anything OpenCV reads), each recorded into a scratch clip store "
+                          "and exported under a test warrant the owner approves")
+    red.add_argument("--reference-python", type=Path, default=None, metavar="PATH",
+                     help="python of a venv with face_recognition (dlib) that runs the reference detector; without "
+                          "it a weaker, clearly labelled fallback is used (OpenCV Haar, else the shipped detector)")
+    red.add_argument("--reference", choices=["dlib-cnn", "haar"], default="dlib-cnn",
+                     help="the reference detector run in --reference-python (default dlib-cnn, upsampled once)")
+    red.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames of each video")
+    red.add_argument("--unblurred", action="store_true",
+                     help="export with the owner's explicit unblur (the baseline: every reference face leaks)")
+    red.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                     help="keep each scratch state dir and export under DIR (default: deleted)")
+    red.add_argument("--json", action="store_true", help="print JSON")
+    red.set_defaults(func=cmd_eval_redaction)
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -336,4 +354,40 @@ def cmd_eval_detect(args: argparse.Namespace) -> int:
         )
         if r.unreadable:
             print(f"left out {r.unreadable} file(s) that are not readable images")
+    return 0
+
+
+def cmd_eval_redaction(args: argparse.Namespace) -> int:
+    from edge.vision.redaction_eval import (
+        Reference,
+        SubprocessReference,
+        evaluate_video,
+        fallback_reference,
+        report_text,
+    )
+
+    for video in args.videos:  # a wrong path fails before anything is recorded or loaded
+        if not video.is_file():
+            raise EdgeError(f"eval redaction: {video}: no such video file")
+    if args.frames is not None and args.frames < 1:
+        raise EdgeError("eval redaction: --frames must be at least 1")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    cfg = _config(args)
+    reference: Reference
+    if args.reference_python is not None:
+        reference = SubprocessReference(args.reference_python, args.reference)
+    elif args.reference != "dlib-cnn":
+        raise EdgeError("eval redaction: --reference needs --reference-python")
+    else:
+        reference = fallback_reference()
+    try:
+        results = [evaluate_video(cfg, video, reference, max_frames=args.frames, unblurred=args.unblurred,
+                                  keep=args.keep) for video in args.videos]
+    finally:
+        reference.close()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        report_text(results)
     return 0
