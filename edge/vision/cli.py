@@ -301,6 +301,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         if not people:
             print("nobody enrolled")
+    whole = [p.name for p in people if p.stored != "chips"]
+    if whole:  # an older version kept whole photos (bystanders included)
+        print(f"whole photos kept for {', '.join(whole)}: `doorbell-edge faces migrate` keeps only the enrolled "
+              "face", file=sys.stderr)
     return 0
 
 

@@ -221,8 +221,13 @@ def test_faces_migrate_replaces_an_old_whole_photo_by_the_enrolled_face(
         "name": "Visitor", "consent_by": "Visitor", "consent_date": "2024-01-02",
         "enrolled_at": "2024-01-02T10:00:00Z", "photos": 1, "embedder": "face_embedder_int8.tflite"}))
 
+    assert main(["faces", "list"]) == 0
+    assert capsys.readouterr().err == (
+        "whole photos kept for Visitor: `doorbell-edge faces migrate` keeps only the enrolled face\n")
     assert main(["faces", "migrate"]) == 0
     assert capsys.readouterr().out == "migrated Visitor: 1 whole photo(s) replaced by the enrolled face's chip\n"
+    assert main(["faces", "list"]) == 0
+    assert capsys.readouterr().err == ""
     (stored,) = (folder / "photos").iterdir()
     chip = cv2.imread(str(stored), cv2.IMREAD_COLOR)
     assert chip.shape == (150, 150, 3) and faces_in(checker, chip) == 1
