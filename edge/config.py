@@ -443,6 +443,13 @@ class FootageRequestsConfig(Section):
     approval_valid_hours: float = Field(
         72, gt=0, le=24 * 90, description="An owner approval not used for an export within this many hours lapses."
     )
+    max_active_holds_per_agency: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Most preservation holds one agency may have in force at once; one more is denied (HOLD_LIMIT) "
+        "until a hold expires or the owner lifts one (`requests release-hold`).",
+    )
 
 
 class FacesConfig(Section):

@@ -41,6 +41,7 @@ KINDS = frozenset(
         "hold",
         "hold_renew",
         "hold_expired",
+        "hold_release",  # the owner lifted a preservation hold (`requests release-hold`)
         "expiry",  # an approval lapsed unused
         "notification",
         "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made

@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.errors import RequestError
 
-OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold"})
+OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold", "release-hold"})
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +77,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
     add_config_arg(p)
     p.set_defaults(func=_renew)
+
+    p = rsub.add_parser("release-hold", help="owner: lift a preservation hold (audited); its clips are subject to "
+                                             "retention again")
+    p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
+    p.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the audit log)")
+    add_config_arg(p)
+    p.set_defaults(func=_release_hold)
 
     p = rsub.add_parser("list", help="every request with its current decision")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -266,6 +273,13 @@ def _renew(args: argparse.Namespace) -> int:
     desk = _desk(args)
     hold = desk.renew_hold(args.id)
     print(f"{args.id}: hold renewed ({hold or 'no clips in scope'})")
+    return 0
+
+
+def _release_hold(args: argparse.Namespace) -> int:
+    desk = _desk(args)
+    lifted = desk.release_hold(args.id, args.reason)
+    print(f"{args.id}: hold(s) lifted: {', '.join(lifted)}; the clips are subject to retention again")
     return 0
 
 

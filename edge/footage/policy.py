@@ -40,6 +40,7 @@ CODES: dict[str, tuple[Effect, str]] = {
     "SUBPOENA_METADATA_ONLY": ("owner_review", "a subpoena for event metadata; the owner decides"),
     "EXIGENT_REVIEW": ("owner_review", "an emergency request; the owner is notified at once and decides"),
     "PRESERVATION_HOLD": ("hold", "existing clips in scope are kept from deletion; nothing is disclosed"),
+    "HOLD_LIMIT": ("deny", "the agency already has as many preservation holds in force as the owner allows"),
     "AUTO_RELEASED": ("release", "a verified warrant released without asking, as the owner configured"),
     "OWNER_APPROVED": ("release", "the owner approved the release"),
     "OWNER_DENIED": ("deny", "the owner refused"),
@@ -275,8 +276,10 @@ def decide(
     now: datetime,
     *,
     replay: bool = False,
+    active_holds: int = 0,
 ) -> Decision:
-    """Deny by default; every branch names its reason code. `replay` says this agency already sent this id."""
+    """Deny by default; every branch names its reason code. `replay` says this agency already sent this id;
+    `active_holds` how many preservation holds of this agency are in force (judged at intake only)."""
     request_id = request.request_id
     if request.document is None or request.signed_bytes is None or request.problems:
         detail = "; ".join(request.problems) or "document did not validate"
@@ -303,6 +306,12 @@ def decide(
     base = Decision(request_id, "owner_review", (), segments, data, policy_hash=policy.hash)
 
     basis = doc.legal_basis
+    if basis == "preservation" and active_holds >= policy.rules.max_active_holds_per_agency:
+        limit = policy.rules.max_active_holds_per_agency
+        return _deny(request_id, policy, [Reason(
+            "HOLD_LIMIT", f"agency {doc.agency.id!r} already has {active_holds} preservation hold(s) in force "
+            f"(footage_requests.max_active_holds_per_agency: {limit}); the owner can lift one with "
+            "`doorbell-edge requests release-hold ID`")])
     if basis == "preservation":
         reason = Reason("PRESERVATION_HOLD", f"{len({s.clip_id for s in segments})} clip(s) held {HOLD_DAYS} days")
         return _replace(base, decision="hold", reasons=(reason,), data=())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -30,6 +30,7 @@ from edge.footage.redact import FindFaces, default_find_faces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
 from edge.fsutil import fsync_dir
+from edge.permissions import real_user
 from edge.service.timesync import hold_time
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,10 @@ class FootageDesk:
         replay = False
         if intake.agency_id and intake.request_id and store.exists():
             replay = store.was_seen(intake.agency_id, intake.request_id) is not None
+        active = store.active_holds(intake.agency_id, hold_time(self.state_dir, self.clock)) \
+            if intake.agency_id and store.exists() else 0
         return decide(intake, self.policy, self._clips_for(intake, create=False), [], now or self.clock.now(),
-                      replay=replay)
+                      replay=replay, active_holds=active)
 
     def load(self, request: str) -> tuple[StoredRequest, Intake]:
         stored = self.store.get(request)
@@ -172,10 +175,15 @@ class FootageDesk:
             replay = bool(intake.agency_id and intake.request_id) and txn.was_seen(
                 str(intake.agency_id), str(intake.request_id)
             )
-            decision = decide(intake, self.policy, clips, [], now, replay=replay)
+            # The agency's holds in force, counted inside the write lock: two racing holds cannot both be the 10th.
+            active = txn.active_holds(str(intake.agency_id), hold_time(self.state_dir, self.clock)) \
+                if intake.agency_id else 0
+            decision = decide(intake, self.policy, clips, [], now, replay=replay, active_holds=active)
             verified = not (AUTH_CODES & set(decision.codes))
-            # Only an authenticated request uses up its id, so nobody can block an agency's ids by forgery.
-            if verified and not replay and intake.agency_id and intake.request_id:
+            # Only an authenticated request uses up its id, so nobody can block an agency's ids by forgery; a hold
+            # refused for the limit does not either (the agency may send it again once a hold has ended).
+            if verified and not replay and "HOLD_LIMIT" not in decision.codes and intake.agency_id \
+                    and intake.request_id:
                 # Cannot lose: the transaction holds the write lock since before the replay check above.
                 txn.claim(str(intake.agency_id), str(intake.request_id), request)
             self.audit.append("decision", request=request, **decision.to_dict())
@@ -217,6 +225,8 @@ class FootageDesk:
         _stored, intake, decision = self.current(request)
         if decision.decision != "hold":
             raise RequestError(f"request {request} is not a preservation hold (decision {decision.decision})")
+        if any(kind == "release_hold" for _, kind, _, _ in self.store.actions(request)):
+            raise RequestError(f"request {request}: the owner lifted this hold; it cannot be renewed")
         holds = self.store.holds(request)
         renewals = max((h["renewal"] for h in holds), default=0)
         if renewals >= HOLD_RENEWALS:
@@ -224,6 +234,37 @@ class FootageDesk:
         return self._hold(request, intake, decision, renewal=renewals + 1)
 
     # --- owner actions -------------------------------------------------------------------------------------
+
+    def release_hold(self, request: str, reason: str = "") -> list[str]:
+        """The owner lifts a request's preservation hold: audited first, then the clip store's holds end (its
+        clips are subject to retention again) and the request store records the release. Running it again after
+        a crash finishes what is left (both releases are idempotent). Returns the hold ids lifted."""
+        stored = self.store.get(request)
+        holds = [h for h in self.store.holds(request) if h["expired_at"] is None]
+        if stored.decision != "hold":
+            raise RequestError(f"request {request} is not a preservation hold (decision {stored.decision})")
+        if not holds:
+            raise RequestError(f"request {request} has no preservation hold in force (see `requests show "
+                               f"{request}`)")
+        ids = [str(h["hold_id"]) for h in holds]
+        clip_ids = sorted({c for h in holds for c in json.loads(h["clips"])})
+        self.audit.append("hold_release", request=request, holds=ids, clips=clip_ids, reason=reason, by=self.actor)
+        crash_point("release-hold:after-audit")
+        placed = [hid for hid in ids if not hid.startswith("none-")]
+        if placed:
+            from edge.clipstore import UnknownHold
+
+            source = self.clip_source()
+            for hold_id in placed:
+                try:
+                    source.release(hold_id)
+                except UnknownHold:  # a rebuilt index without it: nothing holds the clips there anyway
+                    log.warning("hold %s of %s is not in the clip index; nothing to release there", hold_id, request)
+        crash_point("release-hold:after-clips")
+        self.store.release_holds(request, self.clock.now(), {"reason": reason, "by": self.actor})
+        self._publish(request, "hold_released", hold=",".join(ids), clips=len(clip_ids))
+        log.info("footage request %s: the owner lifted hold(s) %s", request, ", ".join(ids))
+        return ids
 
     def approve(
         self,
@@ -604,14 +645,18 @@ class FootageDesk:
     def _state(self, item: StoredRequest, exported: set[str], decision: Decision) -> str:
         """Where a request stands, one word: waiting (for the owner's decision: the only state counted as pending),
         approved (released, not yet exported), exported, held, hold_expired, denied (at intake or by the owner),
-        expired (the document's validity ran out before anything was released)."""
+        expired (the document's validity ran out before anything was released); hold_released: the owner lifted the
+        hold."""
         if item.decision == "deny":
             return "denied"
         if item.id in exported:
             return "exported"
         holds = self.store.holds(item.id)
         if holds or item.decision == "hold":
-            return "hold_expired" if holds and all(h["expired_at"] for h in holds) else "held"
+            if holds and all(h["expired_at"] for h in holds):
+                lifted = any(kind == "release_hold" for _, kind, _, _ in self.store.actions(item.id))
+                return "hold_released" if lifted else "hold_expired"
+            return "held"
         if self._owner_denied(item.id):
             return "denied"
         if decision.decision == "deny":
@@ -671,10 +716,8 @@ class FootageDesk:
 
 
 def _local_user() -> str:
-    try:
-        return f"{getpass.getuser()} (uid {os.geteuid()})"
-    except (KeyError, OSError):
-        return f"uid {os.geteuid()}"
+    # From the system (uid -> passwd), never $LOGNAME/$USER, which whoever runs the command can set.
+    return real_user()
 
 
 def pending_requests(config: Config, clock: Clock | None = None) -> int:

@@ -289,6 +289,23 @@ class RequestStore:
         with self._db() as db:
             db.execute("UPDATE holds SET expired_at=? WHERE hold_id=?", (rfc3339(at), hold_id))
 
+    def active_holds(self, agency_id: str, now: datetime) -> int:
+        if not self.path.exists():
+            return 0
+        with self._db() as db:
+            return _active_holds(db, agency_id, now)
+
+    def release_holds(self, request: str, at: datetime, data: dict[str, Any]) -> list[str]:
+        """The owner lifted the request's holds: every hold still in force ends now (expired_at, so a rebuilt clip
+        index never places it again) and the release is recorded as an action, in one transaction."""
+        with self._db() as db:
+            ids = [str(r[0]) for r in db.execute(
+                "SELECT hold_id FROM holds WHERE request=? AND expired_at IS NULL ORDER BY rowid", (request,))]
+            db.execute("UPDATE holds SET expired_at=? WHERE request=? AND expired_at IS NULL", (rfc3339(at), request))
+            db.execute("INSERT INTO actions (request, kind, at, data) VALUES (?,?,?,?)",
+                       (request, "release_hold", rfc3339(at), json.dumps({**data, "holds": ids}, sort_keys=True)))
+        return ids
+
 
 class IntakeTxn:
     """The submission transaction's view of the store (see RequestStore.intake)."""
@@ -305,6 +322,22 @@ class IntakeTxn:
 
     def add(self, item: StoredRequest) -> None:
         _insert(self._db, item)
+
+    def active_holds(self, agency_id: str, now: datetime) -> int:
+        """How many of this agency's preservation requests have a hold in force at `now` (placed and neither
+        expired, released nor past its `until`; or judged a hold and not placed yet, after a crash)."""
+        return _active_holds(self._db, agency_id, now)
+
+
+def _active_holds(db: sqlite3.Connection, agency_id: str, now: datetime) -> int:
+    rows = db.execute(
+        "SELECT r.id, h.until, h.expired_at FROM requests r LEFT JOIN holds h ON h.request = r.id "
+        "WHERE r.agency_id=? AND r.decision='hold'", (agency_id,)).fetchall()
+    placed: dict[str, bool] = {}
+    for request, until, expired_at in rows:
+        in_force = until is None or (expired_at is None and _ts(until) > now)  # None: judged, not placed yet
+        placed[request] = placed.get(request, False) or in_force
+    return sum(placed.values())
 
 
 def _claim(db: sqlite3.Connection, agency_id: str, request_id: str, request: str) -> bool:
