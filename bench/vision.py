@@ -200,7 +200,7 @@ def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, o
         for p in sorted((data / EX / "knn_examples" / "train" / "obama").glob("*.jpg")):
             img = imread(str(p))
             det = max(engine.detect(img), key=lambda d: d.width)
-            photos.append((".jpg", p.read_bytes()))
+            photos.append(engine.chip(img, det))  # the gallery stores face chips only
             embs.append(engine.embed_face(img, det))
         g.enroll("Obama", photos, np.stack(embs), "bench", date(2026, 1, 1), engine.embedder_file)
         probes = [

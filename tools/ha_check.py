@@ -325,7 +325,7 @@ mqtt:
         from edge.camera.demo import visitor_photo_path
 
         done = self.edge("faces", "enroll", "grace", str(visitor_photo_path()), "--consent-by", "grace",
-                         "--consent-date", "2026-01-01")
+                         "--consent-date", "2026-01-01", "--replace")  # a reused --workdir enrolled grace
         if done.returncode != 0:
             self.problem(f"could not enroll the demo visitor: {done.stderr[-300:]}")
         else:
