@@ -15,7 +15,7 @@ import pytest
 from edge.cli import main
 from edge.errors import EdgeError
 from edge.footage.redact import blur_boxes
-from edge.vision.redaction_eval import SubprocessReference, iou, unchanged
+from edge.vision.redaction_eval import SubprocessReference, detect_near, iou, unchanged
 
 CLIP = Path("video") / "face_recognition_short_hamilton_clip.mp4"
 FRAMES = 6
@@ -92,14 +92,14 @@ def fake_python(tmp_path: Path, body: str) -> Path:
 
 def test_the_reference_process_protocol(data: Path, state: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    box = [100, 60, 48, 48]
+    box = [100, 60, 200, 150]  # big enough that the export is searched whole (no crop to shift its answer)
     python = fake_python(tmp_path, 'echo \'{"ready": "fake reference"}\'\n'
                                    f'while read line; do test -s "$line" && echo \'{{"boxes": [{box}]}}\'; done\n')
     (result,) = run_json(capsys, str(data / CLIP), "--frames", "3", "--unblurred", "--reference-python", str(python))
     assert result["reference"] == f"fake reference (in {python})" and result["reference_independent"]
     assert result["reference_faces"] == result["leaked_faces"] == result["leaked_detected"] == 3
     assert result["snapshot_reference_faces"] == result["snapshot_leaked_faces"] == 1
-    assert result["largest_leaked_box_px"] == 48
+    assert result["largest_leaked_box_px"] == 200
     assert all(leak["box"] == box and leak["detected_iou"] == 1.0 for leak in result["leaks"])
 
 
@@ -153,3 +153,28 @@ def test_unchanged_and_iou() -> None:
     assert not unchanged(image, blur_boxes(image, [box]), box)[0]  # the redactor's blur is not
     assert iou(box, box) == 1.0 and iou(box, (200, 200, 10, 10)) == 0.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+class _Recorder:
+    """A reference that finds one face at a fixed place of whatever image it is given, and notes its size."""
+
+    name, independent = "recorder", True
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        self.shapes.append(image.shape)
+        return [(20, 20, 20, 20)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_export_is_searched_around_the_reference_faces_in_image_coordinates() -> None:
+    image = np.zeros((720, 1280, 3), np.uint8)
+    ref = _Recorder()
+    assert detect_near(ref, image, [(600, 300, 20, 20)]) == [(600, 300, 20, 20)]  # crop from (580, 280)
+    assert ref.shapes == [(60, 60, 3)]
+    assert detect_near(ref, image, [(0, 0, 600, 400)]) == [(20, 20, 20, 20)]  # most of the frame: searched whole
+    assert ref.shapes[-1] == (720, 1280, 3)
