@@ -9,10 +9,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
@@ -21,6 +21,9 @@ from edge.crashpoints import crash_point
 from edge.diskfaults import SpaceReserve, with_reserve
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+
+if TYPE_CHECKING:
+    from edge.footage.store import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,16 @@ class VerifyResult:
 class AuditLog:
     """One writer at a time (flock); each append is written and fsync'd before append() returns."""
 
-    def __init__(self, state_dir: Path, clock: Clock) -> None:
+    def __init__(self, state_dir: Path, clock: Clock,
+                 on_append: Callable[[dict[str, Any]], object] | None = None) -> None:
         self.dir = Path(state_dir) / "audit"
         self.path = self.dir / LOG_NAME
         self.head_path = self.dir / HEAD_NAME
         self.clock = clock
         self.reserve = SpaceReserve(Path(state_dir))  # released when the disk is full (edge.diskfaults)
+        # Told of every record once it is on disk: the footage desk publishes the new head (the witness, see
+        # docs/footage-requests.md) through the event bus; a failure there never undoes the record.
+        self.on_append = on_append
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -175,6 +182,11 @@ class AuditLog:
         except OSError as exc:
             raise StorageError(f"cannot append to the audit log {self.path}: {exc}") from exc
         log.info("audit %s #%s %s", kind, record["seq"], data.get("request", ""))
+        if self.on_append is not None:
+            try:
+                self.on_append(record)
+            except Exception:
+                log.exception("audit record %s is written, but publishing the new head failed", record["seq"])
         return record
 
     def _write_head(self, seq: int, digest: str) -> None:
@@ -381,3 +393,212 @@ def _check_head(head_path: Path, lines: list[bytes], count: int) -> tuple[int, s
     if seq >= 1 and json.loads(lines[seq - 1])["hash"] != digest:
         return (seq, "does not match the hash the head file recorded (rewritten)")
     return None
+
+
+# --- anchoring: a head witnessed elsewhere -------------------------------------------------------------------
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """`SEQ:HASH` as `audit verify --against` takes it: the record number and its hash (64 hex digits, or the
+    base64 of the 32 bytes as a checkpoint's second line carries it). ValueError naming what is wrong."""
+    seq_text, sep, digest = text.strip().partition(":")
+    if not sep or not seq_text.strip().isdigit():
+        raise ValueError(f"{text!r} is not SEQ:HASH (a record number, a colon, its hash)")
+    return int(seq_text), normalise_hash(digest.strip())
+
+
+def normalise_hash(digest: str) -> str:
+    """A record hash as the log writes it (64 lower-case hex digits), from hex or base64."""
+    if len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest):
+        return digest.lower()
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(digest, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{digest!r} is not a record hash (64 hex digits or the base64 of 32 bytes)")
+    return raw.hex()
+
+
+def check_against(path: Path, seq: int, digest: str) -> VerifyResult:
+    """The log checked against a head witnessed earlier (a signed checkpoint, the retained MQTT head, a copy
+    in Home Assistant's history): its chain is intact, it holds record `seq` and that record has hash `digest`.
+    A log cut back and re-headed, or a state dir restored from an older copy, is shorter or differs there."""
+    result = verify_log(path)
+    if not result.ok:
+        return result
+    if seq > result.records:
+        return VerifyResult(False, result.records, seq, f"missing: the log ends at record {result.records}, but "
+                            f"a head witnessed earlier says record {seq} existed (cut off or rolled back)")
+    if seq >= 1:
+        line = path.read_bytes().split(b"\n")[seq - 1]
+        found = str(json.loads(line)["hash"])
+        if found != digest:
+            return VerifyResult(False, result.records, seq, f"its hash {found[:16]}... is not the hash "
+                                f"{digest[:16]}... a head witnessed earlier gives it (rewritten or replaced)")
+    return VerifyResult(True, result.records)
+
+
+# --- cross-check with the request store ------------------------------------------------------------------------
+
+# The request store's owner actions and the audit record kind each must have.
+ACTION_RECORDS = {"approve": "owner_approve", "deny": "owner_deny", "ratify": "ratify", "expiry": "expiry",
+                  "export_complete": "export_complete"}
+# Audit kinds the store has a row for: one of these without its row is reported (a note, not a failure).
+STORED_KINDS = frozenset({"owner_approve", "owner_deny", "ratify", "expiry", "unblur", "attestation",
+                          "export_start", "export_complete", "hold", "hold_renew", "hold_expired",
+                          "hold_release"})
+
+
+@dataclass
+class CrossCheck:
+    """What `audit verify` found comparing the log with the request store: `problems` are steps the store
+    shows that the log does not (each a failure); `notes` are audited steps the store does not show (what a
+    crash or a failed write between the two leaves, or a row deleted from the store)."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _action_kinds(kind: str) -> tuple[str, ...]:
+    """The audit kinds a store action may be recorded under (a new action kind needs no table entry when its
+    record has the same name, `owner_` in front, or `hold_release` / `release_hold` spelt either way)."""
+    if kind in ACTION_RECORDS:
+        return (ACTION_RECORDS[kind],)
+    base = kind.replace("-", "_")
+    out = [base, f"owner_{base}"]
+    if base in ("release_hold", "hold_release"):
+        out += ["release_hold", "hold_release"]
+    return tuple(dict.fromkeys(k for k in out if k in KINDS))
+
+
+class _Ledger:
+    """The log's records per (request, kind), in log order, each usable once."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self.records = [r for r in records if isinstance(r.get("data"), dict)]
+        self.used: set[int] = set()
+
+    def take(self, kinds: tuple[str, ...], request: str, match: Callable[[dict[str, Any]], bool],
+             after: int = 0, *, shared: bool = False) -> dict[str, Any] | None:
+        """The first unused matching record, now used; `shared`: also one already used (a record two store rows
+        both point at, such as export_complete: the export's row and the approval's use)."""
+        for record in self.records:
+            seq = int(record.get("seq", 0))
+            if (seq > after and (shared or seq not in self.used) and record.get("kind") in kinds
+                    and record["data"].get("request") == request and match(record["data"])):
+                self.used.add(seq)
+                return record
+        return None
+
+    def unused(self, kinds: tuple[str, ...], request: str) -> list[int]:
+        return [int(r["seq"]) for r in self.records if r.get("kind") in kinds
+                and r["data"].get("request") == request and int(r["seq"]) not in self.used]
+
+
+def _same(stored: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """An audit record matches a store row when every field both carry is equal (either side may carry more:
+    the record its request id, the row a field a later version added)."""
+    return lambda audited: all(audited[k] == v for k, v in stored.items() if k in audited)
+
+
+def cross_check(records: Iterable[dict[str, Any]], store: RequestStore) -> CrossCheck:
+    """Every step the request store shows - each request, owner approval (with its unblurs and attestation),
+    denial, ratification, lapse, export start and completion, hold, renewal, expiry and release - has its
+    audit record, matched in log order, each record used once. The first problem is the earliest in the
+    store's own time order; a row inserted straight into the store, or a record removed from the log and the
+    chain re-hashed, shows here."""
+    ledger = _Ledger(records)
+    found: list[tuple[str, str]] = []  # (store time, problem)
+
+    def missing(at: str, text: str, kinds: tuple[str, ...], request: str) -> None:
+        stray = ledger.unused(kinds, request)
+        hint = f" (record {stray[0]} is a {kinds[0]} of this request that does not match it)" if stray else ""
+        found.append((at, f"request {request}: {text}{hint}"))
+
+    for item in store.all():
+        at = rfc3339(item.received_at)
+        if ledger.take(("intake",), item.id, lambda d: True) is None:
+            missing(at, "is in the request store but its intake is not in the log (inserted, or the log was "
+                        "truncated or replaced)", ("intake",), item.id)
+        if ledger.take(("decision",), item.id, lambda d: True) is None:
+            missing(at, "is in the request store but its decision is not in the log", ("decision",), item.id)
+        for seq, kind, when, data in store.actions(item.id):
+            at = rfc3339(when)
+            kinds = _action_kinds(kind)
+            what = f"owner action {seq} ({kind}, {at})"
+            if not kinds:
+                found.append((at, f"request {item.id}: {what} is a kind the audit log has no record for"))
+                continue
+            record = ledger.take(kinds, item.id, _same(data))
+            if record is None:
+                missing(at, f"{what} is in the request store but not in the log (inserted into the store, or its "
+                            "record removed from the log)", kinds, item.id)
+                continue
+            if kind != "approve":
+                continue
+            for clip in data.get("unblur") or ():
+                if ledger.take(("unblur",), item.id, _same({"clip": clip}), after=int(record["seq"])) is None:
+                    missing(at, f"{what} unblurs clip {clip} but the log has no unblur record for it (removed)",
+                            ("unblur",), item.id)
+            if data.get("attest_original") and ledger.take(("attestation",), item.id, lambda d: True,
+                                                           after=int(record["seq"])) is None:
+                missing(at, f"{what} attests the paper original but the log has no attestation record (removed)",
+                        ("attestation",), item.id)
+    for row in store.exports():
+        at, request = str(row["started_at"]), str(row["request"])
+        if ledger.take(("export_start",), request, _same({"export": row["id"]})) is None:
+            missing(at, f"export {row['id']} (started {at}) is in the request store but its export_start record is "
+                        "not in the log (removed)", ("export_start",), request)
+        if row.get("completed_at") and ledger.take(
+                ("export_complete",), request, _same({"export": row["id"], "sha256": row["sha256"]}),
+                shared=True) is None:
+            missing(str(row["completed_at"]), f"export {row['id']} (completed {row['completed_at']}, sha256 "
+                    f"{str(row['sha256'])[:16]}...) is in the request store but its export_complete record is not "
+                    "in the log (removed)", ("export_complete",), request)
+    for hold in store.holds():
+        request = str(hold["request"])
+        clips = json.loads(hold["clips"]) if isinstance(hold["clips"], str) else hold["clips"]
+        kind = "hold_renew" if hold["renewal"] else "hold"
+        if ledger.take((kind,), request, _same({"clips": clips, "until": hold["until"],
+                                                 "renewal": hold["renewal"]})) is None:
+            missing(str(hold["until"]), f"hold {hold['hold_id']} (renewal {hold['renewal']}, until {hold['until']}) "
+                    f"is in the request store but its {kind} record is not in the log (removed)", (kind,), request)
+        ended = ledger.take(("hold_expired",), request, _same({"hold": hold["hold_id"]})) is not None or any(
+            r.get("kind") == "hold_release" and r["data"].get("request") == request
+            and hold["hold_id"] in (r["data"].get("holds") or ()) for r in ledger.records)  # lifted by the owner
+        if hold.get("expired_at") and not ended:
+            missing(str(hold["expired_at"]), f"hold {hold['hold_id']} expired at {hold['expired_at']} in the request "
+                    "store but neither a hold_expired nor a hold_release record for it is in the log (removed)",
+                    ("hold_expired", "hold_release"), request)
+    result = CrossCheck(problems=[text for _, text in sorted(found, key=lambda p: p[0])])
+    for record in ledger.records:
+        seq = int(record.get("seq", 0))
+        if record.get("kind") in STORED_KINDS and seq not in ledger.used:
+            result.notes.append(f"record {seq} ({record['kind']}, request {record['data'].get('request')}): "
+                                "audited, but the request store has no such step (interrupted after its audit "
+                                "record, so it never took effect; or its row was deleted from the store)")
+    return result
+
+
+def verify_with_store(audit: AuditLog, store: RequestStore | None) -> tuple[bool, str]:
+    """`audit verify`: the chain and head file, then the cross-check with the request store (when there is
+    one). (ok, message): the message names the first bad record, or the first step the store shows that the log
+    does not; audited steps the store lacks are listed as notes under an intact result."""
+    result = audit.verify()
+    if not result.ok:
+        return False, result.message(audit.path)
+    message = result.message(audit.path)
+    if store is None or not store.exists():
+        return True, message
+    check = cross_check(audit.records(), store)
+    if check.problems:
+        more = f" ({len(check.problems) - 1} more disagreement(s) after it)" if len(check.problems) > 1 else ""
+        return False, f"{audit.path}: the request store and the log disagree: {check.problems[0]}{more}"
+    message += f"; agrees with the request store {store.path}"
+    for note in check.notes:
+        message += f"\nnote: {note}"
+    return True, message

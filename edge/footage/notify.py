@@ -47,3 +47,12 @@ def footage_event(ts: Any, **fields: Any) -> Event:
     if unknown:
         raise ValueError(f"footage events may not carry {sorted(unknown)}")
     return Event("footage_request", None, ts, {k: v for k, v in fields.items() if v is not None})
+
+
+def head_event(record: dict[str, Any]) -> Event:
+    """The audit log's new head, after every append: a `system` event the MQTT publisher also keeps retained on
+    <prefix>/audit/head, so a subscriber (Home Assistant's recorder) witnesses every head the log ever had."""
+    from datetime import datetime
+
+    return Event("system", None, datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")),
+                 {"status": "audit_appended", "audit_seq": int(record["seq"]), "audit_hash": str(record["hash"])})

@@ -24,7 +24,7 @@ from edge.errors import RequestError, StorageError
 from edge.footage import export as exporting
 from edge.footage.audit import AuditLog
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.notify import Emit, footage_event, outbox_emitter
+from edge.footage.notify import Emit, footage_event, head_event, outbox_emitter
 from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Policy, Reason, decide
 from edge.footage.redact import FindFaces, default_find_faces
 from edge.footage.request import Intake, parse_request
@@ -63,7 +63,7 @@ class FootageDesk:
         self.clock = clock or SystemClock()
         self.policy = Policy.from_config(config)
         self.state_dir = Path(config.state_dir)
-        self.audit = AuditLog(self.state_dir, self.clock)
+        self.audit = AuditLog(self.state_dir, self.clock, on_append=self._witness)
         self._clips = clips
         self._find_faces = find_faces
         self._emit = emit
@@ -117,6 +117,10 @@ class FootageDesk:
             **extra,
         )
         emit(event)
+
+    def _witness(self, record: dict[str, Any]) -> None:
+        """Every new audit head goes out as an event (retained on MQTT as <prefix>/audit/head by the publisher)."""
+        (self._emit or outbox_emitter(self.config))(head_event(record))
 
     def find_faces(self) -> FindFaces:
         if self._find_faces is None:
@@ -589,18 +593,10 @@ class FootageDesk:
     # --- reporting -----------------------------------------------------------------------------------------
 
     def verify_audit(self) -> tuple[bool, str]:
-        """The chain check, plus: every request the store knows has its intake in the log (a log deleted or
-        replaced wholesale has no broken link to show, but it is missing what the store remembers)."""
-        result = self.audit.verify()
-        if not result.ok:
-            return False, result.message(self.audit.path)
-        if RequestStore(self.state_dir, create=False).exists():
-            logged = {r["data"].get("request") for r in self.audit.records() if r.get("kind") == "intake"}
-            for item in self.store.all():
-                if item.id not in logged:
-                    return False, (f"{self.audit.path}: record {result.records + 1}: missing: request {item.id} "
-                                   "is in the request store but its intake is not in the log (truncated or replaced)")
-        return True, result.message(self.audit.path)
+        """The chain check, plus the cross-check both ways with the request store (edge.footage.audit)."""
+        from edge.footage.audit import verify_with_store
+
+        return verify_with_store(self.audit, RequestStore(self.state_dir, create=False))
 
 
     def summary(self, request: str) -> dict[str, Any]:

@@ -100,6 +100,9 @@ def test_events_reach_the_real_outbox_without_content(tmp_path: Path) -> None:
     with Outbox(outbox_path(cfg)) as outbox:
         pending = outbox.pending()
     payloads = [json.loads(p.payload) for p in pending]
+    heads = [p for p in payloads if p["type"] == "system"]  # each audit append's new head (the MQTT witness)
+    assert [h["audit_seq"] for h in heads] == [1, 2, 3] and {h["status"] for h in heads} == {"audit_appended"}
+    payloads = [p for p in payloads if p["type"] != "system"]
     assert [p["state"] for p in payloads] == ["submitted", "denied"]
     import jsonschema
 
