@@ -1,4 +1,4 @@
-"""Command line for faces and evaluation: `faces enroll|list|forget`, `eval lfw`, `eval detect`, `eval redaction`."""
+"""Command line for faces and evaluation: `faces enroll|list|forget|test|migrate`, `eval lfw|detect|redaction`."""
 
 from __future__ import annotations
 

@@ -132,6 +132,20 @@ def test_an_enrolled_name_is_refused_replaced_or_added_to(tmp_path: Path) -> Non
                                  "other", NOON, existing="add")
 
 
+@pytest.mark.parametrize(("point", "added"), [("enroll:photos-written", False), ("enroll:staged", False),
+                                               ("enroll:old-moved-aside", True), ("gallery:removing", True)])
+def test_kill_during_an_add_leaves_the_old_or_the_whole_new_enrolment(tmp_path: Path, point: str,
+                                                                      added: bool) -> None:
+    _enroll(tmp_path, 10, 2, existing="refuse")
+    killed_at(point, lambda: _enroll(tmp_path, 50, existing="add"))
+    g = Gallery(tmp_path)
+    (ada,) = g.people()
+    want = [10, 10, 50] if added else [10, 10]
+    assert ada.photos == len(want) and g.templates()["Ada"][:, 0].tolist() == want
+    assert [int(c.mean().round()) for c in g.chips("Ada")] == [10, 11, 50][: len(want)]
+    assert sorted(os.listdir(tmp_path / "faces")) == ["ada"]  # no staging or trash left once reopened
+
+
 def test_a_consent_date_in_the_future_is_refused(tmp_path: Path) -> None:
     g = Gallery(tmp_path)
     one = np.zeros((1, 128), np.float32)
