@@ -529,7 +529,8 @@ def cross_check(records: Iterable[dict[str, Any]], store: RequestStore) -> Cross
         for seq, kind, when, data in store.actions(item.id):
             at = rfc3339(when)
             kinds = _action_kinds(kind)
-            what = f"owner action {seq} ({kind}, {at})"
+            of = f" of export {data['export']}" if data.get("export") else ""
+            what = f"owner action {seq} ({kind}{of}, {at})"
             if not kinds:
                 found.append((at, f"request {item.id}: {what} is a kind the audit log has no record for"))
                 continue

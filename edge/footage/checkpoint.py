@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.clock import rfc3339
-from edge.errors import StorageError
+from edge.errors import RequestError, StorageError
 from edge.footage.audit import normalise_hash
 
 ALG_ED25519 = 0x01
@@ -37,7 +37,7 @@ DEFAULT_KEY = Path("/etc/doorbell-edge/audit-checkpoint.key")  # root only: the 
 DEFAULT_VKEY = DEFAULT_KEY.with_suffix(".pub")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RequestError):
     """A checkpoint or key that cannot be read, or does not verify: the message names what is wrong."""
 
 
@@ -90,7 +90,7 @@ class Verifier:
 
 
 def parse_vkey(text: str) -> Verifier:
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may itself contain "+"
     if len(parts) != 3:
         raise CheckpointError(f"{text.strip()[:60]!r} is not a verifier key (<name>+<key id hex>+<base64 key>)")
     name, key_hex, key_b64 = parts
@@ -108,7 +108,7 @@ def parse_vkey(text: str) -> Verifier:
 
 
 def parse_signer(text: str) -> Signer:
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise CheckpointError("not a checkpoint signing key (PRIVATE+KEY+<name>+<key id hex>+<base64 key>)")
     name, key_hex, key_b64 = parts[2:]

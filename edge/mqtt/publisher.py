@@ -76,7 +76,9 @@ class Publisher:
         self.limits = limits or CommandLimits(clock.monotonic)
         self._window = window
         self._poll_s = poll_s
-        subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()))
+        # The retained audit head is read back: a head older than the one the broker holds is never published over
+        # it (a state dir restored from an older copy must not erase the witness of what came after).
+        subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()), topics.audit_head)
         self.link = Link(
             replace(settings, will_topic=topics.availability, will_payload=OFFLINE, will_retain=retain,
                     subscriptions=subscriptions),
@@ -98,6 +100,7 @@ class Publisher:
         self._next_state = 0.0
         self._next_prune = 0.0
         self._occupied_until = 0.0  # monotonic; a person or face was seen this recently
+        self._audit_head: tuple[int, str] | None = None  # the newest audit head published or read back (under _cond)
         self._down_summary_s = down_summary_s
         self._down_since: float | None = None  # monotonic; no broker connection since then
         self._down_dropped = 0  # the outbox's dropped count when the outage began
@@ -105,7 +108,7 @@ class Publisher:
         self._summaries = 0
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0,
-                         "rate_limited_commands": 0}
+                         "rate_limited_commands": 0, "audit_heads": 0, "audit_heads_refused": 0}
         outbox.add_listener(self._poke)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -185,6 +188,9 @@ class Publisher:
             self._cond.notify_all()
 
     def _message_cb(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.audit_head:
+            self._read_back_head(payload)
+            return
         if topic == self.topics.ha_status:
             if payload.strip() == ONLINE.encode():
                 log.info("Home Assistant is online: re-sending discovery and state")
@@ -344,6 +350,8 @@ class Publisher:
                 self._sent_upto = row.seq
                 self.counters["sent"] += 1
                 stateful = stateful or row.type in STATEFUL_TYPES
+                if row.type in ("system", "footage_request"):
+                    self._send_audit_head(row.payload)
                 if row.type in ("person", "face"):
                     age = max(0.0, self._clock.now().timestamp() - row.ts)
                     if age < OCCUPANCY_HOLD_S:
@@ -361,6 +369,48 @@ class Publisher:
                         except StorageError as exc:
                             log.warning("MQTT: %s (a re-send may feed it again)", exc)
         return stateful
+
+    def _read_back_head(self, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+            head = (int(body["seq"]), str(body["hash"]))
+        except (ValueError, KeyError, TypeError):
+            return  # empty (cleared by the owner) or not ours
+        with self._cond:
+            if self._audit_head is None or head[0] > self._audit_head[0]:
+                self._audit_head = head
+
+    def _send_audit_head(self, payload: str | bytes) -> None:
+        """An event carrying the audit log's head (the `audit_appended` system event after every append, and every
+        footage_request event): publish it retained on <prefix>/audit/head unless the broker already holds a newer
+        one, which would mean the log went backwards (logged as an error, never published over)."""
+        try:
+            body = json.loads(payload)
+            seq, digest = int(body["audit_seq"]), str(body["audit_hash"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._cond:
+            known = self._audit_head
+            if known is not None and seq == known[0] and digest != known[1]:
+                self.counters["audit_heads_refused"] += 1
+                log.error("MQTT: audit record %s has hash %s, but the broker witnessed %s for it: the log was "
+                          "rewritten or restored from an older copy; not published over it (run `doorbell-edge audit "
+                          "verify --against %s:%s`)", seq, digest[:16], known[1][:16], known[0], known[1])
+                return
+            if known is not None and seq < known[0]:
+                # Two processes appending at once may queue their heads out of order; a log that went backwards
+                # (restored from an older copy) also lands here, and `audit verify --against` tells them apart.
+                self.counters["audit_heads_refused"] += 1
+                log.warning("MQTT: audit head %s is older than the witnessed head %s on the broker; not published "
+                            "over it (if this repeats: `doorbell-edge audit verify --against %s:%s`)", seq, known[0],
+                            known[0], known[1])
+                return
+            if known == (seq, digest):
+                return
+            self._audit_head = (seq, digest)
+        self.link.publish(self.topics.audit_head, encode({"seq": seq, "hash": digest, "ts": body.get("ts")}), qos=1,
+                          retain=self._retain)
+        self.counters["audit_heads"] += 1
 
     def _send_discovery(self) -> None:
         for topic, payload in discovery_payloads(self.device):

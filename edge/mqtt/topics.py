@@ -42,6 +42,12 @@ class Topics:
         return f"{self.prefix}/state"
 
     @property
+    def audit_head(self) -> str:
+        """Retained: the footage audit log's latest head {"seq", "hash", "ts"}, re-published after every append, so a
+        subscriber that keeps history (Home Assistant's recorder) witnesses every head (docs/footage-requests.md)."""
+        return f"{self.prefix}/audit/head"
+
+    @property
     def snapshot(self) -> str:
         """JPEG snapshots (only when mqtt.snapshot is on)."""
         return f"{self.prefix}/snapshot"

@@ -34,7 +34,8 @@ STATE_COMMANDS: dict[str, tuple[str, frozenset[str]] | None] = {
     "faces": None,
     "clips": None,
     "requests": None,
-    "audit": None,
+    # checkpoint/checkpoint-key run as whoever starts them: root signs with a key the service user cannot read
+    "audit": ("audit_command", frozenset({"verify", "repair", "show"})),
     "keys": None,  # reads (and the first time creates) the device key under the state dir
     "mqtt": ("mqtt_command", frozenset({"outbox"})),
 }
