@@ -189,3 +189,26 @@ def test_unit_parses_as_ini() -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string(UNIT.read_text())
     assert {"Unit", "Service", "Install"} <= set(parser.sections())
+
+
+def test_install_test_script_parses_and_its_help_is_only_text() -> None:
+    # deploy/test-install.sh is the real install test (root, network, minutes): CI's slower job runs it;
+    # here only that it parses and documents itself.
+    script = REPO / "deploy" / "test-install.sh"
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("The real install test:")
+    assert "--no-cache" in proc.stdout and "--keep" in proc.stdout
+    for line in proc.stdout.splitlines():
+        assert not line.startswith(("#", "set ", "shellcheck")), line
+
+
+@pytest.mark.parametrize("script", ["install.sh", "test-install.sh"])
+def test_deploy_scripts_pass_shellcheck(script: str) -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed on this machine (apt-get install shellcheck)")
+    proc = subprocess.run([shellcheck, str(REPO / "deploy" / script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
