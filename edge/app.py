@@ -23,6 +23,7 @@ from edge.encoder import encode_jpeg
 from edge.errors import StorageError
 from edge.events import Event, EventBus
 from edge.motion_stage import MotionStage
+from edge.permissions import make_state_private
 from edge.queues import Closed, DropOldestQueue
 from edge.ratelimit import RateLimiter
 from edge.service.control import ControlServer, rate_limited
@@ -111,6 +112,9 @@ class App:
     def build(self) -> App:
         try:
             ensure_state_dir(self.config.state_dir)
+            # Migration: files an older version (UMask=0027) or a root-run tool left group- or world-readable
+            # become the service user's alone; only the control socket stays open to the group.
+            make_state_private(self.config.state_dir)
         except StorageError as exc:
             if not (self.config.state_dir.is_dir() and is_read_only(self.config.state_dir)):
                 raise

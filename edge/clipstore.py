@@ -40,6 +40,7 @@ from edge.encoder import (
 )
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+from edge.permissions import PRIVATE_FILE, private_dir, private_file
 from edge.retention import Deletion, RetentionPolicy, StoredClip, clip_class, plan
 
 log = logging.getLogger(__name__)
@@ -254,13 +255,15 @@ class ClipStore:
             log.error("clip store %s is on a read-only file system: reading only, nothing is recorded", self.root)
             return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)  # footage: the service user's alone (edge/permissions.py)
         except OSError as exc:
             raise StorageError(f"cannot create clip directory {self.root}: {exc}") from exc
         self._open_index()
 
     def _open_index(self) -> None:
         try:
+            private_file(self._db_path)  # 0600 before SQLite makes it (its -wal/-shm copy the mode)
             db = sqlite3.connect(self._db_path, timeout=30, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
@@ -541,7 +544,7 @@ class ClipStore:
         clip_id = f"{start.strftime('%Y%m%dT%H%M%S')}Z-{camera}-{secrets.token_hex(3)}"
         folder = self.root / camera / start.strftime("%Y-%m-%d")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)
         except OSError as exc:
             raise StorageError(f"cannot create {folder}: {exc}") from exc
         final = folder / f"{clip_id}{codec.suffix}"
@@ -598,6 +601,7 @@ class ClipStore:
                     if probe(tmp)[0] != len(kept):
                         raise StorageError(f"clip {clip_id}: still not decodable after cutting the tail")
             digest, size = sha256_file(tmp), tmp.stat().st_size
+            os.chmod(tmp, PRIVATE_FILE)  # the muxer created it under the umask
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as exc:
@@ -640,7 +644,7 @@ class ClipStore:
     def _add_snapshot(self, clip_id: str, camera: str, final: Path, event_id: str, ts: datetime, jpeg: bytes) -> Path:
         path = final.with_name(f"{final.stem}.{_safe(event_id)}.jpg")
         tmp = _part(path, _TMP)
-        with open(tmp, "wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb") as handle:
             handle.write(jpeg)
             handle.flush()
             os.fsync(handle.fileno())
@@ -865,7 +869,7 @@ class ClipStore:
         for path in paths:
             target = folder / path.relative_to(self.root)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)
                 os.replace(path, target)
                 fsync_dir(target.parent)
             except OSError as exc:

@@ -48,20 +48,26 @@ def private_file(path: Path) -> Path:
     """Create `path` empty with mode 0600 if it does not exist (e.g. before SQLite opens it: SQLite gives its
     -wal and -shm files the database file's mode); an existing file this process owns is narrowed to 0600."""
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
     try:
-        info = os.fstat(fd)
-        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & ~PRIVATE_FILE:
-            os.fchmod(fd, PRIVATE_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
+    except FileExistsError:
+        _narrow(path, PRIVATE_FILE, only_narrow=True)
+        return path
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask
     finally:
         os.close(fd)
     return path
 
 
-def _narrow(path: Path, mode: int) -> None:
+def _narrow(path: Path, mode: int, only_narrow: bool = False) -> None:
+    """Give `path` exactly `mode` (or, `only_narrow`, remove the bits `mode` lacks) when this process owns it;
+    symlinks and other users' files are left alone."""
     info = os.lstat(path)
-    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != mode:
-        os.chmod(path, mode)
+    current = stat.S_IMODE(info.st_mode)
+    target = current & mode if only_narrow else mode
+    if info.st_uid == os.geteuid() and not stat.S_ISLNK(info.st_mode) and current != target:
+        os.chmod(path, target)
 
 
 def wanted_mode(state_dir: Path, path: Path, info: os.stat_result) -> int | None:

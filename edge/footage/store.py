@@ -16,6 +16,7 @@ from edge.clock import rfc3339
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import OwnerAction
+from edge.permissions import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -92,6 +93,7 @@ class RequestStore:
         if not self.readonly:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_file(self.path)  # 0600 before SQLite makes it (its -wal/-shm copy the mode)
             except OSError as exc:
                 raise StorageError(f"cannot create {self.dir}: {exc}") from exc
             with self._db() as db:

@@ -187,7 +187,7 @@ def save_state(state_dir: Path, state: TimeState) -> None:
     path = Path(state_dir) / STATE_NAME
     tmp = path.with_name(path.name + ".tmp")
     data = (json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state dir's files are private
     try:
         os.write(fd, data)
         os.fsync(fd)
