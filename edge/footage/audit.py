@@ -598,6 +598,9 @@ def verify_with_store(audit: AuditLog, store: RequestStore | None) -> tuple[bool
     check = cross_check(audit.records(), store)
     if check.problems:
         more = f" ({len(check.problems) - 1} more disagreement(s) after it)" if len(check.problems) > 1 else ""
+        if result.records == 0:
+            return False, (f"{audit.path}: record 1: missing: the log is empty or gone, but the request store "
+                           f"remembers steps (deleted or replaced): {check.problems[0]}{more}")
         return False, f"{audit.path}: the request store and the log disagree: {check.problems[0]}{more}"
     message += f"; agrees with the request store {store.path}"
     for note in check.notes:
