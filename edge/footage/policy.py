@@ -23,6 +23,7 @@ CODES: dict[str, tuple[Effect, str]] = {
     "UNKNOWN_AGENCY": ("deny", "the agency is not on the owner's list"),
     "BAD_SIGNATURE": ("deny", "a signature does not verify"),
     "REPLAY": ("deny", "this agency already submitted this request id"),
+    "WRONG_DEVICE": ("deny", "the request names another device (a key fingerprint that is not this device's)"),
     "NOT_YET_VALID": ("deny", "the request's validity has not started"),
     "EXPIRED": ("deny", "the request has expired"),
     "WARRANT_STALE": ("deny", "the warrant or court order is older than the policy allows"),
@@ -46,6 +47,10 @@ CODES: dict[str, tuple[Effect, str]] = {
     "OWNER_DENIED": ("deny", "the owner refused"),
     "APPROVAL_LAPSED": ("owner_review", "the owner's approval was not used in time and lapsed"),
     "APPROVAL_USED": ("owner_review", "the owner's approval was already used for an export"),
+    "UNBOUND_DEVICE": ("owner_review", "the request names no device: never auto-released, the owner decides"),
+    "CLIP_CHANGED": ("owner_review", "a clip changed since the owner approved it (its sha256 differs); approve again"),
+    "APPROVAL_UNLISTED": ("owner_review", "an approval that does not list the clips the owner saw; approve again"),
+    "CLIPS_NOT_APPROVED": ("note", "clips in scope that the approval does not cover (they appeared after it)"),
     "UNRATIFIED": ("note", "an emergency release not yet confirmed by a warrant or case reference"),
     "RATIFIED": ("note", "an emergency release later confirmed by a warrant or case reference"),
 }
@@ -68,22 +73,27 @@ class ClipLike(Protocol):
     def start(self) -> datetime: ...
     @property
     def end(self) -> datetime: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The owner's rules plus the cameras this device has."""
+    """The owner's rules, the cameras this device has, and this device's key fingerprint (what a request must
+    name in `device`; None when the device has no readable signing key, so no request can name it)."""
 
     rules: FootageRequestsConfig
     cameras: frozenset[str]
+    device: str | None = None
 
     @classmethod
-    def from_config(cls, config: Config) -> Policy:
-        return cls(config.footage_requests, frozenset(config.cameras))
+    def from_config(cls, config: Config, device: str | None = None) -> Policy:
+        return cls(config.footage_requests, frozenset(config.cameras), device)
 
     @property
     def hash(self) -> str:
-        body: dict[str, Any] = {"footage_requests": self.rules.model_dump(mode="json"), "cameras": sorted(self.cameras)}
+        body: dict[str, Any] = {"footage_requests": self.rules.model_dump(mode="json"), "cameras": sorted(self.cameras),
+                                "device": self.device}
         return hashlib.sha256(bytes(rfc8785.dumps(body))).hexdigest()
 
 
@@ -94,7 +104,7 @@ class OwnerAction:
     kind: Literal["approve", "deny", "ratify"]
     at: datetime
     seq: int = 0
-    clips: frozenset[str] | None = None  # None: every in-scope clip
+    clips: frozenset[str] | None = None  # the clip ids approved (an older version stored None for "everything")
     cameras: frozenset[str] | None = None
     data: frozenset[str] | None = None
     unblur: frozenset[str] = frozenset()
@@ -102,6 +112,9 @@ class OwnerAction:
     used: bool = False  # an export completed under this approval
     lapsed: bool = False  # the store recorded this approval as lapsed: it stays lapsed whatever the clock says
     note: str = ""
+    # What the owner saw and approved: each in-scope part of each clip with the clip's sha256. An approval
+    # releases these parts and nothing else; None (an approval recorded before this list existed) releases nothing.
+    shown: tuple[Segment, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,15 +129,20 @@ class Reason:
 
 @dataclass(frozen=True, order=True)
 class Segment:
-    """The part [start, end) of one clip that falls inside the request's windows."""
+    """The part [start, end) of one clip that falls inside the request's windows, and the clip's sha256 (what
+    the owner is shown and what an approval binds to)."""
 
     camera: str
     start: datetime
     end: datetime
     clip_id: str
+    sha256: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"clip": self.clip_id, "camera": self.camera, "start": rfc3339(self.start), "end": rfc3339(self.end)}
+        body = {"clip": self.clip_id, "camera": self.camera, "start": rfc3339(self.start), "end": rfc3339(self.end)}
+        if self.sha256:
+            body["sha256"] = self.sha256
+        return body
 
 
 @dataclass(frozen=True)
@@ -177,7 +195,7 @@ def in_scope(
         for start, end in merged:
             lo, hi = max(clip.start, start), min(clip.end, end)
             if lo < hi:
-                segments.append(Segment(clip.camera, lo, hi, clip.id))
+                segments.append(Segment(clip.camera, lo, hi, clip.id, clip.sha256))
     return sorted(segments)
 
 
@@ -216,6 +234,10 @@ def _rule_checks(doc: FootageRequest, policy: Policy, now: datetime, replay: boo
     out: list[Reason] = []
     if replay:
         out.append(Reason("REPLAY", f"request_id {doc.request_id!r} was already submitted by {doc.agency.id!r}"))
+    if doc.device is not None and doc.device.lower() != policy.device:
+        mine = (f"this device's key fingerprint is {policy.device}" if policy.device
+                else "this device has no readable signing key, so no request can name it")
+        out.append(Reason("WRONG_DEVICE", f"the request is for device {doc.device.lower()}; {mine}"))
     if now < doc.issued_at:
         out.append(Reason("NOT_YET_VALID", f"issued_at {rfc3339(doc.issued_at)} is after now {rfc3339(now)}"))
     if now >= doc.expires_at:
@@ -304,6 +326,12 @@ def decide(
     segments = tuple(in_scope(clips, doc.scope.cameras, windows))
     data = tuple(k for k in ("video", "audio", "snapshots", "event_metadata") if k in doc.scope.data)
     base = Decision(request_id, "owner_review", (), segments, data, policy_hash=policy.hash)
+    # A request that names no device could be for any house: the owner may still decide on it (they know their
+    # own address and case), but it is never released without them, and every decision says so.
+    unbound: tuple[Reason, ...] = () if doc.device is not None else (
+        Reason("UNBOUND_DEVICE", "the request names no device (its `device` field is missing): check that it is "
+                                 "for this house; it is never released without your approval"),
+    )
 
     basis = doc.legal_basis
     if basis == "preservation" and active_holds >= policy.rules.max_active_holds_per_agency:
@@ -314,7 +342,7 @@ def decide(
             "`doorbell-edge requests release-hold ID`")])
     if basis == "preservation":
         reason = Reason("PRESERVATION_HOLD", f"{len({s.clip_id for s in segments})} clip(s) held {HOLD_DAYS} days")
-        return _replace(base, decision="hold", reasons=(reason,), data=())
+        return _replace(base, decision="hold", reasons=(reason, *unbound), data=())
     if basis in COURT_BASES:
         review = Reason("VERIFIED_WARRANT" if court_ok else "UNVERIFIED_WARRANT", court_why)
     elif basis == "consent_request":
@@ -324,36 +352,43 @@ def decide(
     else:
         review = Reason("EXIGENT_REVIEW", "emergency: the owner decides")
 
+    head = (review, *unbound)
     owner = _latest(consents, {"approve", "deny"})
     if owner is not None and owner.kind == "deny":
-        return _replace(base, decision="deny", reasons=(review, Reason("OWNER_DENIED", owner.note or "refused")),
+        return _replace(base, decision="deny", reasons=(*head, Reason("OWNER_DENIED", owner.note or "refused")),
                         segments=(), data=())
-    auto = court_ok is True and basis in COURT_BASES and policy.rules.auto_release_verified_warrants
+    auto = (court_ok is True and basis in COURT_BASES and policy.rules.auto_release_verified_warrants
+            and not unbound)
     if owner is None:
         if auto:
-            return _replace(base, decision="release", reasons=(review, Reason("AUTO_RELEASED", "policy allows")))
-        return _replace(base, reasons=(review,))
+            return _replace(base, decision="release", reasons=(*head, Reason("AUTO_RELEASED", "policy allows")))
+        return _replace(base, reasons=head)
     lapse_at = owner.at + timedelta(hours=policy.rules.approval_valid_hours)
     if owner.used:
         if auto:
-            return _replace(base, decision="release", reasons=(review, Reason("AUTO_RELEASED", "policy allows")))
-        return _replace(base, reasons=(review, Reason("APPROVAL_USED", f"approval {owner.seq} was used")))
+            return _replace(base, decision="release", reasons=(*head, Reason("AUTO_RELEASED", "policy allows")))
+        return _replace(base, reasons=(*head, Reason("APPROVAL_USED", f"approval {owner.seq} was used")))
     if owner.lapsed:
         lapsed = Reason("APPROVAL_LAPSED", f"approval {owner.seq} was recorded as lapsed")
-        return _replace(base, reasons=(review, lapsed))
+        return _replace(base, reasons=(*head, lapsed))
     if now >= lapse_at:
-        return _replace(base, reasons=(review, Reason("APPROVAL_LAPSED", f"approval lapsed at {rfc3339(lapse_at)}")))
+        return _replace(base, reasons=(*head, Reason("APPROVAL_LAPSED", f"approval lapsed at {rfc3339(lapse_at)}")))
+    if owner.shown is None:
+        return _replace(base, reasons=(*head, Reason("APPROVAL_UNLISTED", f"approval {owner.seq} does not list the "
+                                                     "clips you saw (an older version recorded it); approve again")))
+    kept, problem = _approved_parts(segments, owner)
+    if problem is not None:
+        return _replace(base, reasons=(*head, problem))
 
-    # An approval may narrow the scope, never widen it.
-    kept = tuple(
-        s
-        for s in segments
-        if (owner.clips is None or s.clip_id in owner.clips) and (owner.cameras is None or s.camera in owner.cameras)
-    )
     kept_data = tuple(k for k in data if owner.data is None or k in owner.data)
     unblur = frozenset(owner.unblur) & {s.clip_id for s in kept}
     detail = "approved" + (" after checking the paper original" if owner.attest_original else "")
-    reasons: tuple[Reason, ...] = (review, Reason("OWNER_APPROVED", detail))
+    reasons: tuple[Reason, ...] = (*head, Reason("OWNER_APPROVED", detail))
+    later = sorted({s.clip_id for s in segments} - {s.clip_id for s in owner.shown})
+    if later:
+        reasons += (Reason("CLIPS_NOT_APPROVED", f"{len(later)} clip(s) in scope are not part of approval "
+                                                 f"{owner.seq} and are not released under it: {', '.join(later[:5])}"
+                                                 + (", ..." if len(later) > 5 else "")),)
     if basis == "exigent":
         ratified = _latest(consents, {"ratify"})
         reasons += (
@@ -363,6 +398,33 @@ def decide(
         )
     return _replace(base, decision="release", reasons=reasons, segments=kept, data=kept_data, unblur=unblur,
                     approval_seq=owner.seq)
+
+
+def _approved_parts(segments: Sequence[Segment], owner: OwnerAction) -> tuple[tuple[Segment, ...], Reason | None]:
+    """The in-scope parts the approval covers: each approved part of each approved clip, cut to what is in scope
+    now (an approval may narrow the scope, never widen it). A clip whose sha256 is not the one the owner saw
+    stops the whole release (CLIP_CHANGED): the owner approved other bytes."""
+    assert owner.shown is not None
+    current = {s.clip_id: s.sha256 for s in segments}
+    for part in owner.shown:
+        if part.clip_id in current and current[part.clip_id] != part.sha256:
+            now_hash = current[part.clip_id][:16] or "(none)"
+            return (), Reason("CLIP_CHANGED", f"clip {part.clip_id} has sha256 {now_hash}..., not "
+                                              f"{part.sha256[:16]}... as when you approved it (approval "
+                                              f"{owner.seq}); approve again")
+    kept = []
+    for s in segments:
+        if owner.clips is not None and s.clip_id not in owner.clips:
+            continue
+        if owner.cameras is not None and s.camera not in owner.cameras:
+            continue
+        for part in owner.shown:
+            if part.clip_id != s.clip_id:
+                continue
+            lo, hi = max(s.start, part.start), min(s.end, part.end)
+            if lo < hi:
+                kept.append(replace(s, start=lo, end=hi))
+    return tuple(sorted(set(kept))), None
 
 
 def _replace(base: Decision, **changes: Any) -> Decision:

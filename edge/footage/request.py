@@ -28,6 +28,9 @@ DATA_KINDS: tuple[str, ...] = ("video", "audio", "snapshots", "event_metadata", 
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+# A device is named by its signing key's fingerprint (edge.footage.keys.fingerprint: 16 hex digits), as
+# `doorbell-edge keys show` prints it; upper-case digits are accepted and compared in lower case.
+_DEVICE = r"^[0-9A-Fa-f]{16}$"
 
 
 def parse_rfc3339(value: object) -> datetime:
@@ -104,6 +107,9 @@ class FootageRequest(_Doc):
     """A request for footage as the agency sent it (validated; times are aware UTC)."""
 
     request_id: Ident
+    # The device this request is for, inside what the agency signs. None: an unbound request (documents from
+    # before the field existed); it is never auto-released and the owner is told (UNBOUND_DEVICE).
+    device: Annotated[str, Field(pattern=_DEVICE)] | None = None
     agency: AgencyRef
     officer: Officer
     legal_basis: LegalBasis

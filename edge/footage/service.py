@@ -23,7 +23,7 @@ from edge.crashpoints import crash_point
 from edge.errors import RequestError, StorageError
 from edge.footage import export as exporting
 from edge.footage.audit import AuditLog
-from edge.footage.keys import device_key, public_key_b64
+from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64
 from edge.footage.notify import Emit, footage_event, head_event, outbox_emitter
 from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Policy, Reason, decide
 from edge.footage.redact import FindFaces, default_find_faces
@@ -61,7 +61,7 @@ class FootageDesk:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.policy = Policy.from_config(config)
+        self.policy = Policy.from_config(config, device=device_fingerprint(Path(config.state_dir)))
         self.state_dir = Path(config.state_dir)
         self.audit = AuditLog(self.state_dir, self.clock, on_append=self._witness)
         self._clips = clips
@@ -301,7 +301,15 @@ class FootageDesk:
             if kind not in full.data:
                 raise RequestError(f"data kind {kind!r} is not released by request {request} (allowed: "
                                    f"{', '.join(full.data) or 'none'})")
-        approved = set(clips) if clips is not None else in_scope
+        # What this approval releases, resolved now and recorded: exactly these parts of exactly these clips
+        # (with the sha256 the owner was shown); a clip that finishes or is recovered later needs a new approval.
+        shown = [s for s in full.segments if (clips is None or s.clip_id in clips)
+                 and (cameras is None or s.camera in cameras)]
+        unhashed = sorted({s.clip_id for s in shown if not s.sha256})
+        if unhashed:
+            raise RequestError(f"clip {unhashed[0]} has no recorded sha256, so an approval cannot be bound to it "
+                               f"(check it with `doorbell-edge clips show {unhashed[0]}`); narrow with --clips")
+        approved = {s.clip_id for s in shown}
         for clip in unblur:
             if clip not in approved:
                 raise RequestError(f"--unblur {clip!r}: that clip is not part of this approval")
@@ -310,7 +318,8 @@ class FootageDesk:
             raise RequestError("--attest-original is only for a warrant or court order without a trusted court "
                                "signature")
         body: dict[str, Any] = {
-            "clips": sorted(clips) if clips is not None else None,
+            "clips": sorted(approved),
+            "shown": [s.to_dict() for s in shown],
             "cameras": sorted(cameras) if cameras is not None else None,
             "data": sorted(data) if data is not None else None,
             "unblur": sorted(unblur),
@@ -709,6 +718,19 @@ class FootageDesk:
             "holds": len(holds),
             "holds_active": sum(1 for h in holds if h["expired_at"] is None),
         }
+
+
+def device_fingerprint(state_dir: Path) -> str | None:
+    """This device's key fingerprint, what a request names in `device`; None when there is no key yet (nobody
+    can have been given its fingerprint) or it cannot be read (then no request can be bound to this device).
+    Never creates the key: `requests evaluate` and `list` change nothing."""
+    try:
+        if not key_path(state_dir).exists():
+            return None
+        return key_fingerprint(device_key(state_dir))
+    except (StorageError, OSError) as exc:
+        log.warning("cannot read the device key, so requests naming a device are refused: %s", exc)
+        return None
 
 
 def _local_user() -> str:

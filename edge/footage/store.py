@@ -15,7 +15,7 @@ from typing import Any
 from edge.clock import rfc3339
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
-from edge.footage.policy import OwnerAction
+from edge.footage.policy import OwnerAction, Segment
 from edge.permissions import private_file
 
 SCHEMA = """
@@ -228,6 +228,7 @@ class RequestStore:
                     used=seq in used,
                     lapsed=seq in lapsed,
                     note=str(data.get("note") or data.get("reason") or data.get("reference") or ""),
+                    shown=_shown(data.get("shown")),
                 )
             )
         return out
@@ -340,6 +341,15 @@ def _active_holds(db: sqlite3.Connection, agency_id: str, now: datetime) -> int:
         in_force = until is None or (expired_at is None and _ts(until) > now)  # None: judged, not placed yet
         placed[request] = placed.get(request, False) or in_force
     return sum(placed.values())
+
+
+def _shown(value: Any) -> tuple[Segment, ...] | None:
+    """An approval's list of what the owner saw (clip parts with their sha256); None for an approval recorded
+    before approvals listed their clips (it releases nothing: edge.footage.policy APPROVAL_UNLISTED)."""
+    if value is None:
+        return None
+    return tuple(Segment(str(p["camera"]), _ts(p["start"]), _ts(p["end"]), str(p["clip"]), str(p["sha256"]))
+                 for p in value)
 
 
 def _claim(db: sqlite3.Connection, agency_id: str, request_id: str, request: str) -> bool:

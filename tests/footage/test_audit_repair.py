@@ -14,7 +14,7 @@ from edge.errors import StorageError
 from edge.footage.audit import AuditLog
 
 from .crash import killed_at
-from .factory import NOW, document, rules, signed
+from .factory import NOW, document, install_device_key, rules, signed
 from .test_service import desk_for
 
 TORN = [
@@ -32,6 +32,7 @@ def tear(desk_state: Path, torn: bytes) -> Path:
 
 
 def cli_config(tmp_path: Path, state: Path) -> Path:
+    install_device_key(state)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
                                     "storage": {"state_dir": str(state)}, "footage_requests": rules()}))

@@ -18,7 +18,7 @@ from edge.clock import FakeClock
 from edge.footage import cli as footage_cli
 from edge.footage.service import FootageDesk
 
-from .factory import NOW, document, rules, signed
+from .factory import NOW, document, install_device_key, rules, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
 
 
@@ -29,6 +29,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     store = ClipStore(state, clock)
     a = write_test_clip(store, "front_door", WIN_START + timedelta(seconds=10), frames(4, 1), FPS)
     b = write_test_clip(store, "front_door", WIN_START + timedelta(seconds=20), frames(4, 2), FPS)
+    install_device_key(state)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
                                    "storage": {"state_dir": str(state)}, "footage_requests": rules()}))

@@ -247,11 +247,20 @@ def test_evaluate_has_no_side_effects(tmp_path: Path, capsys: pytest.CaptureFixt
     cfg_path.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}},
                                         "storage": {"state_dir": str(state)}, "footage_requests": rules()}))
     doc_path = tmp_path / "request.json"
-    doc_path.write_bytes(signed(document("warrant")))
+    doc_path.write_bytes(signed(document("warrant", device=None)))  # unbound: this device has no key yet
     assert main(["requests", "evaluate", str(doc_path), "--config", str(cfg_path), "--now", z(NOW), "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["decision"] == "owner_review" and body["reasons"][0]["code"] == "VERIFIED_WARRANT"
+    assert "UNBOUND_DEVICE" in [r["code"] for r in body["reasons"]]
     assert set(body) >= {"request_id", "decision", "reasons", "clips", "data"}
+    # A request naming a device cannot be for one that has no key yet (nobody was given its fingerprint), and
+    # evaluating it does not make one.
+    bound = tmp_path / "bound.json"
+    bound.write_bytes(signed(document("warrant")))
+    assert main(["requests", "evaluate", str(bound), "--config", str(cfg_path), "--now", z(NOW), "--json"]) == 0
+    refused = json.loads(capsys.readouterr().out)
+    assert refused["decision"] == "deny" and refused["reasons"][0]["code"] == "WRONG_DEVICE"
+    assert "no readable signing key" in refused["reasons"][0]["detail"]
     assert not state.exists()
     assert main(["requests", "evaluate", str(doc_path), "--config", str(cfg_path), "--json"]) == 0
     # Without --now the real clock judges; the fixed test document's validity is long over by then.

@@ -19,7 +19,7 @@ from edge.footage.export import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
 from edge.footage.service import FootageDesk
 
-from .factory import AGENCY_BOX, NOW, document, rules, signed
+from .factory import AGENCY_BOX, NOW, document, install_device_key, rules, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ def test_sigkill_during_export_leaves_no_bundle_and_retry_completes(tmp_path: Pa
     store = ClipStore(state, clock)
     write_test_clip(store, "front_door", WIN_START + timedelta(seconds=10), frames(5, 1), FPS)
     write_test_clip(store, "front_door", WIN_START + timedelta(seconds=20), frames(5, 2), FPS)
+    install_device_key(state)
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
                                         "storage": {"state_dir": str(state)}, "footage_requests": rules()}))

@@ -24,7 +24,7 @@ from edge.footage.service import FootageDesk
 from edge.recorder import retention_policy
 
 from .crash import killed_at
-from .factory import NOW, config, document, rules, signed
+from .factory import NOW, config, document, install_device_key, rules, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -143,6 +143,7 @@ def test_owner_actions_record_the_real_user_not_logname(tmp_path: Path, monkeypa
     clock = FakeClock(NOW)
     store = ClipStore(tmp_path / "state", clock)
     write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    install_device_key(tmp_path / "state")  # the requests name the test device (factory.DEVICE)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"cameras": {"front_door": {}, "side_gate": {}}, "mqtt": {"enabled": False},
                                    "storage": {"state_dir": str(tmp_path / "state")}, "footage_requests": rules()}))

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from edge.footage.policy import CODES, OwnerAction, decide, in_scope
+from edge.footage.policy import CODES, OwnerAction, Segment, decide, in_scope
 from edge.footage.request import parse_request, sign_document
 
-from .factory import AGENCY_KEY, NOW, OTHER_KEY, document, intake, policy, signed, z
+from .factory import AGENCY_KEY, DEVICE, ELSEWHERE, NOW, OTHER_KEY, document, intake, policy, signed, z
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Clip:
     camera: str
     start: datetime
     end: datetime
+
+    @property
+    def sha256(self) -> str:
+        return f"sha256-of-{self.id}"
 
 
 WIN_START = NOW - timedelta(days=2, minutes=30)
@@ -43,7 +47,20 @@ def win(start: datetime, end: datetime) -> dict[str, str]:
     return {"start": z(start), "end": z(end)}
 
 
-APPROVE = OwnerAction("approve", NOW - timedelta(hours=1), seq=1)
+# What the owner is shown for the default document: the in-scope parts of CLIPS, with their sha256.
+SHOWN = tuple(in_scope(CLIPS, ["front_door"], [(WIN_START, WIN_START + timedelta(minutes=30))]))
+
+
+def approval(at: datetime = NOW - timedelta(hours=1), seq: int = 1, shown: tuple[Segment, ...] | None = SHOWN,
+             **kw: Any) -> OwnerAction:
+    """An approval as `requests approve` records it: the clip ids and the parts shown, with hashes."""
+    clips = frozenset(s.clip_id for s in shown) if shown is not None else None
+    return OwnerAction("approve", at, seq=seq, clips=clips, shown=shown, **kw)
+
+
+APPROVE = approval()
+CHANGED = tuple(Segment(s.camera, s.start, s.end, s.clip_id, "0" * 64) if s.clip_id == "c-inside" else s
+                for s in SHOWN)
 
 # name, basis, document overrides, policy overrides, consents, replay, court-signed, decision, codes expected
 CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], list[OwnerAction], bool, bool | None, str, set[str]]] = [
@@ -121,15 +138,47 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], list[OwnerAction], b
     ("owner denies", "warrant", {}, {"auto_release_verified_warrants": True},
      [OwnerAction("deny", NOW, seq=1, note="no")], False, None, "deny", {"OWNER_DENIED"}),
     ("last owner word counts", "consent_request", {}, {},
-     [OwnerAction("deny", NOW - timedelta(hours=2), seq=1), OwnerAction("approve", NOW - timedelta(hours=1), seq=2)],
+     [OwnerAction("deny", NOW - timedelta(hours=2), seq=1), approval(NOW - timedelta(hours=1), seq=2)],
      False, None, "release", {"OWNER_APPROVED"}),
-    ("approval lapses", "consent_request", {}, {}, [OwnerAction("approve", NOW - timedelta(hours=72), seq=1)], False,
+    ("approval lapses", "consent_request", {}, {}, [approval(NOW - timedelta(hours=72), seq=1)], False,
      None, "owner_review", {"APPROVAL_LAPSED"}),
-    ("approval used", "consent_request", {}, {}, [OwnerAction("approve", NOW, seq=1, used=True)], False, None,
+    ("approval used", "consent_request", {}, {}, [approval(NOW, seq=1, used=True)], False, None,
      "owner_review", {"APPROVAL_USED"}),
     ("approval cannot rescue expired", "consent_request", {"expires_at": z(NOW - timedelta(seconds=1)),
                                                            "issued_at": z(NOW - timedelta(days=2))},
      {}, [APPROVE], False, None, "deny", {"EXPIRED"}),
+    # Device binding: the request names the device (its key fingerprint) inside what the agency signs.
+    ("wrong device", "warrant", {"device": ELSEWHERE}, {}, [], False, None, "deny", {"WRONG_DEVICE"}),
+    ("wrong device, auto-release on", "warrant", {"device": ELSEWHERE}, {"auto_release_verified_warrants": True},
+     [], False, None, "deny", {"WRONG_DEVICE"}),
+    ("wrong device, owner approved", "consent_request", {"device": ELSEWHERE}, {}, [APPROVE], False, None, "deny",
+     {"WRONG_DEVICE"}),
+    ("wrong device preservation", "preservation", {"device": ELSEWHERE}, {}, [], False, None, "deny",
+     {"WRONG_DEVICE"}),
+    ("device named in upper case", "warrant", {"device": DEVICE.upper()}, {"auto_release_verified_warrants": True},
+     [], False, None, "release", {"VERIFIED_WARRANT", "AUTO_RELEASED"}),
+    ("device without a key names nothing", "warrant", {}, {"device": None}, [], False, None, "deny",
+     {"WRONG_DEVICE"}),
+    ("unbound warrant, auto-release on", "warrant", {"device": None}, {"auto_release_verified_warrants": True},
+     [], False, None, "owner_review", {"VERIFIED_WARRANT", "UNBOUND_DEVICE"}),
+    ("unbound warrant, owner approves", "warrant", {"device": None}, {"auto_release_verified_warrants": True},
+     [APPROVE], False, None, "release", {"VERIFIED_WARRANT", "UNBOUND_DEVICE", "OWNER_APPROVED"}),
+    ("unbound warrant, approval used", "warrant", {"device": None}, {"auto_release_verified_warrants": True},
+     [approval(used=True)], False, None, "owner_review", {"UNBOUND_DEVICE", "APPROVAL_USED"}),
+    ("unbound consent request", "consent_request", {"device": None}, {}, [], False, None, "owner_review",
+     {"CONSENT_REQUIRED", "UNBOUND_DEVICE"}),
+    ("unbound preservation holds", "preservation", {"device": None}, {}, [], False, None, "hold",
+     {"PRESERVATION_HOLD", "UNBOUND_DEVICE"}),
+    ("unbound, owner denies", "warrant", {"device": None}, {}, [OwnerAction("deny", NOW, seq=1, note="no")], False,
+     None, "deny", {"OWNER_DENIED"}),
+    # Approvals bound to what the owner saw.
+    ("approval without its clip list", "consent_request", {}, {}, [approval(shown=None)], False, None,
+     "owner_review", {"CONSENT_REQUIRED", "APPROVAL_UNLISTED"}),
+    ("clip changed since approval", "consent_request", {}, {}, [approval(shown=CHANGED)], False, None,
+     "owner_review", {"CLIP_CHANGED"}),
+    ("clip appeared after approval", "consent_request", {}, {},
+     [approval(shown=tuple(s for s in SHOWN if s.clip_id == "c-inside"))], False, None, "release",
+     {"OWNER_APPROVED", "CLIPS_NOT_APPROVED"}),
 ]
 
 
@@ -168,15 +217,67 @@ def test_segments_are_cut_to_window_and_camera() -> None:
 
 def test_approval_narrows_never_widens() -> None:
     doc = document("warrant", scope=scope(cameras=["front_door"], data=["video", "snapshots"]))
+    # Even a doctored approval listing clips and times outside the request releases only what is in scope.
+    wide = tuple(Segment(c.camera, c.start - timedelta(hours=1), c.end + timedelta(hours=1), c.id, c.sha256)
+                 for c in CLIPS if c.id != "c-straddle")
     approve = OwnerAction("approve", NOW, seq=3, clips=frozenset({"c-inside", "c-other-cam", "c-before"}),
                           cameras=frozenset({"front_door", "side_gate"}), data=frozenset({"video", "audio"}),
-                          unblur=frozenset({"c-inside", "c-straddle"}))
+                          unblur=frozenset({"c-inside", "c-straddle"}), shown=wide)
     decision = decide(intake(doc), policy(), CLIPS, [approve], NOW)
     assert decision.decision == "release"
     assert [s.clip_id for s in decision.segments] == ["c-inside"]
+    assert decision.segments == tuple(s for s in SHOWN if s.clip_id == "c-inside")
     assert decision.data == ("video",)
     assert decision.unblur == {"c-inside"}
     assert decision.approval_seq == 3
+
+
+def test_approval_releases_what_was_shown_and_nothing_that_came_later() -> None:
+    """The owner approved while only c-inside had finished; c-straddle finished afterwards (same window)."""
+    before = [c for c in CLIPS if c.id != "c-straddle"]
+    shown = decide(intake(document("consent_request")), policy(), before, [], NOW).segments
+    assert [s.clip_id for s in shown] == ["c-inside"] and shown[0].sha256 == "sha256-of-c-inside"
+    approve = approval(shown=shown)
+    decision = decide(intake(document("consent_request")), policy(), CLIPS, [approve], NOW)
+    assert decision.decision == "release"
+    assert decision.segments == shown
+    later = next(r for r in decision.reasons if r.code == "CLIPS_NOT_APPROVED")
+    assert "c-straddle" in later.detail
+
+
+def test_approval_releases_only_the_parts_shown() -> None:
+    """An approval recorded for part of a clip (a narrower window then) never grows to the whole clip."""
+    part = SHOWN[0]
+    half = Segment(part.camera, part.start, part.start + (part.end - part.start) / 2, part.clip_id, part.sha256)
+    decision = decide(intake(document("consent_request")), policy(), CLIPS, [approval(shown=(half,))], NOW)
+    assert decision.segments == (half,)
+
+
+def test_changed_clip_stops_the_release_naming_it() -> None:
+    decision = decide(intake(document("consent_request")), policy(), CLIPS, [approval(shown=CHANGED)], NOW)
+    assert decision.decision == "owner_review" and decision.approval_seq is None
+    changed = next(r for r in decision.reasons if r.code == "CLIP_CHANGED")
+    assert "c-inside" in changed.detail and "approve again" in changed.detail
+
+
+def test_wrong_device_names_both_fingerprints() -> None:
+    decision = decide(intake(document("warrant", device=ELSEWHERE)), policy(), CLIPS, [], NOW)
+    assert decision.codes == ("WRONG_DEVICE",)
+    assert ELSEWHERE in decision.reasons[0].detail and DEVICE in decision.reasons[0].detail
+
+
+def test_device_must_be_a_fingerprint() -> None:
+    for bad in ("12 Main St", DEVICE[:-1], DEVICE + "0", "g" * 16, 1234):
+        decision = decide(intake(document("warrant", device=bad)), policy(), CLIPS, [], NOW)
+        assert decision.codes == ("INCOMPLETE",), bad
+        assert "device" in decision.reasons[0].detail
+
+
+def test_device_is_covered_by_the_signature() -> None:
+    body = json.loads(signed(document("warrant")))
+    body["device"] = ELSEWHERE  # moved to another doorbell after signing
+    decision = decide(parse_request(json.dumps(body).encode()), policy(device=ELSEWHERE), CLIPS, [], NOW)
+    assert decision.codes == ("BAD_SIGNATURE",)
 
 
 def test_in_scope_merges_overlapping_windows() -> None:

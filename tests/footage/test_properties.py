@@ -1,5 +1,7 @@
 """Property tests over random requests, policies, clip sets and owner actions: nothing outside the windows and
-cameras, nothing released without an owner approval or an auto-released verified warrant, never face data."""
+cameras, nothing released without an owner approval or an auto-released verified warrant, never face data, never
+anything for another device, never an unbound request without the owner, and never a clip part (or a clip's
+bytes) the owner was not shown when approving."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from edge.footage.export import covered_range, select_frames
 from edge.footage.policy import CODES, OwnerAction, Segment, decide
 from edge.footage.request import DATA_KINDS, LEGAL_BASES
 
-from .factory import AGENCY_KEY, NOW, OTHER_KEY, document, intake, policy, z
+from .factory import AGENCY_KEY, DEVICE, ELSEWHERE, NOW, OTHER_KEY, document, intake, policy, z
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CAMERA_NAMES = ["front_door", "side_gate", "garage", "*", "all"]
@@ -26,6 +28,10 @@ class Clip:
     camera: str
     start: datetime
     end: datetime
+
+    @property
+    def sha256(self) -> str:
+        return f"sha256-of-{self.id}"
 
 
 minutes = st.integers(min_value=-4 * 24 * 60, max_value=120)
@@ -66,6 +72,11 @@ def requests(draw: Any) -> tuple[dict[str, Any], bool, Any]:
     doc["expires_at"] = z(NOW + timedelta(minutes=issued + lasts))
     if basis == "exigent" and wild:
         doc["emergency"] = {"danger": draw(st.sampled_from(["", "fire"])), "callback": "+1 555"}
+    device = draw(st.sampled_from([DEVICE, DEVICE, DEVICE.upper(), None, ELSEWHERE]))
+    if device is None:
+        doc.pop("device", None)
+    else:
+        doc["device"] = device
     court = draw(st.booleans())
     key = draw(st.sampled_from([AGENCY_KEY] * 5 + [OTHER_KEY]))
     return doc, court, key
@@ -82,6 +93,21 @@ def clip_sets(draw: Any) -> list[Clip]:
 
 
 @st.composite
+def shown_parts(draw: Any) -> tuple[Segment, ...] | None:
+    """What an approval lists as shown: parts of clips (any times), with the clip's hash or another one."""
+    if draw(st.integers(0, 5)) == 0:
+        return None  # recorded by an older version
+    parts = []
+    for _ in range(draw(st.integers(0, 5))):
+        clip = draw(st.sampled_from([f"c{i}" for i in range(8)] + ["zz"]))
+        start = NOW + timedelta(minutes=draw(st.integers(-3 * 24 * 60, 10)))
+        digest = draw(st.sampled_from([f"sha256-of-{clip}"] * 4 + ["0" * 64]))
+        parts.append(Segment(draw(st.sampled_from(["front_door", "side_gate", "garage"])), start,
+                             start + timedelta(minutes=draw(st.integers(1, 24 * 60))), clip, digest))
+    return tuple(parts)
+
+
+@st.composite
 def consents(draw: Any) -> list[OwnerAction]:
     out = []
     for seq in range(1, draw(st.integers(0, 3)) + 1):
@@ -92,7 +118,8 @@ def consents(draw: Any) -> list[OwnerAction]:
                                cameras=draw(st.none() | st.frozensets(st.sampled_from(CAMERA_NAMES))),
                                data=draw(st.none() | st.frozensets(st.sampled_from(DATA_KINDS))),
                                unblur=draw(st.frozensets(st.sampled_from(["c0", "c1", "zz"]))),
-                               used=draw(st.sampled_from([False, False, True]))))
+                               used=draw(st.sampled_from([False, False, True])),
+                               shown=draw(shown_parts()) if kind == "approve" else None))
     return out
 
 
@@ -147,17 +174,79 @@ def test_decision_invariants(req: Any, rules: dict[str, Any], clips: list[Clip],
             and latest.at + timedelta(hours=rules["approval_valid_hours"]) > NOW
         )
         auto = (rules["auto_release_verified_warrants"] and court and key is AGENCY_KEY
-                and doc["legal_basis"] in ("warrant", "court_order") and "VERIFIED_WARRANT" in decision.codes)
+                and doc["legal_basis"] in ("warrant", "court_order") and "VERIFIED_WARRANT" in decision.codes
+                and doc.get("device") is not None)
         assert approved or auto, decision
         assert not (latest is not None and latest.kind == "deny")
-        if approved and latest is not None:
+        if "AUTO_RELEASED" in decision.codes:
+            assert doc.get("device", "").lower() == DEVICE  # never an unbound request without the owner
+        if "OWNER_APPROVED" in decision.codes and latest is not None:
+            assert approved and decision.approval_seq == latest.seq
             assert {s.clip_id for s in decision.segments} <= (latest.clips or {s.clip_id for s in decision.segments})
             assert set(decision.data) <= (latest.data if latest.data is not None else set(DATA_KINDS))
+            # Only parts the owner was shown, of clips whose bytes are the ones shown.
+            assert latest.shown is not None
+            for segment in decision.segments:
+                assert any(p.clip_id == segment.clip_id and p.sha256 == segment.sha256 == by_id[p.clip_id].sha256
+                           and p.start <= segment.start and segment.end <= p.end for p in latest.shown), segment
         assert set(decision.data) <= set(doc["scope"]["data"])
+    if decision.decision != "deny":
+        # Only a request for this device, or one naming none (and then the owner is told, every time).
+        assert doc.get("device") is None or doc["device"].lower() == DEVICE
+        assert ("UNBOUND_DEVICE" in decision.codes) == (doc.get("device") is None)
+    if doc.get("device") == ELSEWHERE:
+        assert decision.decision == "deny"
     if decision.decision == "hold":
         assert doc["legal_basis"] == "preservation" and decision.data == ()
     if key is not AGENCY_KEY:
         assert decision.codes == ("BAD_SIGNATURE",)
+
+
+@dataclass(frozen=True)
+class HashedClip:
+    id: str
+    camera: str
+    start: datetime
+    end: datetime
+    sha256: str
+
+
+@SETTINGS
+@given(st.data())
+def test_an_approval_releases_exactly_what_was_shown(data: Any) -> None:
+    """The owner approves what `requests show` listed at that moment; afterwards clips finish or are recovered
+    (new ids), some approved clips are deleted, some change their bytes. The release is then exactly the parts
+    shown of the approved clips still there, or nothing at all (CLIP_CHANGED) if an approved clip changed."""
+    doc = document("warrant", scope={"cameras": ["front_door", "side_gate"], "data": ["video"],
+                                     "windows": [{"start": z(NOW - timedelta(hours=13)),
+                                                  "end": z(NOW - timedelta(hours=1))}]})
+    request, pol = intake(doc), policy(auto_release_verified_warrants=True)
+    clips = []
+    for i in range(data.draw(st.integers(0, 8))):
+        start = NOW - timedelta(hours=14) + timedelta(minutes=data.draw(st.integers(0, 14 * 60)))
+        end = start + timedelta(seconds=data.draw(st.integers(1, 3600)))
+        clips.append(HashedClip(f"c{i}", data.draw(st.sampled_from(["front_door", "side_gate"])), start, end,
+                                f"h{i}"))
+    finished = [c for c in clips if data.draw(st.booleans())]  # the others finish after the approval
+    shown = decide(request, pol, finished, [], NOW).segments
+    assert all(s.sha256 == f"h{s.clip_id[1:]}" for s in shown)
+    approve = OwnerAction("approve", NOW - timedelta(minutes=5), seq=1, clips=frozenset(s.clip_id for s in shown),
+                          shown=shown)
+    gone = {c.id for c in finished if data.draw(st.integers(0, 4)) == 0}
+    changed = {c.id for c in finished if data.draw(st.integers(0, 6)) == 0}
+    later = [HashedClip(c.id, c.camera, c.start, c.end, c.sha256 + ("x" if c.id in changed else ""))
+             for c in clips if c.id not in gone]
+    decision = decide(request, pol, later, [approve], NOW)
+    approved_ids = {s.clip_id for s in shown}
+    if approved_ids & changed - gone:
+        assert decision.decision == "owner_review" and "CLIP_CHANGED" in decision.codes
+        assert decision.approval_seq is None
+        return
+    assert decision.decision == "release" and decision.approval_seq == 1
+    assert decision.segments == tuple(s for s in shown if s.clip_id not in gone)
+    newcomers = {c.id for c in later if c.id not in approved_ids} & {s.clip_id for s in
+                                                                   decide(request, pol, later, [], NOW).segments}
+    assert ("CLIPS_NOT_APPROVED" in decision.codes) == bool(newcomers)
 
 
 @SETTINGS
