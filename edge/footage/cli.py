@@ -228,7 +228,8 @@ def _print_decision(decision: Any, as_json: bool, request: str | None = None) ->
     for reason in body["reasons"]:
         print(f"  {reason['code']}: {reason['detail']}")
     for clip in body["clips"]:
-        print(f"  clip {clip['clip']} on {clip['camera']}: {clip['start']} .. {clip['end']}")
+        digest = f"  sha256 {clip['sha256']}" if clip.get("sha256") else ""
+        print(f"  clip {clip['clip']} on {clip['camera']}: {clip['start']} .. {clip['end']}{digest}")
     if body["data"]:
         print(f"  data: {', '.join(body['data'])}")
 
@@ -264,6 +265,9 @@ def _approve(args: argparse.Namespace) -> int:
                             attest_original=args.attest_original)
     _print_decision(decision, args.json, args.id)
     if decision.decision == "release" and not args.json:
+        # The clip lines above are exactly what this approval releases (recorded with their sha256).
+        print(f"  this approval releases the {len(decision.segments)} clip part(s) above and nothing else; a clip "
+              "that finishes later, or one whose content changes, needs a new approval")
         print(f"  next: doorbell-edge requests export {args.id}")
     return 0
 
@@ -398,6 +402,12 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("exports", "\n".join(exports) or "none"),
         ("holds", "\n".join(holds) or "none"),
     ]
+    if now["decision"] in ("owner_review", "release"):
+        # Exactly what `requests approve ID` would release now, or what the approval in force releases.
+        title = "approval releases" if now["decision"] == "release" else "an approval releases"
+        parts = [f"{c['clip']}  {c['camera']}  {human_time(c['start'])} .. {human_time(c['end'])}  "
+                 f"sha256 {str(c.get('sha256') or '?')[:16]}..." for c in now.get("clips", [])]
+        rows.append((title, "\n".join(parts) or "nothing (no finished clip in scope)"))
     print_fields(rows)
 
 

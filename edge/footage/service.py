@@ -332,6 +332,7 @@ class FootageDesk:
                               text="the owner checked the paper original of the warrant")
         for clip in sorted(unblur):
             self.audit.append("unblur", request=request, clip=clip, by=self.actor)
+        crash_point("approve:after-audit")  # audited but not stored: nothing is released; the owner approves again
         self.store.add_action(request, "approve", self.clock.now(), body)
         _, _, after = self.current(request)
         self._publish(request, "approved", after)

@@ -201,8 +201,12 @@ def _check_show_commands(setup: dict[str, Any], capsys: pytest.CaptureFixture[st
     assert len(column) == 1, "values start in one column"
     assert fields["request"] == request and fields["state"] and fields["legal basis"] == "warrant"
     assert fields["decision now"].startswith("release")
-    assert fields["clips in scope"] == "2 (front_door 2)"  # a count per camera, not the clip ids
-    assert a.id not in out and b.id not in out
+    assert fields["clips in scope"] == "2 (front_door 2)"  # a count per camera
+    # ... and exactly what the approval releases: each clip part with its local times and sha256 prefix.
+    released = out.split("approval releases:", 1)[1].splitlines()[:2]
+    assert [line.split()[0] for line in released] == [a.id, b.id]
+    assert all(f"sha256 {clip.sha256[:16]}..." in out for clip in (a, b))
+    assert " CET (" in released[0]
     received = fields["received"]  # local time (Berlin in March: CET), UTC in brackets
     assert received.endswith(" UTC)") and " CET (" in received, received
 
