@@ -50,7 +50,13 @@ case "$command" in
         ;;
     test)
         ensure_venv "[dev]"
-        command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+        # Debian tools the tests use for real: a broker, shellcheck for the deploy scripts, setpriv/useradd for the
+        # tests that act as a second user (util-linux and passwd are in every Debian base install).
+        missing=""
+        command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+        command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+        # shellcheck disable=SC2086
+        [ -z "$missing" ] || apt_install $missing
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     -h|--help|help)
