@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -130,6 +131,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     problems = check_files(config, path if path.exists() else None)
     if problems:
         raise ConfigError(problems)
+    # A module missing on this machine (picamera2 off a Pi) is said here, but not fatal: the config may be meant
+    # for another machine (install.sh checks the Pi config on plain Debian too); `run` refuses with exit 78.
+    from edge.service.preflight import missing_modules
+
+    for line in missing_modules(config):
+        print(f"check-config: warning: {line}; `doorbell-edge run` will refuse to start (exit 78)", file=sys.stderr)
     if not args.quiet:
         if pointed_files(config):
             sys.stdout.write(f"# files checked as the service user {service_user(config)}\n")
@@ -162,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         act_as_state_owner(args, argv)  # as root: become the state dir's owner first (edge/service/owner.py)
+        _provide_export_finders()
         code = int(args.func(args))
         sys.stdout.flush()  # a reader that went away (`| head`) shows up here, inside the handlers below
         return code
@@ -180,6 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("command failed", exc_info=True)
         print(f"doorbell-edge: state database: {exc}", file=sys.stderr)
         return 1
+
+
+def _provide_export_finders() -> None:
+    """The shell joins the footage export to the vision package's face finders (footage never imports vision);
+    the models load only when an export needs them."""
+    from edge.footage import redact
+
+    def shipped() -> redact.ExportFinders:
+        from edge.vision import redaction_finders as finders
+
+        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
+
+    redact.provide_finders(shipped)
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -204,10 +225,8 @@ def _stdout_gone() -> int:
         os.close(devnull)
     except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing left to redirect
         pass
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print("doorbell-edge: output closed early (broken pipe); the rest was not printed", file=sys.stderr)
-    except (OSError, ValueError):
-        pass
     return 141
 
 

@@ -45,11 +45,16 @@ def _importable(module: str) -> bool:
         return False
 
 
+def missing_modules(config: Config, importable: Callable[[str], bool] = _importable) -> list[str]:
+    """One line per missing module: what asked for it, the module, and how to install it."""
+    return [
+        f"{r.needed_by}: needs the Python module {r.module!r}, which is not installed; {r.install}"
+        for r in requirements(config) if not importable(r.module)
+    ]
+
+
 def check_modules(config: Config, importable: Callable[[str], bool] = _importable) -> None:
     """Raise ConfigError naming every missing module, what asked for it and how to install it."""
-    missing = [r for r in requirements(config) if not importable(r.module)]
+    missing = missing_modules(config, importable)
     if missing:
-        raise ConfigError([
-            f"{r.needed_by}: needs the Python module {r.module!r}, which is not installed; {r.install}"
-            for r in missing
-        ])
+        raise ConfigError(missing)
