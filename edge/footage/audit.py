@@ -41,6 +41,7 @@ KINDS = frozenset(
         "ratify",  # an emergency release confirmed by a warrant or case reference
         "export_start",
         "export_complete",
+        "export_refused",  # the check detector still found a face after redaction: nothing left the device
         "hold",
         "hold_renew",
         "hold_expired",

@@ -70,6 +70,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--include-untrusted-time", action="store_true",
                    help="also export clips recorded while the device clock was not trusted (docs/time.md); "
                    "recorded in the audit log")
+    p.add_argument("--keep-region", default=None, metavar="X,Y,W,H",
+                   help="stricter redaction for crowded scenes: pixelate everything outside this region of the "
+                   "frame (pixels; faces inside it are still blurred); recorded in the audit log")
     add_config_arg(p)
     p.set_defaults(func=_export)
 
@@ -285,9 +288,12 @@ def _ratify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from edge.footage.redact import parse_region
+
     desk = _desk(args)
+    keep = parse_region(args.keep_region) if args.keep_region else None
     result = desk.export(args.id, Path(args.out) if args.out else None,
-                         include_untrusted=args.include_untrusted_time)
+                         include_untrusted=args.include_untrusted_time, keep=keep)
     if args.json:
         print(json.dumps({"path": str(result.path), "sha256": result.sha256, "export_id": result.export_id,
                           "files": result.manifest["files"]}, indent=2))

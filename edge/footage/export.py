@@ -24,7 +24,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from edge.clock import rfc3339
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import Decision, Segment
-from edge.footage.redact import FindFaces, blur_boxes
+from edge.footage.redact import FaceLeak, FindFaces, Redactor, check_frame, redact_stream
 from edge.types import Image
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,32 @@ def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
             yield image
 
 
-def _redacted(path: Path, picked: Sequence[int], find_faces: FindFaces | None) -> Iterator[Image]:
-    """The picked frames, faces blurred when a detector is given (None: the owner released the clip unblurred)."""
-    for image in _picked_images(path, picked):
-        yield blur_boxes(image, find_faces(image)) if find_faces is not None else image
+def _fps(times: Sequence[datetime]) -> float:
+    span = (times[-1] - times[0]).total_seconds() if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else 10.0
+
+
+def _redacted(
+    path: Path, picked: Sequence[int], redactor: Redactor | None, fps: float, clip: str, kind: str
+) -> Iterator[Image]:
+    """The picked frames, faces blurred when a redactor is given (None: the owner released the clip unblurred),
+    each redacted frame scanned by the redactor's independent check detector: any face it still finds raises
+    FaceLeak, so nothing of that export is written."""
+    if redactor is None:
+        yield from _picked_images(path, picked)
+        return
+    for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps)):
+        leaked = check_frame(out.image, redactor)
+        if leaked:
+            boxes = ", ".join(f"{x},{y},{w},{h}" for x, y, w, h in leaked[:5])
+            raise FaceLeak(
+                f"export refused: after redaction the check detector ({redactor.names[1]}) still finds "
+                f"{len(leaked)} face(s) in the {kind} of clip {clip}, frame {index} (x,y,w,h: {boxes}); nothing "
+                "was exported. Export again with --keep-region x,y,w,h to pixelate everything outside a region "
+                "you keep, or unblur the clip explicitly (requests approve --unblur) if that is intended",
+                clip=clip, frame=index, kind=kind, boxes=leaked,
+            )
+        yield out.image
 
 
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> bytes:
@@ -147,8 +169,7 @@ def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: P
     from edge.encoder import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
 
     codec = choose_codec("auto")
-    span = (times[-1] - times[0]).total_seconds()
-    fps = (len(times) - 1) / span if len(times) > 1 and span > 0 else 10.0
+    fps = _fps(times)
     base = workdir / stem.replace("/", "_")
     raw, side, out = base.with_suffix(".raw"), base.with_suffix(".frames"), base.with_suffix(codec.suffix)
     for path in (raw, side, out):
@@ -179,16 +200,19 @@ def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: P
 def build_files(
     decision: Decision,
     clips: ClipSource,
-    find_faces: FindFaces | None,
+    find_faces: FindFaces | Redactor | None,
     workdir: Path,
     events_for: Any = None,
     include_untrusted: bool = False,
 ) -> tuple[list[ExportFile], list[str]]:
     """Every file the decision allows, and notes for the manifest. Faces are blurred unless the owner
-    unblurred that clip; when blurring is needed and no detector is given, nothing is built. Clips recorded
+    unblurred that clip; when blurring is needed and no detector is given, nothing is built. A Redactor's check
+    detector scans every redacted frame and snapshot and raises FaceLeak on a face (a bare find_faces callable
+    is a Redactor without a check). Clips recorded
     while the clock was not trusted are left out (a note says so) unless `include_untrusted`."""
     files: list[ExportFile] = []
     notes: list[str] = []
+    redactor = find_faces if isinstance(find_faces, Redactor) or find_faces is None else Redactor(find_faces)
     wants_images = any(k in decision.data for k in ("video", "snapshots"))
     if wants_images and find_faces is None and any(s.clip_id not in decision.unblur for s in decision.segments):
         raise RequestError("no face detector available: refusing to export footage with faces unblurred")
@@ -213,18 +237,31 @@ def build_files(
             continue
         blur = segment.clip_id not in decision.unblur
         kept_times = [times[i] for i in picked]
-        redact = find_faces if blur else None
+        redact = redactor if blur else None
         start, end = covered_range(times, picked, segment)
         stem = _stem(segment)
+        fps = _fps(kept_times)
+        first: Image | None = None  # the snapshot: the video's first redacted (and checked) frame
         if "video" in decision.data:
-            data = _encode_video(_redacted(path, picked, redact), kept_times, workdir, stem)
+            shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
+
+            def keep_first(images: Iterator[Image]) -> Iterator[Image]:
+                nonlocal first
+                for image in images:
+                    if first is None:
+                        first = image
+                    yield image
+
+            data = _encode_video(keep_first(shown), kept_times, workdir, stem)
             suffix = ".mp4" if data[4:8] == b"ftyp" else ".webm"
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
                                     data, len(kept_times), blur))
         if "snapshots" in decision.data:
             from edge.encoder import encode_jpeg
 
-            first = next(_redacted(path, picked[:1], redact))
+            if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
+                ahead = redact.carry_frames(fps) if redact is not None else 0
+                first = next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot"))
             first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
             files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
                                     kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))

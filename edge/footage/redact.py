@@ -1,62 +1,272 @@
-"""Face redaction for exports: an injected find_faces(image) and an irreversible pixelate-and-blur of each box."""
+"""Face redaction for exports: injected face finders, pure box logic (tiles, margins, carrying) and pixelation.
+
+The footage package never imports the vision package: the face finders are plain callables handed in by the
+shell (edge/cli.py provides the shipped ones from edge.vision.redaction_finders via provide_finders()).
+
+API for callers (the export, `doorbell-edge eval redaction`, bench/):
+
+    finders = shipped_finders()                       # ExportFinders(find, check, names) from the shell
+    redactor = Redactor(finders.find, finders.check)  # optional keep=(x, y, w, h): pixelate all else
+    for out in redact_stream(frames, redactor, fps):  # lazily, one frame in, one frame out, same order
+        out.image, out.boxes                          # the redacted frame, the (grown) boxes pixelated in it
+    check_frame(image, redactor) -> list[Box]         # faces the independent check detector still finds
+
+    state = RedactionState(redactor, fps); redact_frame(frame, state) -> (image, boxes)
+                                                      # one frame, boxes carried forward only (no look-ahead)
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from edge.errors import ModelError
+from edge.errors import ModelError, RequestError
 from edge.types import Image
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
-FindFaces = Callable[[Image], Sequence[Box]]
+FindFaces = Callable[[Image], Sequence[Box]]  # BGR frame -> face boxes; used for choosing blur and for checking
 
-MARGIN = 0.25  # grow each box so hair, ears and chin go too
+MARGIN = 0.3  # grow each box by this share of its size on every side: hair, ears, chin and a detector's jitter
 BLOCKS = 3  # a face becomes at most 3x3 flat tiles: nothing left to detect or recognise
-REDACT_SCORE = 0.3  # below the recognition pipeline's detector score: redaction favours recall
+CARRY_SECONDS = 0.8  # a face found at time t is blurred from t - 0.8 s to t + 0.8 s (missed frames around a hit)
+KEEP_BLOCKS = 40  # strict mode: outside the kept region, the frame's longer side is at most 40 flat tiles
+REDACT_SCORE = 0.25  # detector score for choosing blur boxes: far below recognition's, redaction favours recall
 
 
-def blur_boxes(image: Image, boxes: Sequence[Box]) -> Image:
-    """A copy of `image` with every box (plus a margin) pixelated to BLOCKS tiles and then blurred."""
+class FaceLeak(RequestError):
+    """After redaction the check detector still found a face: the export is refused, nothing leaves."""
+
+    def __init__(self, message: str, *, clip: str | None, frame: int, kind: str, boxes: Sequence[Box]) -> None:
+        super().__init__(message)
+        self.clip = clip
+        self.frame = frame
+        self.kind = kind
+        self.boxes = [tuple(int(v) for v in b) for b in boxes]
+
+
+@dataclass(frozen=True)
+class ExportFinders:
+    """What an export needs from a face detector: `find` chooses the blur boxes, `check` is an independent
+    detector that scans every redacted frame; `names` describe both (for the audit log)."""
+
+    find: FindFaces
+    check: FindFaces | None
+    names: tuple[str, str] = ("injected", "none")
+
+
+_provider: Callable[[], ExportFinders] | None = None
+
+
+def provide_finders(factory: Callable[[], ExportFinders]) -> None:
+    """Called by the shell at start: how to build the shipped finders (loaded only when an export needs them)."""
+    global _provider
+    _provider = factory
+
+
+def shipped_finders() -> ExportFinders:
+    """The finders the shell provided; ModelError when none were (exports then refuse to go ahead)."""
+    if _provider is None:
+        raise ModelError("no face detector was provided to the footage export (see edge.footage.redact)")
+    return _provider()
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """How one export redacts: the finder choosing boxes, the independent check, margins, carrying, strict mode."""
+
+    find: FindFaces
+    check: FindFaces | None = None
+    margin: float = MARGIN
+    carry_seconds: float = CARRY_SECONDS
+    keep: Box | None = None  # the owner's kept region: everything outside it is pixelated
+    names: tuple[str, str] = ("injected", "none")
+
+    @classmethod
+    def of(cls, finders: ExportFinders, keep: Box | None = None) -> Redactor:
+        return cls(finders.find, finders.check, keep=keep, names=finders.names)
+
+    def carry_frames(self, fps: float) -> int:
+        return max(0, round(self.carry_seconds * fps)) if fps > 0 else 0
+
+
+# --- pure box logic ----------------------------------------------------------------------------------------
+
+
+def parse_region(text: str) -> Box:
+    """`x,y,w,h` in pixels of the recorded frame (the owner's --keep-region)."""
+    parts = re.split(r"[,\s]+", text.strip())
+    try:
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError as exc:
+        raise RequestError(f"--keep-region {text!r}: expected x,y,w,h in pixels, e.g. 400,100,480,560") from exc
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise RequestError(f"--keep-region {text!r}: x and y must be >= 0, width and height > 0")
+    return x, y, w, h
+
+
+def tiles(width: int, height: int, size: int, overlap: float = 0.25) -> list[Box]:
+    """Square tiles of `size` covering a width x height frame, neighbours overlapping by at least `overlap` of a
+    tile (so a face up to overlap*size wide lies whole inside one tile); the last row and column end at the
+    frame's edge. A frame no larger than one tile is one tile: itself."""
+    if size <= 0:
+        raise ValueError("tile size must be positive")
+
+    def starts(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        step = max(1, int(size * (1.0 - overlap)))
+        n = -(-(extent - size) // step) + 1  # ceil
+        return [round(i * (extent - size) / (n - 1)) for i in range(n)]
+
+    tw, th = min(size, width), min(size, height)
+    return [(x, y, tw, th) for y in starts(height) for x in starts(width)]
+
+
+def grow(box: Box, margin: float, width: int, height: int) -> Box | None:
+    """The box grown by `margin` of its size on every side, clipped to the frame (None when nothing is left)."""
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        return None
+    mx, my = int(np.ceil(w * margin)), int(np.ceil(h * margin))
+    x0, y0 = max(0, int(x) - mx), max(0, int(y) - my)
+    x1, y1 = min(width, int(x + w) + mx), min(height, int(y + h) + my)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _pixelate(region: Image, blocks_x: int, blocks_y: int) -> Image:
+    h, w = region.shape[:2]
+    tiny = cv2.resize(region, (max(1, min(blocks_x, w)), max(1, min(blocks_y, h))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(tiny, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def pixelate_boxes(image: Image, boxes: Sequence[Box]) -> Image:
+    """A copy of `image` with every box (already grown) reduced to BLOCKS x BLOCKS flat tiles, then blurred so
+    the tile edges carry no shape either: irreversible, and nothing of a face's layout survives."""
     out = image.copy()
     height, width = out.shape[:2]
     for x, y, w, h in boxes:
-        if w <= 0 or h <= 0:
-            continue
-        mx, my = int(w * MARGIN), int(h * MARGIN)
-        x0, y0 = max(0, int(x) - mx), max(0, int(y) - my)
-        x1, y1 = min(width, int(x + w) + mx), min(height, int(y + h) + my)
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
         if x1 <= x0 or y1 <= y0:
             continue
-        region = out[y0:y1, x0:x1]
-        tiny = cv2.resize(region, (min(BLOCKS, x1 - x0), min(BLOCKS, y1 - y0)), interpolation=cv2.INTER_AREA)
-        flat = cv2.resize(tiny, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        flat = _pixelate(out[y0:y1, x0:x1], BLOCKS, BLOCKS)
         k = max(3, (min(x1 - x0, y1 - y0) // 4) | 1)
         out[y0:y1, x0:x1] = cv2.GaussianBlur(flat, (k, k), 0)
     return out
 
 
-def default_find_faces(score_threshold: float = REDACT_SCORE) -> FindFaces:
-    """The vision package's shipped detector as a find_faces callable, tuned for recall (a blurred patch of
-    wall costs nothing; a missed face costs privacy). ModelError when it cannot run: exports then refuse to
-    go ahead rather than ship unblurred faces."""
-    try:
-        from edge.vision import runtime
-        from edge.vision.detector import FaceDetector
-        from edge.vision.engine import FILES
-    except ImportError as exc:  # pragma: no cover - the vision package ships with the project
-        raise ModelError(f"face detector unavailable: {exc}") from exc
-    detector = FaceDetector(runtime.load(FILES["int8"]["detector"], 1), score_threshold=score_threshold)
+def blur_boxes(image: Image, boxes: Sequence[Box], margin: float = MARGIN) -> Image:
+    """A copy of `image` with every box, grown by `margin`, pixelated (see pixelate_boxes)."""
+    height, width = image.shape[:2]
+    grown = [g for g in (grow(b, margin, width, height) for b in boxes) if g is not None]
+    return pixelate_boxes(image, grown)
 
-    def find_faces(image: Image) -> list[Box]:
-        return [
-            (int(np.floor(d.x0)), int(np.floor(d.y0)), int(np.ceil(d.width)), int(np.ceil(d.height)))
-            for d in detector.detect(image)
-        ]
 
-    return find_faces
+def pixelate_outside(image: Image, keep: Box) -> Image:
+    """A copy of `image` pixelated everywhere outside the kept region (flat tiles of about 1/KEEP_BLOCKS of the
+    longer side: no face of any size survives there), the region itself untouched."""
+    height, width = image.shape[:2]
+    block = max(8, -(-max(height, width) // KEEP_BLOCKS))
+    out = _pixelate(image, -(-width // block), -(-height // block))
+    x, y, w, h = keep
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    return out
+
+
+# --- frames in, frames out ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedactedFrame:
+    image: Image
+    boxes: tuple[Box, ...]  # grown boxes pixelated in this frame (its own finds and those carried to it)
+    found: tuple[Box, ...]  # what the finder found in this very frame (before margins)
+
+
+@dataclass
+class RedactionState:
+    """Boxes found in recent frames, carried forward to the frames after them (redact_frame)."""
+
+    redactor: Redactor
+    fps: float = 10.0
+    recent: deque[tuple[Box, ...]] = field(default_factory=deque)
+
+
+def _apply(image: Image, redactor: Redactor, boxes: Iterable[Box]) -> tuple[Image, tuple[Box, ...]]:
+    height, width = image.shape[:2]
+    grown = tuple(dict.fromkeys(g for g in (grow(b, redactor.margin, width, height) for b in boxes) if g))
+    out = pixelate_boxes(image, grown)
+    if redactor.keep is not None:
+        out = pixelate_outside(out, redactor.keep)
+    return out, grown
+
+
+def redact_frame(frame: Image, state: RedactionState) -> tuple[Image, tuple[Box, ...]]:
+    """One frame redacted with the boxes found in it and those found in the previous carry_frames frames."""
+    found = tuple(state.redactor.find(frame))
+    state.recent.append(found)
+    while len(state.recent) > state.redactor.carry_frames(state.fps) + 1:
+        state.recent.popleft()
+    return _apply(frame, state.redactor, (b for boxes in state.recent for b in boxes))
+
+
+def redact_stream(frames: Iterable[Image], redactor: Redactor, fps: float = 10.0) -> Iterator[RedactedFrame]:
+    """Every frame, in order, pixelated where the finder found a face in it or in any frame up to
+    carry_frames(fps) before or after it: a face is blurred for a while before it is first found (small, turning,
+    entering) and after it is last found. Holds at most carry_frames + 1 frames at a time."""
+    carry = redactor.carry_frames(fps)
+    pending: deque[tuple[Image, tuple[Box, ...]]] = deque()  # frames not yet emitted, with their own finds
+    window: deque[tuple[Box, ...]] = deque()  # finds of the frames from (next to emit - carry) to the newest
+
+    emitted = 0
+    count = 0
+    for image in frames:
+        found = tuple(redactor.find(image))
+        pending.append((image, found))
+        window.append(found)
+        count += 1
+        if len(pending) > carry:
+            # the oldest pending frame now has every find from carry frames before it to carry frames after it
+            yield _emit_one(pending, window, redactor, emitted, count, carry)
+            emitted += 1
+    while pending:
+        yield _emit_one(pending, window, redactor, emitted, count, carry)
+        emitted += 1
+
+
+def _emit_one(
+    pending: deque[tuple[Image, tuple[Box, ...]]],
+    window: deque[tuple[Box, ...]],
+    redactor: Redactor,
+    index: int,
+    count: int,
+    carry: int,
+) -> RedactedFrame:
+    """Emit frame `index` (the oldest pending) with the finds of frames index-carry .. index+carry; window holds
+    the finds of frames (count - len(window)) .. count-1."""
+    image, found = pending.popleft()
+    first = count - len(window)
+    lo, hi = index - carry, index + carry
+    boxes = [b for i, finds in enumerate(window, start=first) if lo <= i <= hi for b in finds]
+    out, grown = _apply(image, redactor, boxes)
+    while window and count - len(window) < index + 1 - carry:  # finds no later frame can use any more
+        window.popleft()
+    return RedactedFrame(out, grown, found)
+
+
+def check_frame(image: Image, redactor: Redactor) -> list[Box]:
+    """The faces the independent check detector still finds in a redacted frame (empty: nothing to refuse)."""
+    if redactor.check is None:
+        return []
+    return [tuple(int(v) for v in b) for b in redactor.check(image)]  # type: ignore[misc]

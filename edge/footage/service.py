@@ -26,7 +26,7 @@ from edge.footage.audit import AuditLog
 from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64
 from edge.footage.notify import Emit, footage_event, head_event, outbox_emitter
 from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Policy, Reason, decide
-from edge.footage.redact import FindFaces, default_find_faces
+from edge.footage.redact import Box, ExportFinders, FaceLeak, FindFaces, Redactor, shipped_finders
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
 from edge.fsutil import fsync_dir
@@ -55,7 +55,7 @@ class FootageDesk:
         clock: Clock | None = None,
         *,
         clips: Any = None,
-        find_faces: FindFaces | None = None,
+        find_faces: FindFaces | ExportFinders | None = None,
         emit: Emit | None = None,
         actor: str | None = None,
     ) -> None:
@@ -122,10 +122,14 @@ class FootageDesk:
         """Every new audit head goes out as an event (retained on MQTT as <prefix>/audit/head by the publisher)."""
         (self._emit or outbox_emitter(self.config))(head_event(record))
 
-    def find_faces(self) -> FindFaces:
+    def finders(self) -> ExportFinders:
+        """The face finders exports use: those given to the desk (a bare callable chooses the blur boxes and has
+        no independent check: tests), else the shipped ones the shell provided (edge.footage.redact)."""
         if self._find_faces is None:
-            self._find_faces = default_find_faces()
-        return self._find_faces
+            self._find_faces = shipped_finders()
+        if isinstance(self._find_faces, ExportFinders):
+            return self._find_faces
+        return ExportFinders(self._find_faces, None)
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -416,13 +420,16 @@ class FootageDesk:
     def exports_dir(self) -> Path:
         return self.state_dir / "footage" / "exports"
 
-    def export(self, request: str, out_dir: Path | None = None, include_untrusted: bool = False) -> ExportResult:
+    def export(self, request: str, out_dir: Path | None = None, include_untrusted: bool = False,
+               keep: Box | None = None) -> ExportResult:
         """Audit the start, build in a private temp dir, audit completion, record completion and the approval's
         use in one transaction, then rename into place (a crash after the completion record is rolled forward
-        by recover_exports(), never retried into a second bundle)."""
+        by recover_exports(), never retried into a second bundle). `keep`: the owner's stricter mode, everything
+        outside that region of every frame pixelated. After redaction an independent check detector scans every
+        frame: a face it finds refuses the export (audited as export_refused; the approval stays unused)."""
         with self._export_lock():
             self._recover_exports()
-            return self._export(request, out_dir, include_untrusted)
+            return self._export(request, out_dir, include_untrusted, keep)
 
     @contextlib.contextmanager
     def _export_lock(self) -> Iterator[None]:
@@ -490,7 +497,8 @@ class FootageDesk:
                 shutil.rmtree(partial_root / export_id, ignore_errors=True)
         return done
 
-    def _export(self, request: str, out_dir: Path | None, include_untrusted: bool = False) -> ExportResult:
+    def _export(self, request: str, out_dir: Path | None, include_untrusted: bool = False,
+                keep: Box | None = None) -> ExportResult:
         self.sweep()
         stored, intake, decision = self.current(request)
         if decision.decision != "release":
@@ -504,7 +512,7 @@ class FootageDesk:
         needs_faces = any(k in decision.data for k in ("video", "snapshots")) and any(
             s.clip_id not in decision.unblur for s in decision.segments
         )
-        find_faces = self._resolve_find_faces() if needs_faces else None
+        redactor = self._redactor(keep) if needs_faces else None
         key = device_key(self.state_dir)
         final_dir = Path(out_dir) if out_dir else self.exports_dir()
         partial_root = self.exports_dir() / ".partial"
@@ -513,6 +521,9 @@ class FootageDesk:
             "export_start", request=request, export=export_id, approval=decision.approval_seq,
             clips=[s.to_dict() for s in decision.segments], data=list(decision.data), unblur=sorted(decision.unblur),
             **({"include_untrusted_time": True} if include_untrusted else dict[str, Any]()),  # owner's choice
+            **({"keep_region": list(keep)} if keep is not None else dict[str, Any]()),  # owner's stricter mode
+            **({"redaction": {"find": redactor.names[0], "check": redactor.names[1]}} if redactor
+               else dict[str, Any]()),
         )
         self.store.start_export(export_id, request, decision.approval_seq, self.clock.now())
         crash_point("export:after-audit-start")
@@ -523,8 +534,18 @@ class FootageDesk:
             self._clean_partials(partial_root)
             work = partial_root / export_id
             work.mkdir(mode=0o700)
-            files, notes = exporting.build_files(decision, self.clip_source(), find_faces, work / "media",
-                                                  include_untrusted=include_untrusted)
+            try:
+                files, notes = exporting.build_files(decision, self.clip_source(), redactor, work / "media",
+                                                      include_untrusted=include_untrusted)
+            except FaceLeak as leak:
+                # Refused, not crashed: recorded, the remains removed, the approval left unused for a retry.
+                self.audit.append("export_refused", request=request, export=export_id, reason="face_after_redaction",
+                                  clip=leak.clip, file=leak.kind, frame=leak.frame, boxes=[list(b) for b in leak.boxes],
+                                  check=redactor.names[1] if redactor else None)
+                shutil.rmtree(work, ignore_errors=True)
+                self._publish(request, "export_refused", decision, export=export_id)
+                log.error("export %s of %s refused: a face was still found after redaction", export_id, request)
+                raise
             manifest = exporting.build_manifest(
                 export_id=export_id,
                 created=self.clock.now(),
@@ -575,9 +596,9 @@ class FootageDesk:
         log.info("export %s of %s written: %s", export_id, request, final)
         return ExportResult(final, digest, export_id, manifest)
 
-    def _resolve_find_faces(self) -> FindFaces:
+    def _redactor(self, keep: Box | None) -> Redactor:
         try:
-            return self.find_faces()
+            return Redactor.of(self.finders(), keep=keep)
         except Exception as exc:
             raise RequestError(f"cannot blur faces, so nothing is exported: {exc}") from exc
 

@@ -46,7 +46,7 @@ def test_a_long_clip_is_exported_without_holding_its_frames(tmp_path: Path) -> N
     assert notes == []
     video, snapshot = files
     assert video.kind == "video" and video.frames == 120 and snapshot.kind == "snapshots"
-    assert len(seen) == 121  # 120 video frames + the snapshot's frame, each redacted once as it streams by
+    assert len(seen) == 120  # 120 video frames, each redacted once as it streams by; the snapshot is the first
     out = tmp_path / "v.mp4"
     out.write_bytes(video.data)
     assert sum(1 for _ in decode_frames(out)) == 120

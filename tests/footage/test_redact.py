@@ -1,9 +1,10 @@
-"""Face redaction on real photos and a real recorded clip: after blurring, the shipped detector finds no face
-and the embedder cannot tie what is left to the person."""
+"""Face redaction: the pure box logic (tiles, margins, carrying across frames, the owner's kept region), and on
+real photos the shipped finders blur every face so that the detector finds none and the embedder cannot tie
+what is left to the person."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -11,31 +12,154 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
-from edge.clock import FakeClock
 from edge.config import FacesConfig
-from edge.encoder import decode_frames
-from edge.footage.export import verify_bundle
-from edge.footage.keys import device_key, public_key_b64
-from edge.footage.redact import blur_boxes, default_find_faces
-from edge.footage.service import FootageDesk
-
-from .factory import AGENCY_BOX, NOW, config, document, signed
+from edge.errors import RequestError
+from edge.footage import redact
+from edge.footage.redact import (
+    RedactionState,
+    Redactor,
+    blur_boxes,
+    check_frame,
+    grow,
+    parse_region,
+    pixelate_outside,
+    redact_frame,
+    redact_stream,
+    tiles,
+)
 
 PHOTOS = ["face_recognition/examples/obama.jpg", "face_recognition/examples/two_people.jpg",
           "face_recognition/examples/biden.jpg", "facenet_pytorch/multiface.jpg"]
+FOOTAGE = Path(redact.__file__).parent
 
 
-def test_blur_touches_only_the_boxes() -> None:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+def noise(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_the_footage_package_never_imports_vision() -> None:
+    for path in sorted(FOOTAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "edge.vision" or n.startswith("edge.vision.") for n in names), path.name
+
+
+def test_blur_touches_only_the_grown_boxes() -> None:
+    image = noise()
     out = blur_boxes(image, [(40, 40, 20, 20), (150, 110, 40, 40), (0, 0, 0, 5)])
     mask = np.zeros((120, 160), bool)
-    mask[35:65, 35:65] = True  # box plus 25 % margin
-    mask[100:120, 140:160] = True  # clipped at the border
+    mask[34:66, 34:66] = True  # box plus a 30 % margin (6 px) on every side
+    mask[98:120, 138:160] = True  # grown by 12 px, clipped at the border
     assert np.array_equal(out[~mask], image[~mask])
-    assert out[40:60, 40:60].std() < 0.5 * image[40:60, 40:60].std()
+    assert out[34:66, 34:66].std() < 0.5 * image[34:66, 34:66].std()
     assert image is not out
+
+
+def test_grow_clips_to_the_frame_and_drops_empty_boxes() -> None:
+    assert grow((10, 10, 10, 10), 0.5, 100, 100) == (5, 5, 20, 20)
+    assert grow((-5, 90, 20, 20), 0.0, 100, 100) == (0, 90, 15, 10)
+    assert grow((0, 0, 0, 10), 0.3, 100, 100) is None
+    assert grow((200, 200, 10, 10), 0.3, 100, 100) is None
+
+
+@pytest.mark.parametrize(("width", "height", "size", "overlap"),
+                         [(1280, 720, 360, 0.3), (1920, 1080, 540, 0.25), (480, 270, 270, 0.3), (100, 80, 200, 0.3)])
+def test_tiles_cover_the_frame_and_overlap_enough_for_a_face(width: int, height: int, size: int,
+                                                             overlap: float) -> None:
+    boxes = tiles(width, height, size, overlap)
+    covered = np.zeros((height, width), bool)
+    for x, y, w, h in boxes:
+        assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
+        assert (w, h) == (min(size, width), min(size, height))
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+    # any face up to overlap * size wide lies whole inside at least one tile
+    face = int(overlap * min(size, width, height))
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        fx, fy = int(rng.integers(0, width - face + 1)), int(rng.integers(0, height - face + 1))
+        assert any(x <= fx and fx + face <= x + w and y <= fy and fy + face <= y + h for x, y, w, h in boxes)
+
+
+def test_parse_region_reads_pixels_and_names_what_is_wrong() -> None:
+    assert parse_region("400,100,480,560") == (400, 100, 480, 560)
+    assert parse_region(" 0, 0, 10, 10 ") == (0, 0, 10, 10)
+    for bad in ("1,2,3", "a,b,c,d", "0,0,0,10", "-1,0,10,10"):
+        with pytest.raises(RequestError, match="--keep-region"):
+            parse_region(bad)
+
+
+def test_keep_region_pixelates_everything_else() -> None:
+    image = noise(240, 320)
+    out = pixelate_outside(image, (100, 50, 80, 60))
+    assert np.array_equal(out[50:110, 100:180], image[50:110, 100:180])
+    outside = np.ones((240, 320), bool)
+    outside[50:110, 100:180] = False
+    assert not np.array_equal(out[outside], image[outside])
+    block = max(8, -(-320 // redact.KEEP_BLOCKS))
+    assert (out[0:block, 0:block] == out[0, 0]).all()  # one flat tile: nothing of a face survives there
+
+
+def test_stream_carries_each_find_to_the_frames_around_it() -> None:
+    frames = [noise(seed=i) for i in range(30)]
+    finds = {12: [(60, 40, 20, 20)]}
+    calls: list[int] = []
+
+    def find(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+        index = next(i for i, f in enumerate(frames) if f is image)
+        calls.append(index)
+        return finds.get(index, [])
+
+    redactor = Redactor(find, carry_seconds=0.5)
+    out = list(redact_stream(frames, redactor, fps=10.0))
+    assert calls == list(range(30)) and len(out) == 30  # each frame found once, all frames out, in order
+    blurred = [i for i, o in enumerate(out) if o.boxes]
+    assert blurred == list(range(7, 18))  # 0.5 s at 10 fps = 5 frames before and after frame 12
+    for i, o in enumerate(out):
+        if o.boxes:
+            assert o.boxes == ((54, 34, 32, 32),)
+            assert not np.array_equal(o.image[40:60, 60:80], frames[i][40:60, 60:80])
+        else:
+            assert np.array_equal(o.image, frames[i])
+    assert out[12].found == ((60, 40, 20, 20),) and out[11].found == ()
+
+
+def test_stream_holds_only_the_carry_window() -> None:
+    taken = 0
+
+    def frames() -> Any:
+        nonlocal taken
+        for i in range(50):
+            taken += 1
+            yield noise(seed=i)
+
+    stream = redact_stream(frames(), Redactor(lambda image: [], carry_seconds=0.3), fps=10.0)
+    for i, _ in enumerate(stream):
+        assert taken <= i + 4  # at most carry (3) frames read ahead of the one handed out
+
+
+def test_redact_frame_carries_forward_only() -> None:
+    state = RedactionState(Redactor(lambda image: [(10, 10, 10, 10)] if image[0, 0, 0] == 1 else [],
+                                    carry_seconds=0.2), fps=10.0)
+    images = [np.full((60, 60, 3), 1 if i == 3 else 50 + i, np.uint8) for i in range(8)]
+    boxes = [redact_frame(image, state)[1] for image in images]
+    assert [bool(b) for b in boxes] == [False, False, False, True, True, True, False, False]
+
+
+def test_check_frame_uses_only_the_check_detector() -> None:
+    image = noise()
+    assert check_frame(image, Redactor(lambda i: [(1, 1, 5, 5)])) == []
+    assert check_frame(image, Redactor(lambda i: [], check=lambda i: [(1.0, 2.0, 3.0, 4.0)])) == [(1, 2, 3, 4)]
+
+
+def test_without_provided_finders_exports_cannot_blur(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redact, "_provider", None)
+    with pytest.raises(redact.ModelError, match="no face detector"):
+        redact.shipped_finders()
+
+
+# --- the shipped finders on real photos ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -45,41 +169,25 @@ def engine() -> Any:
     return FaceEngine.load("int8", 1)
 
 
+@pytest.fixture(scope="module")
+def finders() -> Any:
+    from edge.vision import redaction_finders
+
+    return redaction_finders.find_faces(), redaction_finders.check_faces()
+
+
 @pytest.mark.parametrize("name", PHOTOS)
-def test_real_faces_are_unrecognisable_after_blurring(shared_data: Path, engine: Any, name: str) -> None:
+def test_real_faces_are_unrecognisable_after_redaction(shared_data: Path, engine: Any, finders: Any,
+                                                       name: str) -> None:
+    find, check = finders
     image = cv2.imread(str(shared_data / "gallery" / name))
     assert image is not None
-    find_faces = default_find_faces()
     found = engine.detect(image)
-    assert found and find_faces(image)
-    blurred = blur_boxes(image, find_faces(image))
-    assert engine.detect(blurred) == []
+    assert found and find(image) and check(image)
+    out, _ = redact_frame(image, RedactionState(Redactor(find, check), fps=10.0))
+    assert engine.detect(out) == []
+    assert check(out) == []
     unknown = FacesConfig().unknown_distance
     for det in found:
-        distance = float(np.linalg.norm(engine.embed_face(image, det) - engine.embed_face(blurred, det)))
+        distance = float(np.linalg.norm(engine.embed_face(image, det) - engine.embed_face(out, det)))
         assert distance > unknown, (name, distance)
-
-
-def test_export_with_the_shipped_detector_leaves_no_face(shared_data: Path, engine: Any, tmp_path: Path) -> None:
-    photo = cv2.imread(str(shared_data / "gallery" / "face_recognition/examples/two_people.jpg"))
-    photo = cv2.resize(photo, (480, 282))
-    assert len(engine.detect(photo)) == 2
-    clock = FakeClock(NOW)
-    store = ClipStore(tmp_path, clock)
-    start = NOW - timedelta(days=2, minutes=20)
-    frames = [np.roll(photo, i, axis=1) for i in range(8)]
-    clip = write_test_clip(store, "front_door", start, frames, 10.0)
-    desk = FootageDesk(config(tmp_path), clock, clips=store, emit=lambda event: None)  # the real detector
-    request, _ = desk.submit(signed(document("warrant", scope={**document()["scope"], "data": ["video",
-                                                                                              "snapshots"]})))
-    desk.approve(request)
-    check = verify_bundle(desk.export(request).path.read_bytes(), AGENCY_BOX, public_key_b64(device_key(tmp_path)))
-    assert check.ok and check.manifest is not None
-    assert {f["clip"] for f in check.manifest["files"]} == {clip.id}
-    for entry in check.manifest["files"]:
-        path = tmp_path / Path(entry["path"]).name
-        path.write_bytes(check.files[entry["path"]])
-        images = [img for _, img in decode_frames(path)] if entry["kind"] == "video" else [cv2.imread(str(path))]
-        assert len(images) == entry["frames"]
-        for image in images:
-            assert engine.detect(image) == [], entry["path"]
