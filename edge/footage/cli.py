@@ -410,7 +410,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     ]
     if now["decision"] in ("owner_review", "release"):
         # Exactly what `requests approve ID` would release now, or what the approval in force releases.
-        title = "approval releases" if now["decision"] == "release" else "an approval releases"
+        codes = {r["code"] for r in now["reasons"]}
+        title = ("an approval releases" if now["decision"] != "release" else
+                 "approval releases" if "OWNER_APPROVED" in codes else "released")
         parts = [f"{c['clip']}  {c['camera']}  {human_time(c['start'])} .. {human_time(c['end'])}  "
                  f"sha256 {str(c.get('sha256') or '?')[:16]}..." for c in now.get("clips", [])]
         rows.append((title, "\n".join(parts) or "nothing (no finished clip in scope)"))

@@ -238,6 +238,10 @@ def test_cli_approve_prints_exactly_what_it_releases(setup: dict[str, Any],  # n
     a, b = setup["clips"]
     code, out, _ = run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg, "--json")
     request = json.loads(out)["id"]
+    code, out, _ = run(capsys, "requests", "show", request, "--config", cfg)
+    would = out.split("an approval releases:", 1)[1].splitlines()[:2]  # before approving: what it would release
+    assert code == 0 and [line.split()[0] for line in would] == [a.id, b.id]
+    assert [line.split("sha256 ")[1] for line in would] == [f"{a.sha256[:16]}...", f"{b.sha256[:16]}..."]
     code, out, _ = run(capsys, "requests", "approve", request, "--config", cfg)
     assert code == 0
     lines = [line.strip() for line in out.splitlines() if line.strip().startswith("clip ")]
