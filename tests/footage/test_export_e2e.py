@@ -121,8 +121,12 @@ def test_warrant_to_verified_bundle(recorded: dict[str, Any], capsys: pytest.Cap
     assert kinds == ["intake", "decision", "owner_approve", "export_start", "export_complete"]
     assert desk.audit.verify().ok
     assert desk.current(request)[2].codes[-1] == "APPROVAL_USED"
-    assert [e.fields["state"] for e in recorded["events"]] == ["submitted", "approved", "export_started", "exported"]
-    for event in recorded["events"]:
+    footage = [e for e in recorded["events"] if e.type == "footage_request"]
+    assert [e.fields["state"] for e in footage] == ["submitted", "approved", "export_started", "exported"]
+    # Every new audit head is also witnessed (a system event the publisher keeps retained).
+    heads = [e.fields["audit_seq"] for e in recorded["events"] if e.fields.get("status") == "audit_appended"]
+    assert heads == list(range(1, len(kinds) + 1))
+    for event in footage:
         assert set(event.fields) <= {"request", "state", "decision", "codes", "audit_seq", "audit_hash", "basis",
                                      "agency", "export"}
 
