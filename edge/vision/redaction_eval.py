@@ -267,6 +267,7 @@ class VideoResult:
     export_s: float
     export_cpu_s: float
     export_min_per_video_min: float
+    check_refused: str | None
     meets_targets: bool
     leaks: list[dict[str, Any]]
 
@@ -339,6 +340,20 @@ class Exported:
     seconds: float
     cpu_seconds: float
     frames: int
+    refused: str | None  # the export-time check refused the export (the figures are then with the check off)
+
+
+def export_finders() -> Any:
+    """The finders a real export uses: those the shell provided (edge/cli.py), else the same shipped ones."""
+    from edge.errors import ModelError
+    from edge.footage.redact import ExportFinders, shipped_finders
+
+    try:
+        return shipped_finders()
+    except ModelError:
+        from edge.vision import redaction_finders
+
+        return ExportFinders(redaction_finders.find_faces(), redaction_finders.check_faces(), redaction_finders.NAMES)
 
 
 def _cpu() -> float:
@@ -359,6 +374,7 @@ def export_video(
     from edge.clipstore import ClipStore
     from edge.footage.export import verify_bundle
     from edge.footage.keys import device_key, public_key_b64
+    from edge.footage.redact import ExportFinders, FaceLeak
     from edge.footage.request import public_b64, sign_document
     from edge.footage.service import FootageDesk
 
@@ -402,14 +418,25 @@ def export_video(
             "data": ["video", "snapshots"],
         },
     }
-    desk = FootageDesk(cfg, clock, clips=store, find_faces=find_faces, emit=lambda _event: None, actor="eval")
+    finders: Any = find_faces if find_faces is not None else export_finders()
+    desk = FootageDesk(cfg, clock, clips=store, find_faces=finders, emit=lambda _event: None, actor="eval")
     raw = json.dumps(sign_document(document, agency, court)).encode()
     request, decision = desk.submit(raw)
     if decision.decision != "owner_review":
         raise EdgeError(f"eval warrant not accepted ({decision.decision}: {', '.join(decision.codes)})")
     desk.approve(request, unblur=[clip.id] if unblurred else ())
+    refused = None
     wall, cpu = time.perf_counter(), _cpu()
-    result = desk.export(request, workdir / "exports")
+    try:
+        result = desk.export(request, workdir / "exports")
+    except FaceLeak as leak:
+        # The device would ship nothing. To still measure what its redaction leaves, the same export is run
+        # again (the approval stays unused after a refusal) with the check switched off, and the refusal reported.
+        refused = str(leak)
+        unchecked = ExportFinders(finders.find, None, (finders.names[0], "none (eval: check off after a refusal)"))
+        desk = FootageDesk(cfg, clock, clips=store, find_faces=unchecked, emit=lambda _event: None, actor="eval")
+        wall, cpu = time.perf_counter(), _cpu()
+        result = desk.export(request, workdir / "exports")
     wall, cpu = time.perf_counter() - wall, _cpu() - cpu
     check = verify_bundle(result.path.read_bytes(), box, public_key_b64(device_key(state)))
     if not check.ok or check.manifest is None:
@@ -424,7 +451,7 @@ def export_video(
     for entry in entries:
         if entry["kind"] == "snapshots":
             snapshot = cv2.imdecode(np.frombuffer(check.files[entry["path"]], np.uint8), cv2.IMREAD_COLOR)
-    return fps, Exported(Path(store.get(clip.id).path), out, snapshot, wall, cpu, int(videos[0]["frames"]))
+    return fps, Exported(Path(store.get(clip.id).path), out, snapshot, wall, cpu, int(videos[0]["frames"]), refused)
 
 
 def evaluate_video(
@@ -471,8 +498,9 @@ def evaluate_video(
         largest_leaked_box_px=largest, snapshot_reference_faces=snap.reference_faces,
         snapshot_leaked_faces=len(snap.leaks), export_s=round(exported.seconds, 3),
         export_cpu_s=round(exported.cpu_seconds, 3), export_min_per_video_min=round(per_min, 3),
+        check_refused=exported.refused,
         meets_targets=(pct <= TARGET_LEAK_PCT and largest < TARGET_BOX_PX and not snap.leaks
-                       and per_min <= TARGET_MIN_PER_MIN),
+                       and per_min <= TARGET_MIN_PER_MIN and exported.refused is None),
         leaks=[{"frame": leak.frame, "box": list(leak.box), "width": leak.width, "detected_iou": leak.detected_iou,
                 "unchanged": leak.unchanged, "mad": leak.mad} for leak in leaks[:MAX_LEAKS_LISTED]],
     )
@@ -493,6 +521,9 @@ def report_text(results: Sequence[VideoResult], out: Any = None) -> None:
               f"{r.leaked_per_reference_face_pct:>8.2f} {r.frames_with_leak:>14} {r.largest_leaked_box_px:>10} "
               f"{r.export_min_per_video_min:>14.3f}", file=out)
     for r in results:
+        if r.check_refused:
+            print(f"{Path(r.video).name}: the export-time check REFUSED the export (figures above are with the check "
+                  f"off): {r.check_refused}", file=out)
         if r.snapshot_reference_faces:
             print(f"{Path(r.video).name}: snapshot {r.snapshot_leaked_faces} of {r.snapshot_reference_faces} "
                   "reference faces leaked", file=out)
@@ -505,7 +536,8 @@ def report_text(results: Sequence[VideoResult], out: Any = None) -> None:
             print(f"  ... {r.leaked_faces - 5} more (--json lists the {len(r.leaks)} widest)", file=out)
     met = all(r.meets_targets for r in results)
     print(f"targets (issue 13): leaked <= {TARGET_LEAK_PCT:g}% of reference faces, no leaked box >= "
-          f"{TARGET_BOX_PX} px wide, no snapshot leak, <= {TARGET_MIN_PER_MIN:g} min export per min of video: "
+          f"{TARGET_BOX_PX} px wide, no snapshot leak, <= {TARGET_MIN_PER_MIN:g} min export per min of video, "
+          "not refused by the check: "
           f"{'met' if met else 'NOT met'}", file=out)
     if not results[0].reference_independent or "fallback" in results[0].reference:
         print("note: weaker fallback reference; the acceptance figures need --reference-python "

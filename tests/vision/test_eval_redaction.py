@@ -23,7 +23,8 @@ FIELDS = {
     "video", "reference", "reference_independent", "frames", "fps", "width", "height", "duration_s", "unblurred",
     "reference_faces", "frames_with_reference_face", "leaked_faces", "leaked_detected", "leaked_unchanged",
     "leaked_per_reference_face_pct", "frames_with_leak", "largest_leaked_box_px", "snapshot_reference_faces",
-    "snapshot_leaked_faces", "export_s", "export_cpu_s", "export_min_per_video_min", "meets_targets", "leaks",
+    "snapshot_leaked_faces", "export_s", "export_cpu_s", "export_min_per_video_min", "check_refused", "meets_targets",
+    "leaks",
 }
 
 
@@ -54,6 +55,7 @@ def test_redacted_and_unblurred_exports_of_a_real_video(
         assert result["fps"] == 29.97 and result["duration_s"] == pytest.approx(FRAMES / 29.97, abs=1e-3)
         assert "fallback" in result["reference"]  # no --reference-python: labelled as the weaker reference
         assert result["export_s"] > 0 and result["export_min_per_video_min"] > 0
+    assert baseline["check_refused"] is None  # the owner's unblur: nothing for the check to refuse
     # Both runs saw the same recorded frames, so the reference found the same faces in them.
     assert baseline["reference_faces"] == redacted["reference_faces"] > 0
     # The owner's explicit unblur: every reference face is in the export, found again and pixel-for-pixel there.
@@ -178,3 +180,22 @@ def test_the_export_is_searched_around_the_reference_faces_in_image_coordinates(
     assert ref.shapes == [(60, 60, 3)]
     assert detect_near(ref, image, [(0, 0, 600, 400)]) == [(20, 20, 20, 20)]  # most of the frame: searched whole
     assert ref.shapes[-1] == (720, 1280, 3)
+
+
+def test_a_refusal_by_the_check_is_reported_and_the_redaction_still_measured(data: Path, tmp_path: Path) -> None:
+    """A redactor that blurs nothing and a check that always fires: the device ships nothing (reported), and the
+    eval exports again with the check off to count what that redaction leaves (every reference face)."""
+    from edge.config import Config
+    from edge.footage.redact import ExportFinders
+    from edge.vision.redaction_eval import evaluate_video, fallback_reference
+
+    finders = ExportFinders(lambda image: [], lambda image: [(10, 10, 30, 30)], ("nothing", "always"))
+    reference = fallback_reference()
+    try:
+        result = evaluate_video(Config.model_validate({"mqtt": {"enabled": False}}), data / CLIP, reference,
+                                max_frames=3, find_faces=finders)  # type: ignore[arg-type]
+    finally:
+        reference.close()
+    assert result.check_refused is not None and "export refused" in result.check_refused
+    assert "always" in result.check_refused and not result.meets_targets
+    assert result.reference_faces > 0 and result.leaked_faces == result.leaked_unchanged == result.reference_faces
