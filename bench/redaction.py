@@ -109,12 +109,18 @@ def measure(source: Path, runs: int) -> dict[str, Any]:
             "trusted_courts": {"court": {"name": "Bench Court", "signing_key": public_b64(court)}},
         },
     })
+    try:  # since issue 13 the shell hands the vision package's finders to the export; older trees load their own
+        from edge.cli import _provide_export_finders
+    except ImportError:
+        pass
+    else:
+        _provide_export_finders()
     desk = FootageDesk(cfg, clock, clips=store, emit=lambda _event: None, actor="bench")
 
     def z(ts: datetime) -> str:
         return ts.isoformat().replace("+00:00", "Z")
 
-    walls, cpus, frames = [], [], 0
+    walls, cpus, frames, refused = [], [], 0, []
     for run in range(runs):
         document = {
             "request_id": f"BENCH-{run}", "agency": {"id": "bench", "name": "Bench", "contact": "b@bench.invalid"},
@@ -129,12 +135,19 @@ def measure(source: Path, runs: int) -> dict[str, Any]:
         desk.approve(request)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
-        result = desk.export(request, work / "out")
+        try:
+            result = desk.export(request, work / "out")
+        except Exception as exc:  # the export-time check refusing (FaceLeak) is a result too: timed, reported
+            if type(exc).__name__ != "FaceLeak":
+                raise
+            refused.append(str(exc)[:300])
+            result = None
         wall = time.perf_counter() - wall0
         usage = resource.getrusage(resource.RUSAGE_SELF)
         walls.append(wall)
         cpus.append(usage.ru_utime + usage.ru_stime - cpu0)
-        frames = sum(f["frames"] for f in result.manifest["files"] if f["kind"] == "video")
+        if result is not None:
+            frames = sum(f["frames"] for f in result.manifest["files"] if f["kind"] == "video")
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
@@ -142,6 +155,7 @@ def measure(source: Path, runs: int) -> dict[str, Any]:
     return {
         "edge": str(Path(edge.__file__).parent.parent),
         "frames_exported": frames,
+        "refused_by_check": refused,
         "runs_wall_s": [round(w, 2) for w in walls],
         "runs_cpu_s": [round(c, 2) for c in cpus],
         "median_wall_s": round(statistics.median(walls), 2),
@@ -201,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             r = out[name]
             print(f"{name + ' (' + r['edge'] + ')':<34.34} {r['median_wall_s']:>8} {r['median_cpu_s']:>8} "
                   f"{r['min_per_video_min_wall']:>12} {r['min_per_video_min_cpu']:>12} {r['peak_rss_mb']:>11}")
+    for name in ("current", "previous"):
+        if out.get(name, {}).get("refused_by_check"):
+            print(f"{name}: {len(out[name]['refused_by_check'])} export(s) REFUSED by the export-time check (timed "
+                  f"to the refusal): {out[name]['refused_by_check'][0]}")
     verdict = "met" if out["current"]["min_per_video_min_wall"] <= TARGET_MIN_PER_MIN else "NOT met"
     print(f"target: <= {TARGET_MIN_PER_MIN:g} min of processing per min of video (wall): {verdict}")
     return 0
