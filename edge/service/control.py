@@ -190,5 +190,9 @@ class ControlServer:
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a read-only state dir: the socket file stays, one line, no traceback
+            log.warning("cannot remove the control socket %s: %s", self.path, exc)

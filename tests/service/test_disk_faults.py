@@ -170,6 +170,9 @@ def read_only_state(tmp_path: Path) -> Iterator[Path]:
     write_test_clip(ClipStore(state, clock), "porch", start, frames, fps=10)
     audit = AuditLog(state, clock)
     audit.append("intake", request="fr-1", sha256="0" * 64, bytes=2, agency=None, request_id=None, basis=None)
+    # audit verify cross-checks the request store: a stored request needs its decision record too
+    audit.append("decision", request="fr-1", request_id=None, decision="deny",
+                 reasons=[{"code": "INCOMPLETE", "detail": "test"}], clips=[], data=[], policy_hash=None)
     RequestStore(state).add(
         StoredRequest("fr-1", start, None, None, None, False, b"{}", "0" * 64, "deny",
                       [{"code": "INCOMPLETE", "detail": "test"}]),
@@ -221,7 +224,7 @@ def test_read_only_state_dir_daemon_stays_up_and_read_commands_work(
         assert [r["id"] for r in json.loads(requests.stdout)] == ["fr-1"]
         verified = _cli(state, tmp_path, "audit", "verify")
         assert verified.returncode == 0, verified.stderr
-        assert "1 record(s), chain intact" in verified.stdout
+        assert "2 record(s), chain intact" in verified.stdout
     finally:
         app.stop()
         sub.close()
