@@ -169,6 +169,31 @@ def test_clip_still_recording_at_approval_is_not_part_of_it(tmp_path: Path) -> N
     assert exported_clips(desk, request) == {done.id}
 
 
+def test_clip_recovered_after_a_crash_needs_a_new_approval(tmp_path: Path) -> None:
+    """A clip torn by a power cut is not listed (nor approvable) until recovery remuxes it at the next start;
+    recovered after the approval, it is not exported under it."""
+    _, store, desk = recorded(tmp_path)
+    done = write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    images = frames(5, 5)
+    codec = choose_codec("auto")
+    encoder = make_encoder(codec, images[0].shape[1], images[0].shape[0], FPS, 1.0, "medium")
+    start = WIN_START + timedelta(seconds=50)
+    writer = store.begin("front_door", start, codec, images[0].shape[1], images[0].shape[0])
+    for i, image in enumerate(images):
+        for packet in encoder.encode(image, start + timedelta(seconds=i / FPS), i / FPS):
+            writer.write(packet)
+    writer.abandon()  # the process died here: no finish()
+    encoder.close()
+
+    request, _ = desk.submit(signed(document("consent_request")))
+    assert [s.clip_id for s in desk.approve(request).segments] == [done.id]
+    report = store.recover()
+    assert report.recovered == (writer.id,) and writer.id in {c.id for c in store.list()}
+    now = desk.current(request)[2]
+    assert now.decision == "release" and "CLIPS_NOT_APPROVED" in now.codes
+    assert exported_clips(desk, request) == {done.id}
+
+
 def test_clip_changed_since_approval_is_refused(tmp_path: Path) -> None:
     """An approved clip whose bytes changed (here: its file replaced and the index rebuilt to match, as an index
     recovery would record it) is not released under the approval; nothing is exported until a new one."""
