@@ -40,13 +40,19 @@ def send_command(state_dir: Path, command: dict[str, Any], timeout: float = 5.0)
             raise EdgeError(f"the daemon is not running (no control socket at {path})") from exc
         except PermissionError as exc:
             raise EdgeError(f"no permission to use {path}: run as the service user or a member of its group") from exc
-        sock.sendall(json.dumps(command).encode() + b"\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            # The daemon may have answered and closed already ("busy", "timed out"): its reply is still to be
+            # read. Never let this EPIPE reach the CLI, which would call it a closed stdout.
+            sock.sendall(json.dumps(command).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        with contextlib.suppress(ConnectionResetError):
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    if not data:
+        raise EdgeError(f"the daemon closed the control connection ({path}) without a reply; see its log")
     try:
         reply = json.loads(data or b"{}")
     except json.JSONDecodeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -85,6 +86,34 @@ def test_one_client_too_many_is_told_busy_and_a_slot_frees_when_a_client_leaves(
     finally:
         for client in holders:
             client.close()
+
+
+def test_busy_reply_sent_before_the_request_is_still_read_not_a_broken_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answers "busy" and closes as soon as it accepts; a client that sends after that close got EPIPE,
+    and `doorbell-edge ring` printed "output closed early (broken pipe)" (exit 141) instead of "busy"."""
+    srv = ControlServer(tmp_path, {"echo": lambda r: {"ok": True}}, ControlConfig(max_clients=1, timeout_s=30))
+    srv.start()
+    holder = connect(tmp_path)
+    real_sendall = socket.socket.sendall
+
+    def sendall_after_the_server_closed(self: socket.socket, data: bytes, *args: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():  # the server's own replies go out as usual
+            return real_sendall(self, data, *args)
+        poller = select.poll()
+        poller.register(self, select.POLLRDHUP)
+        assert poller.poll(10_000), "the server never closed the refused connection"
+        real_sendall(self, data, *args)
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(socket.socket, "sendall", sendall_after_the_server_closed)
+            reply = send_command(tmp_path, {"cmd": "echo"}, timeout=10)
+        assert reply["ok"] is False and reply["busy"] is True, reply
+    finally:
+        holder.close()
+        srv.stop()
 
 
 def test_an_idle_or_trickling_client_is_told_it_timed_out(tmp_path: Path) -> None:
