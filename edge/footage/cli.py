@@ -24,14 +24,16 @@ def register(subparsers: Any) -> None:
     rsub.required = True
 
     p = rsub.add_parser("evaluate", help="print the decision a request would get; records nothing")
-    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML; FILE.minisig and "
+                   "FILE.court.minisig beside it: its detached signatures); - for stdin")
     p.add_argument("--now", default=None, metavar="TIME", help="judge as of this RFC 3339 time (default: now)")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_evaluate)
 
     p = rsub.add_parser("submit", help="record a request (audited) and print its decision")
-    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML); - for stdin")
+    p.add_argument("file", metavar="FILE", help="request document (JSON or YAML; FILE.minisig and "
+                   "FILE.court.minisig beside it: its detached signatures); - for stdin")
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_submit)
@@ -202,10 +204,12 @@ def _check_owner(state_dir: Path) -> None:
 def _read(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
+    from edge.footage.request import read_request_file
+
+    try:  # FILE, or FILE with its detached minisign signatures FILE.minisig (FILE.court.minisig) in an envelope
+        return read_request_file(Path(path))
     except OSError as exc:
-        raise RequestError(f"cannot read request document {path}: {exc.strerror or exc}") from exc
+        raise RequestError(f"cannot read request document {exc.filename or path}: {exc.strerror or exc}") from exc
 
 
 def _parse_now(text: str | None) -> datetime | None:

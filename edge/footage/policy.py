@@ -283,6 +283,15 @@ def _rule_checks(doc: FootageRequest, policy: Policy, now: datetime, replay: boo
     return out
 
 
+def static_checks(doc: FootageRequest, now: datetime, rules: FootageRequestsConfig | None = None) -> list[Reason]:
+    """The rule checks that need nothing of a particular device (its cameras, key or the agency's history), as
+    decide() runs them: what the agency's tool checks before signing (edge/agency/check.py), against the default
+    limits unless given the owner's. One code path, so both sides give the same reason codes."""
+    device = doc.device.lower() if doc.device else None
+    policy = Policy(rules or FootageRequestsConfig(), frozenset(doc.scope.cameras), device)
+    return _rule_checks(doc, policy, now, replay=False)
+
+
 def _latest(consents: Sequence[OwnerAction], kinds: set[str]) -> OwnerAction | None:
     """The last action of these kinds in the order they were written (store sequence, then list order), never by
     wall time: a clock stepped back between an approval and a denial must not let the approval win."""

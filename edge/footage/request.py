@@ -8,6 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import rfc8785
@@ -20,6 +21,16 @@ from edge import strictjson
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_DEPTH = 16
+MAX_SIGNATURE_CHARS = 4000
+# The request format's version: a document may say `version: 1` (those without the field are version 1); any
+# other value is refused, naming the versions this device reads.
+FORMAT_VERSIONS = (1,)
+# The envelope `requests submit FILE` builds when FILE comes with detached minisign signatures (FILE.minisig,
+# FILE.court.minisig): the exact bytes signed and the signature texts, stored as the request's raw document.
+ENVELOPE = "doorbell-edge-signed-request"
+ENVELOPE_VERSIONS = (1,)
+MINISIG_SUFFIX = ".minisig"
+COURT_MINISIG_SUFFIX = ".court.minisig"
 
 LegalBasis = Literal["consent_request", "preservation", "subpoena", "court_order", "warrant", "exigent"]
 DataKind = Literal["video", "audio", "snapshots", "event_metadata", "face_data"]
@@ -99,13 +110,16 @@ class Emergency(_Doc):
 
 
 class Signatures(_Doc):
-    agency: Annotated[str, Field(min_length=1, max_length=200)]
-    court: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # Base64 Ed25519 signatures over the canonical bytes (embedded form), or the text of minisign signatures
+    # (detached form, carried here by the envelope; see docs/formats.md), hence the longer limit.
+    agency: Annotated[str, Field(min_length=1, max_length=MAX_SIGNATURE_CHARS)]
+    court: Annotated[str, Field(min_length=1, max_length=MAX_SIGNATURE_CHARS)] | None = None
 
 
 class FootageRequest(_Doc):
     """A request for footage as the agency sent it (validated; times are aware UTC)."""
 
+    version: int | None = None  # the format version (None: 1); see FORMAT_VERSIONS
     request_id: Ident
     # The device this request is for, inside what the agency signs. None: an unbound request (documents from
     # before the field existed); it is never auto-released and the owner is told (UNBOUND_DEVICE).
@@ -124,6 +138,10 @@ class FootageRequest(_Doc):
 
     @model_validator(mode="after")
     def _per_basis(self) -> FootageRequest:
+        if self.version is not None and self.version not in FORMAT_VERSIONS:
+            readable = ", ".join(str(v) for v in FORMAT_VERSIONS)
+            raise ValueError(f"version {self.version} is not a request format this device reads (it reads "
+                             f"version {readable}); ask the agency for a version {FORMAT_VERSIONS[-1]} document")
         if self.legal_basis in ("warrant", "court_order") and self.issued_by is None:
             raise ValueError(f"issued_by (court_id, court, judge) is required for a {self.legal_basis}")
         if self.expires_at <= self.issued_at:
@@ -259,9 +277,16 @@ def parse_request(raw: bytes) -> Intake:
         data = load_document(raw)
     except _DocumentError as exc:
         return Intake(raw, digest, None, None, (str(exc),))
+    detached: bytes | None = None
+    if "envelope" in data:
+        try:
+            detached, data = _open_envelope(data)
+        except _DocumentError as exc:
+            return Intake(raw, digest, None, None, (str(exc),))
     agency_id, request_id = _claimed(data)
     try:
-        signed = canonical_unsigned(data)
+        # Detached signatures cover the exact bytes of the file the agency signed; embedded ones the canonical form.
+        signed = detached if detached is not None else canonical_unsigned(data)
     except Exception as exc:  # rfc8785 raises its own family plus TypeError/ValueError on odd values
         problem = f"document cannot be put in canonical JSON form: {exc}"[:300]
         return Intake(raw, digest, None, None, (problem,), agency_id, request_id)
@@ -272,6 +297,62 @@ def parse_request(raw: bytes) -> Intake:
     return Intake(raw, digest, document, signed, (), agency_id, request_id)
 
 
+def make_envelope(document: bytes, agency_signature: bytes, court_signature: bytes | None = None) -> bytes:
+    """The stored form of a request with detached minisign signatures: JSON naming the envelope and its version,
+    the document's exact bytes (base64) and the signature files' text."""
+    import json
+
+    signatures = {"agency": agency_signature.decode("utf-8", "replace")}
+    if court_signature is not None:
+        signatures["court"] = court_signature.decode("utf-8", "replace")
+    body = {"envelope": ENVELOPE, "version": ENVELOPE_VERSIONS[-1],
+            "document": base64.b64encode(document).decode(), "minisign": signatures}
+    return json.dumps(body, indent=1).encode()
+
+
+def read_request_file(path: Path) -> bytes:
+    """A request file as `requests submit|evaluate FILE` reads it: FILE alone (embedded signatures), or, when
+    FILE.minisig lies beside it, the envelope of FILE's bytes with that signature (and FILE.court.minisig if
+    present). A court signature without the agency's is an error naming the missing file."""
+    document = path.read_bytes()
+    agency = path.with_name(path.name + MINISIG_SUFFIX)
+    court = path.with_name(path.name + COURT_MINISIG_SUFFIX)
+    if not agency.exists():
+        if court.exists():
+            raise FileNotFoundError(2, f"{court.name} is here but the agency's signature is not", str(agency))
+        return document
+    return make_envelope(document, agency.read_bytes(), court.read_bytes() if court.exists() else None)
+
+
+def _open_envelope(data: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """(the bytes signed, the document with the minisign signature texts as its `signatures`)."""
+    if data.get("envelope") != ENVELOPE:
+        raise _DocumentError(f"envelope {str(data.get('envelope'))[:60]!r} is not a {ENVELOPE!r}")
+    version = data.get("version")
+    if version not in ENVELOPE_VERSIONS:
+        readable = ", ".join(str(v) for v in ENVELOPE_VERSIONS)
+        raise _DocumentError(f"envelope version {str(version)[:20]} is not one this device reads (it reads version "
+                             f"{readable})")
+    unknown = sorted(set(data) - {"envelope", "version", "document", "minisign"})
+    if unknown:
+        raise _DocumentError(f"envelope: unknown field {unknown[0][:60]!r}")
+    signatures = data.get("minisign")
+    if not isinstance(signatures, dict) or not isinstance(signatures.get("agency"), str) or \
+            set(signatures) - {"agency", "court"} or not all(isinstance(v, str) for v in signatures.values()):
+        raise _DocumentError("envelope: minisign must map agency (and optionally court) to signature texts")
+    try:
+        document = base64.b64decode(str(data.get("document")), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _DocumentError("envelope: document is not valid base64") from exc
+    inner = load_document(document)
+    if "envelope" in inner:
+        raise _DocumentError("envelope: the document is itself an envelope")
+    if "signatures" in inner:
+        raise _DocumentError("the document carries embedded signatures and came with detached ones (.minisig); "
+                             "sign one way only")
+    return document, {**inner, "signatures": dict(signatures)}
+
+
 def decode_key(value: str) -> bytes:
     raw = base64.b64decode(value, validate=True)
     if len(raw) != 32:
@@ -280,7 +361,10 @@ def decode_key(value: str) -> bytes:
 
 
 def signature_problem(public_key_b64: str, signature_b64: str, message: bytes) -> str | None:
-    """None when the Ed25519 signature verifies; otherwise what is wrong, in words."""
+    """None when the Ed25519 signature verifies; otherwise what is wrong, in words. A signature that is the text
+    of a minisign signature file is checked as one (the key's raw 32 bytes are the minisign key's)."""
+    if signature_b64.lstrip().startswith("untrusted comment:"):
+        return minisign_problem(public_key_b64, signature_b64, message)
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
@@ -295,6 +379,31 @@ def signature_problem(public_key_b64: str, signature_b64: str, message: bytes) -
         key.verify(signature, message)
     except InvalidSignature:
         return "signature does not verify against the configured key"
+    return None
+
+
+def minisign_problem(public_key_b64: str, signature_text: str, message: bytes) -> str | None:
+    """None when the minisign signature (the text of a .minisig file) verifies over `message` with the configured
+    raw Ed25519 key; otherwise what is wrong. py-minisign does the checking (both the signature and the global
+    signature over the trusted comment). The minisign key id is only a label for picking a key: the configured
+    key is the one that must verify, so the key is given the signature's id."""
+    import minisign
+
+    text = signature_text.strip()
+    try:
+        signature = minisign.Signature.from_bytes(text.encode())
+    except (minisign.Error, ValueError) as exc:
+        return f"not a readable minisign signature ({exc})"
+    try:
+        raw_key = decode_key(public_key_b64)
+    except (binascii.Error, ValueError):
+        return "configured public key is unusable"
+    key_id = base64.b64decode(text.splitlines()[1])[2:10]
+    key = minisign.PublicKey.from_base64(base64.b64encode(b"Ed" + key_id + raw_key))
+    try:
+        key.verify(message, signature)
+    except minisign.VerifyError:
+        return "minisign signature does not verify against the configured key"
     return None
 
 
