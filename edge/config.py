@@ -375,12 +375,22 @@ def _key32(value: str, what: str) -> str:
     import base64
     import binascii
 
+    if value.strip().startswith(("-----BEGIN", "age1", "AGE-SECRET-KEY-")):
+        raise ValueError(f"{what} must be base64 of the raw 32-byte key, not a PEM block or an age key: "
+                         "`doorbell-edge agencies add` converts those (docs/formats.md, \"Key encodings\")")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"{what} is not valid base64") from exc
     if len(raw) != 32:
-        raise ValueError(f"{what} must decode to 32 bytes, not {len(raw)}")
+        # Say which form was given and how to get the raw one (docs/formats.md, "Key encodings").
+        hint = {
+            44: "; 44 bytes is the DER form openssl prints (`openssl pkey -pubout -outform DER | base64`): the raw key "
+                "is its last 32 bytes (`... -outform DER | tail -c 32 | base64`)",
+            42: "; 42 bytes is a minisign public key (RW...): `doorbell-edge agencies add` converts it",
+            48: "; 48 bytes looks like a DER private key: give the public key",
+        }.get(len(raw), "")
+        raise ValueError(f"{what} must be base64 of the raw 32-byte key, but decodes to {len(raw)} bytes{hint}")
     return value
 
 

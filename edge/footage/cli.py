@@ -134,8 +134,28 @@ def register(subparsers: Any) -> None:
     p = ksub.add_parser("show", help="print the device's public signing key (base64, PEM) and its fingerprint; "
                                      "creates the key the first time")
     p.add_argument("--json", action="store_true", help="print the key, PEM and fingerprint as JSON")
+    p.add_argument("--qr", action="store_true", help="also draw the fingerprint and key as a QR code in the "
+                   "terminal (needs segno: pip install 'doorbell-edge[qr]')")
     add_config_arg(p)
     p.set_defaults(func=_keys_show)
+
+    agencies = subparsers.add_parser("agencies", help="the agencies whose requests this doorbell considers")
+    gsub = agencies.add_subparsers(dest="agencies_command", metavar="ACTION")
+    gsub.required = True
+    p = gsub.add_parser("add", help="print (or --write into the config, keeping its comments) an agency's entry "
+                                    "and the key fingerprints to compare with the agency by phone")
+    p.add_argument("id", metavar="ID", help="the agency id its requests carry in agency.id (e.g. metro-pd)")
+    p.add_argument("--name", default=None, help="the agency's name as you know it (default: ID)")
+    p.add_argument("--signing-key", required=True, metavar="KEY",
+                   help="its signing public key: minisign (RW...), base64 of the raw 32 bytes or PEM, or a file "
+                   "holding it (signing.pub from `doorbell-edge-agency keygen`)")
+    p.add_argument("--encryption-key", required=True, metavar="KEY",
+                   help="its encryption public key: an age recipient (age1...) or base64 of the raw 32 bytes, or a "
+                   "file holding it (encryption.pub)")
+    p.add_argument("--write", action="store_true",
+                   help="add the entry to the config file (the one --config names) in place, keeping comments")
+    add_config_arg(p)
+    p.set_defaults(func=_agencies_add)
 
     audit = subparsers.add_parser("audit", help="the footage audit log")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
@@ -507,6 +527,56 @@ def _keys_show(args: argparse.Namespace) -> int:
     print(body["pem"].rstrip())
     print("Give the public key (or at least the fingerprint) to an agency before it asks for footage: it checks "
           "bundles with `doorbell-edge exports verify BUNDLE --identity FILE --device-key KEY`.")
+    if args.qr:
+        _print_qr(f"doorbell-edge device {body['device']}\nfingerprint {body['fingerprint']}\n"
+                  f"Ed25519 {body['public_key']}")
+    return 0
+
+
+def _print_qr(text: str) -> None:
+    try:
+        import segno
+    except ImportError as exc:
+        raise RequestError("--qr needs the segno package: pip install segno (or 'doorbell-edge[qr]'); the key and "
+                           "fingerprint above are the same thing in text") from exc
+    sys.stdout.flush()
+    segno.make(text, error="m").terminal(out=sys.stdout, compact=True)
+
+
+def _agencies_add(args: argparse.Namespace) -> int:
+    from edge.agency.config_entry import AgencyEntry, EntryError, insert_entry, write_config
+    from edge.agency.encodings import age_recipient, spaced
+    from edge.config_load import load_config_text, resolve_config_path
+
+    try:
+        entry = AgencyEntry.parse(args.id, args.name or args.id, args.signing_key, args.encryption_key)
+    except EntryError as exc:
+        raise RequestError(str(exc)) from exc
+    print(f"agency {entry.agency_id} ({entry.name})")
+    print(f"  signing key fingerprint:    {spaced(entry.signing_fingerprint)}")
+    recipient = age_recipient(entry.encryption_raw)
+    print(f"  encryption key fingerprint: {spaced(entry.encryption_fingerprint)}   ({recipient})")
+    print("Before you trust these keys, call the agency on the number it publishes (not one from the request or "
+          "an e-mail) and have them read both fingerprints to you; they must match digit for digit.")
+    if not args.write:
+        print("\nThe entry for your config file (or run again with --write):\n")
+        print(entry.block(), end="")
+        return 0
+    path, _explicit = resolve_config_path(args.config)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RequestError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    try:
+        new = insert_entry(text, entry)
+    except EntryError as exc:
+        raise RequestError(f"{path}: {exc}") from exc
+    config = load_config_text(new, str(path))  # a ConfigError here names the problem; nothing is written
+    added = config.footage_requests.agencies.get(entry.agency_id)
+    if added is None or base64.b64decode(added.signing_key) != entry.signing_raw:
+        raise RequestError(f"{path}: the entry did not read back as written; add it by hand")
+    write_config(path, new)
+    print(f"\nadded agency {entry.agency_id} to {path} (commands use it at once, the daemon at its next start)")
     return 0
 
 
