@@ -94,6 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     red.add_argument("--reference", choices=["dlib-cnn", "haar"], default="dlib-cnn",
                      help="the reference detector run in --reference-python (default dlib-cnn, upsampled once)")
     red.add_argument("--frames", type=int, default=None, metavar="N", help="only the first N frames of each video")
+    red.add_argument("--every", type=int, default=1, metavar="N",
+                     help="the reference looks at every Nth frame only (the export holds all; dlib's CNN costs "
+                          "seconds of CPU per frame)")
     red.add_argument("--unblurred", action="store_true",
                      help="export with the owner's explicit unblur (the baseline: every reference face leaks)")
     red.add_argument("--keep", type=Path, default=None, metavar="DIR",
@@ -375,6 +378,8 @@ def cmd_eval_redaction(args: argparse.Namespace) -> int:
             raise EdgeError(f"eval redaction: {video}: no such video file")
     if args.frames is not None and args.frames < 1:
         raise EdgeError("eval redaction: --frames must be at least 1")
+    if args.every < 1:
+        raise EdgeError("eval redaction: --every must be at least 1")
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     cfg = _config(args)
@@ -387,7 +392,7 @@ def cmd_eval_redaction(args: argparse.Namespace) -> int:
         reference = fallback_reference()
     try:
         results = [evaluate_video(cfg, video, reference, max_frames=args.frames, unblurred=args.unblurred,
-                                  keep=args.keep) for video in args.videos]
+                                  keep=args.keep, every=args.every) for video in args.videos]
     finally:
         reference.close()
     if args.json:

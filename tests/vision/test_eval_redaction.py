@@ -24,7 +24,7 @@ FIELDS = {
     "reference_faces", "frames_with_reference_face", "leaked_faces", "leaked_detected", "leaked_unchanged",
     "leaked_per_reference_face_pct", "frames_with_leak", "largest_leaked_box_px", "snapshot_reference_faces",
     "snapshot_leaked_faces", "export_s", "export_cpu_s", "export_min_per_video_min", "check_refused", "meets_targets",
-    "leaks",
+    "leaks", "frames_checked",
 }
 
 
@@ -101,7 +101,12 @@ def test_the_reference_process_protocol(data: Path, state: Path, tmp_path: Path,
     assert result["reference"] == f"fake reference (in {python})" and result["reference_independent"]
     assert result["reference_faces"] == result["leaked_faces"] == result["leaked_detected"] == 3
     assert result["snapshot_reference_faces"] == result["snapshot_leaked_faces"] == 1
-    assert result["largest_leaked_box_px"] == 200
+    assert result["largest_leaked_box_px"] == 200 and result["frames_checked"] == 3
+    # --every 2: the export holds all 3 frames, the reference looks at frames 0 and 2 (and the snapshot)
+    (sampled,) = run_json(capsys, str(data / CLIP), "--frames", "3", "--unblurred", "--every", "2",
+                          "--reference-python", str(python))
+    assert sampled["frames"] == 3 and sampled["frames_checked"] == 2 and sampled["reference_faces"] == 2
+    assert [leak["frame"] for leak in sampled["leaks"]] == [0, 2]
     assert all(leak["box"] == box and leak["detected_iou"] == 1.0 for leak in result["leaks"])
 
 
