@@ -46,21 +46,28 @@ def test_recording_off_does_not_need_pyav() -> None:
     assert "av" not in [r.module for r in requirements(_config(recording=RecordingConfig(enabled=False)))]
 
 
-def test_run_with_a_picamera2_config_where_picamera2_is_missing_exits_78_without_traceback(tmp_path: Path) -> None:
-    pytest.importorskip("av")
+def _no_picamera2() -> None:
     try:
         import picamera2  # noqa: F401
-        pytest.skip("picamera2 is installed here: the missing-module path cannot be shown")
     except ImportError:
-        pass
+        return
+    pytest.skip("picamera2 is installed here: the missing-module path cannot be shown")
+
+
+def _cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The command line on a config whose camera is a picamera2, in a fresh state dir."""
     config = tmp_path / "config.yaml"
     config.write_text("cameras:\n  front_door: {source: picamera2}\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOORBELL_EDGE_")}
     env.update(DOORBELL_EDGE_STATE_DIR=str(tmp_path / "state"), HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config), "--for", "5"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
+    return subprocess.run([sys.executable, "-m", "edge", *argv, "--config", str(config)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_run_with_a_picamera2_config_where_picamera2_is_missing_exits_78_without_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    _no_picamera2()
+    proc = _cli(tmp_path, "run", "--for", "5")
     assert proc.returncode == 78, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "needs the Python module 'picamera2'" in proc.stderr
@@ -71,17 +78,8 @@ def test_run_with_a_picamera2_config_where_picamera2_is_missing_exits_78_without
 def test_check_config_warns_about_a_missing_module_but_passes(tmp_path: Path) -> None:
     """The Pi config checked on a machine without picamera2 (install.sh does that on plain Debian): a warning
     naming the module and that `run` will refuse, exit 0."""
-    try:
-        import picamera2  # noqa: F401
-        pytest.skip("picamera2 is installed here: the missing-module path cannot be shown")
-    except ImportError:
-        pass
-    config = tmp_path / "config.yaml"
-    config.write_text("cameras:\n  front_door: {source: picamera2}\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOORBELL_EDGE_")}
-    env.update(DOORBELL_EDGE_STATE_DIR=str(tmp_path / "state"), HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "edge", "check-config", "--quiet", "--config", str(config)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    _no_picamera2()
+    proc = _cli(tmp_path, "check-config", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "check-config: warning: cameras.front_door.source: picamera2: needs the Python module 'picamera2'" \
         in proc.stderr
