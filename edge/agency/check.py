@@ -117,13 +117,12 @@ def _validation_findings(exc: ValidationError, data: dict[str, Any], positions: 
             message = "unknown field (requests may not carry other fields, photos or watch-lists)"
         elif err["type"] == "missing":
             message = "required field is missing"
-        if not loc:  # a whole-document rule: point at the field it is about
+        if not loc:  # a whole-document rule: name the field it is about
             loc = next(((name,) for name in ("issued_by", "expires_at", "version") if name in message), ())
-            if loc == ("issued_by",) and "issued_by" not in data:
-                loc = ("legal_basis",)
         while len(loc) > 1 and loc not in positions and not isinstance(loc[-1], str):
             loc = loc[:-1]
-        line, col = _at(positions, loc)
+        # A missing issued_by is wanted because of the legal basis: point there.
+        line, col = _at(positions, ("legal_basis",) if loc == ("issued_by",) and "issued_by" not in data else loc)
         out.append(Finding(line, col, dotted(loc), "INCOMPLETE", message))
     return out
 

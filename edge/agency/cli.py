@@ -119,8 +119,8 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"  fingerprint:           {keys.signing_fingerprint}   ({spaced(keys.signing_fingerprint)})")
     print(f"encryption key (age):    {keys.encryption_public}")
     print(f"  fingerprint:           {keys.encryption_fingerprint}   ({spaced(keys.encryption_fingerprint)})")
-    print("Give both public keys to the doorbell's owner; they read the fingerprints back to you on a call you "
-          "answer at your published number (docs/agency-guide.md).")
+    print("Give both public keys (signing.pub, encryption.pub) to the doorbell's owner; the owner calls your "
+          "published number and you read both fingerprints aloud (docs/agency-guide.md).")
     return 0
 
 

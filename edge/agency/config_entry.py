@@ -114,7 +114,7 @@ def insert_entry(text: str, entry: AgencyEntry) -> str:
         first = avalue.value[0][0].start_mark
         return "\n".join(lines[:first.line] + entry.lines(first.column) + lines[first.line:]) + "\n"
     _require_empty(avalue, "footage_requests.agencies")
-    return _replace_empty(text, akey, avalue, entry.lines(2))
+    return _replace_empty(text, akey, avalue, entry.lines(0))
 
 
 def _child(mapping: yaml.MappingNode, name: str) -> tuple[yaml.Node, yaml.Node] | None:
@@ -139,7 +139,7 @@ def _replace_empty(text: str, key_node: yaml.Node, value: yaml.Node, body: list[
     lines = text.splitlines()
     at = key_node.start_mark.line
     lines[at] = lines[at].rstrip()
-    indent = key_node.start_mark.column
+    indent = key_node.start_mark.column + 2
     return "\n".join(lines[:at + 1] + [" " * indent + line for line in body] + lines[at + 1:]) + "\n"
 
 

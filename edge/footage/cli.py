@@ -556,8 +556,9 @@ def _agencies_add(args: argparse.Namespace) -> int:
     print(f"  signing key fingerprint:    {spaced(entry.signing_fingerprint)}")
     recipient = age_recipient(entry.encryption_raw)
     print(f"  encryption key fingerprint: {spaced(entry.encryption_fingerprint)}   ({recipient})")
-    print("Before you trust these keys, call the agency on the number it publishes (not one from the request or "
-          "an e-mail) and have them read both fingerprints to you; they must match digit for digit.")
+    print("Before you trust these keys, call the agency on its published number (not one from the request or an "
+          "e-mail) and have them read both fingerprints to you; they must match digit for digit. Read them your "
+          "doorbell's fingerprint (`doorbell-edge keys show`) in the same call.")
     if not args.write:
         print("\nThe entry for your config file (or run again with --write):\n")
         print(entry.block(), end="")
