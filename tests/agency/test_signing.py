@@ -140,3 +140,15 @@ def test_a_garbled_minisig_is_a_bad_signature_not_a_crash(tmp_path: Path, partie
     decision = judge(path, parties)
     assert decision.codes == ("BAD_SIGNATURE",)
     assert "not a readable minisign signature" in decision.reasons[0].detail
+
+
+def test_the_helper_signs_with_a_key_debian_minisign_made(tmp_path: Path, parties: dict[str, Path]) -> None:
+    minisign = tool("minisign")
+    made = tmp_path / "made"
+    made.mkdir()
+    subprocess.run([minisign, "-G", "-W", "-p", str(made / "signing.pub"), "-s", str(made / "signing.key")],
+                   check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    parties = {**parties, "agency": made}
+    path = write(tmp_path, document("consent_request"))
+    assert main(["request", "sign", str(path), "--key", str(made / "signing.key"), *NOW_ARG]) == 0
+    assert judge(path, parties).codes == ("CONSENT_REQUIRED",)
