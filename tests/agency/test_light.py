@@ -1,5 +1,6 @@
-"""The agency tool's import graph stays small: run its commands in a fresh interpreter and look at what was
-imported. None of the daemon's heavy libraries (OpenCV, LiteRT/TFLite, numpy, matplotlib, PyAV) may appear."""
+"""The agency tool's import graph stays small: run its commands in a fresh interpreter in which the daemon's other
+dependencies cannot be imported, and look at what was imported. None of the daemon's heavy libraries (OpenCV,
+LiteRT/TFLite, numpy, matplotlib, PyAV) may appear."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ HEAVY = ("cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av",
 
 SCRIPT = r"""
 import json, sys, contextlib, io
+# As installed by `pip install --no-deps doorbell-edge` plus the helper's small libraries (docs/agency-guide.md):
+# the daemon's other dependencies are made unimportable, so a stray import fails here instead of passing unseen.
+class Absent:
+    BLOCKED = {"cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av", "PIL", "paho", "nacl",
+               "segno", "jsonschema", "gpiozero", "picamera2"}
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.BLOCKED:
+            raise ImportError(f"{name} is not installed here")
+        return None
+sys.meta_path.insert(0, Absent())
 from pathlib import Path
 from edge.agency.cli import main
 work = Path(sys.argv[1])

@@ -155,3 +155,35 @@ def test_keys_show_draws_a_qr_code(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["keys", "show", "--qr", "--config", str(cfg)]) == 1
     captured = capsys.readouterr()
     assert "fingerprint:" in captured.out and "pip install segno" in captured.err
+
+
+def test_a_full_disk_while_writing_the_config_leaves_it_as_it_was(tmp_path: Path, keys: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE.replace("STATE", str(tmp_path / "state")))
+    before = cfg.read_text()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = add(capsys, "metro-pd", "--signing-key", str(keys / "signing.pub"), "--encryption-key",
+                       str(keys / "encryption.pub"), "--write", "--config", str(cfg))
+    assert code == 1 and "No space left" in err
+    assert cfg.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "keys"]
+
+
+def test_a_config_that_would_not_load_after_the_edit_is_not_written(tmp_path: Path, keys: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BASE.replace("STATE", str(tmp_path / "state")) + "mqtt:\n  porr: 1\n")  # already broken
+    before = cfg.read_text()
+    code, _, err = add(capsys, "metro-pd", "--signing-key", str(keys / "signing.pub"), "--encryption-key",
+                       str(keys / "encryption.pub"), "--write", "--config", str(cfg))
+    assert code == 78 and "mqtt.porr" in err
+    assert cfg.read_text() == before

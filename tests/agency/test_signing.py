@@ -152,3 +152,25 @@ def test_the_helper_signs_with_a_key_debian_minisign_made(tmp_path: Path, partie
     path = write(tmp_path, document("consent_request"))
     assert main(["request", "sign", str(path), "--key", str(made / "signing.key"), *NOW_ARG]) == 0
     assert judge(path, parties).codes == ("CONSENT_REQUIRED",)
+
+
+def test_a_full_disk_while_signing_leaves_the_old_signature_whole(tmp_path: Path, parties: dict[str, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    path = write(tmp_path, document("consent_request"))
+    key = str(parties["agency"] / "signing.key")
+    assert main(["request", "sign", str(path), "--key", key, *NOW_ARG]) == 0
+    before = path.with_name("request.yaml.minisig").read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["request", "sign", str(path), "--key", key, *NOW_ARG]) == 1
+    assert "No space left" in capsys.readouterr().err
+    assert path.with_name("request.yaml.minisig").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agency", "court", "other", "request.yaml",
+                                                          "request.yaml.minisig"]  # no temp file left
