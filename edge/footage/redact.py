@@ -143,6 +143,30 @@ def grow(box: Box, margin: float, width: int, height: int) -> Box | None:
     return x0, y0, x1 - x0, y1 - y0
 
 
+def merge_boxes(boxes: Iterable[Box], overlap: float = 0.5) -> list[Box]:
+    """Boxes that overlap by more than `overlap` of the smaller one's area replaced by their union, until none
+    do: one face found by the frame and by tiles, or in several carried frames, is pixelated once (covering all
+    of them), so the cost of a frame does not grow with the carry window."""
+    out = [b for b in boxes if b[2] > 0 and b[3] > 0]
+    changed = True
+    while changed:
+        changed = False
+        kept: list[list[int]] = []
+        for x, y, w, h in out:
+            x1, y1 = x + w, y + h
+            for k in kept:
+                iw = min(x1, k[2]) - max(x, k[0])
+                ih = min(y1, k[3]) - max(y, k[1])
+                if iw > 0 and ih > 0 and iw * ih > overlap * min(w * h, (k[2] - k[0]) * (k[3] - k[1])):
+                    k[0], k[1], k[2], k[3] = min(x, k[0]), min(y, k[1]), max(x1, k[2]), max(y1, k[3])
+                    changed = True
+                    break
+            else:
+                kept.append([x, y, x1, y1])
+        out = [(k[0], k[1], k[2] - k[0], k[3] - k[1]) for k in kept]
+    return out
+
+
 def _pixelate(region: Image, blocks_x: int, blocks_y: int) -> Image:
     h, w = region.shape[:2]
     tiny = cv2.resize(region, (max(1, min(blocks_x, w)), max(1, min(blocks_y, h))), interpolation=cv2.INTER_AREA)
@@ -150,17 +174,17 @@ def _pixelate(region: Image, blocks_x: int, blocks_y: int) -> Image:
 
 
 def pixelate_boxes(image: Image, boxes: Sequence[Box]) -> Image:
-    """A copy of `image` with every box (already grown) reduced to BLOCKS x BLOCKS flat tiles, then blurred so
-    the tile edges carry no shape either: irreversible, and nothing of a face's layout survives."""
+    """A copy of `image` with every box (already grown) reduced to BLOCKS x BLOCKS averages and spread back
+    smoothly (bilinear), so not even tile edges carry shape: irreversible, nothing of a face's layout survives."""
     out = image.copy()
     height, width = out.shape[:2]
     for x, y, w, h in boxes:
         x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
         if x1 <= x0 or y1 <= y0:
             continue
-        flat = _pixelate(out[y0:y1, x0:x1], BLOCKS, BLOCKS)
-        k = max(3, (min(x1 - x0, y1 - y0) // 4) | 1)
-        out[y0:y1, x0:x1] = cv2.GaussianBlur(flat, (k, k), 0)
+        region = out[y0:y1, x0:x1]
+        tiny = cv2.resize(region, (min(BLOCKS, x1 - x0), min(BLOCKS, y1 - y0)), interpolation=cv2.INTER_AREA)
+        out[y0:y1, x0:x1] = cv2.resize(tiny, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -205,7 +229,7 @@ class RedactionState:
 
 def _apply(image: Image, redactor: Redactor, boxes: Iterable[Box]) -> tuple[Image, tuple[Box, ...]]:
     height, width = image.shape[:2]
-    grown = tuple(dict.fromkeys(g for g in (grow(b, redactor.margin, width, height) for b in boxes) if g))
+    grown = tuple(merge_boxes(g for g in (grow(b, redactor.margin, width, height) for b in boxes) if g))
     out = pixelate_boxes(image, grown)
     if redactor.keep is not None:
         out = pixelate_outside(out, redactor.keep)

@@ -36,6 +36,7 @@ FIND_SCORE = 0.25  # recall: a pixelated patch of wall costs nothing, a missed f
 CHECK_SCORE = 0.45  # a candidate for the check, then confirmed on a close-up of it (CONFIRM_SCORE)
 CONFIRM_SCORE = 0.7  # precision: a check that fires on pixelated blocks or a shoulder would refuse good exports
 FIND_TILES = (1.0, 0.5)  # tile sides as shares of the frame's shorter side
+FIND_TILE_EVERY = 2  # tiles on every 2nd frame (whole frame on all): +-0.8 s of carrying covers the others
 CHECK_TILES = (0.75,)  # a different grid: a face cut by a finder tile's edge lies whole in a check tile
 MIN_TILE = 128  # tiles smaller than this add nothing a frame this small does not already show the model
 
@@ -60,16 +61,25 @@ def to_box(det: Detection, dx: int = 0, dy: int = 0) -> Box:
 
 
 class TiledFinder:
-    """A detector run on the whole frame and on overlapping square tiles (each letterboxed by the detector)."""
+    """A detector run on the whole frame and on overlapping square tiles (each letterboxed by the detector).
 
-    def __init__(self, detect: Detect, tile_shares: Sequence[float], overlap: float = 0.3) -> None:
+    `tile_every` n > 1: the tiles only on every n-th call (the first included), the whole frame on every call;
+    for the finder, whose finds are carried to the frames around them (edge.footage.redact.CARRY_SECONDS)."""
+
+    def __init__(self, detect: Detect, tile_shares: Sequence[float], overlap: float = 0.3,
+                 tile_every: int = 1) -> None:
         self.detect = detect
         self.tile_shares = tuple(tile_shares)
         self.overlap = overlap
+        self.tile_every = max(1, tile_every)
+        self._calls = 0
 
     def __call__(self, image: npt.NDArray[Any]) -> list[Box]:
         height, width = image.shape[:2]
         boxes = [to_box(d) for d in self.detect(image)]
+        self._calls += 1
+        if (self._calls - 1) % self.tile_every:
+            return boxes
         for share in self.tile_shares:
             size = round(min(height, width) * share)
             if size < MIN_TILE or (size >= width and size >= height):
@@ -162,7 +172,7 @@ def find_faces(threads: int = 1, models_dir: Path | None = None, score: float = 
     """The finder that chooses blur boxes (see the module docstring)."""
     d = models_dir or runtime.MODELS_DIR
     detector = FaceDetector(runtime.load(d / FIND_MODEL, threads), score_threshold=score)
-    return TiledFinder(detector.detect, FIND_TILES)
+    return TiledFinder(detector.detect, FIND_TILES, tile_every=FIND_TILE_EVERY)
 
 
 def check_faces(threads: int = 1, models_dir: Path | None = None, score: float = CHECK_SCORE,
@@ -175,7 +185,8 @@ def check_faces(threads: int = 1, models_dir: Path | None = None, score: float =
 
 
 NAMES = (
-    f"BlazeFace full-range int8, score {FIND_SCORE}, frame + tiles {'/'.join(map(str, FIND_TILES))}",
+    f"BlazeFace full-range int8, score {FIND_SCORE}, frame + tiles {'/'.join(map(str, FIND_TILES))} "
+    f"(tiles every {FIND_TILE_EVERY} frames)",
     f"BlazeFace back-camera float, score {CHECK_SCORE}, frame + tiles {'/'.join(map(str, CHECK_TILES))}, "
     f"confirmed at {CONFIRM_SCORE} in a close-up",
 )

@@ -191,3 +191,31 @@ def test_real_faces_are_unrecognisable_after_redaction(shared_data: Path, engine
     for det in found:
         distance = float(np.linalg.norm(engine.embed_face(image, det) - engine.embed_face(out, det)))
         assert distance > unknown, (name, distance)
+
+
+def test_merge_boxes_unites_overlapping_boxes_only() -> None:
+    assert redact.merge_boxes([(0, 0, 10, 10), (2, 2, 10, 10), (50, 50, 5, 5)]) == [(0, 0, 12, 12), (50, 50, 5, 5)]
+    # a chain merges transitively (into the union); a box overlapping less than half, or touching, stays apart
+    assert redact.merge_boxes([(0, 0, 10, 10), (4, 0, 10, 10), (8, 0, 10, 10), (18, 0, 4, 4), (15, 5, 10, 10)]) == [
+        (0, 0, 18, 10), (18, 0, 4, 4), (15, 5, 10, 10)]
+    assert redact.merge_boxes([(0, 0, 0, 5)]) == []
+
+
+def test_tiled_finder_maps_tile_finds_to_the_frame() -> None:
+    from edge.vision.detector import Detection
+    from edge.vision.redaction_finders import TiledFinder
+
+    seen: list[tuple[int, int]] = []
+
+    def detect(image: np.ndarray) -> list[Detection]:
+        seen.append(image.shape[:2])
+        # a face at (5, 5)-(15, 15) of whatever it is shown, found only in the tiles
+        return [Detection(5.2, 5.0, 15.0, 14.6, 0.9, np.zeros((6, 2), np.float32))] if image.shape[0] < 720 else []
+
+    finder = TiledFinder(detect, (0.5,), overlap=0.25, tile_every=2)
+    boxes = finder(np.zeros((720, 1280, 3), np.uint8))
+    assert seen[0] == (720, 1280) and set(seen[1:]) == {(360, 360)}
+    starts = tiles(1280, 720, 360, 0.25)
+    assert boxes == [(x + 5, y + 5, 10, 10) for x, y, _, _ in starts]
+    seen.clear()
+    assert finder(np.zeros((720, 1280, 3), np.uint8)) == [] and seen == [(720, 1280)]  # 2nd call: frame only
