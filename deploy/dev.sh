@@ -50,11 +50,14 @@ case "$command" in
         ;;
     test)
         ensure_venv "[dev]"
-        # Debian tools the tests use for real: a broker, shellcheck for the deploy scripts, setpriv/useradd for the
+        # Debian tools the tests use for real: a broker, shellcheck for the deploy scripts, minisign and age, setpriv/useradd for the
         # tests that act as a second user (util-linux and passwd are in every Debian base install).
         missing=""
         command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
         command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+        # the agency side is checked with the standard tools an agency would use
+        command -v minisign >/dev/null 2>&1 || missing="$missing minisign"
+        command -v age >/dev/null 2>&1 || missing="$missing age"
         # shellcheck disable=SC2086
         [ -z "$missing" ] || apt_install $missing
         exec "$VENV/bin/python" -m pytest "$@"
