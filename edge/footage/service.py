@@ -38,6 +38,24 @@ log = logging.getLogger(__name__)
 AUTH_CODES = frozenset({"INCOMPLETE", "UNKNOWN_AGENCY", "BAD_SIGNATURE"})
 
 
+def bundle_part(final: Path) -> Path:
+    """Where a bundle is sealed before it is renamed to `final`: hidden, beside it, on the same file system."""
+    return final.with_name(f".{final.name}.part")
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Create `path` (0600, never over an existing file) holding `data`, and fsync it and its directory."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -456,18 +474,23 @@ class FootageDesk:
                 return self._recover_exports()
         except (RequestError, OSError):  # busy, or a read-only state dir: nothing can be finished now anyway
             return []
+        except StorageError as exc:  # a bundle that cannot be moved into place yet: said, retried next time
+            log.error("%s", exc)
+            return []
 
     def _recover_exports(self) -> list[str]:
         """The audit's export_complete record is the commit point of an export: once it is written, the store is
-        brought up to it (completed, approval used) and the sealed bundle left in .partial is renamed into place;
-        before it, the attempt never happened as far as the approval is concerned (its remains are removed)."""
+        brought up to it (completed, approval used) and the sealed bundle, left as a hidden `.NAME.part` beside
+        its destination (or, by older versions, in .partial), is renamed into place; before it, the attempt never
+        happened as far as the approval is concerned (its remains are removed by _clean_partials). A bundle that
+        cannot be moved is one StorageError naming both paths, never a raw OSError."""
         if not self.store.exists():
             return []
         unfinished = {e["id"]: e for e in self.store.exports() if e["completed_at"] is None}
-        if not unfinished and not (self.exports_dir() / ".partial").exists():
+        partial_root = self.exports_dir() / ".partial"
+        if not unfinished and not partial_root.exists():
             return []
         done: list[str] = []
-        partial_root = self.exports_dir() / ".partial"
         for record in self.audit.records():
             if record.get("kind") != "export_complete":
                 continue
@@ -480,19 +503,29 @@ class FootageDesk:
                 log.warning("export %s of %s: completion recorded after a crash (its approval is used)", export_id,
                             row["request"])
                 done.append(f"{row['request']}: export {export_id} recorded as complete")
-            part = partial_root / export_id / (final.name + ".part")
-            if not final.exists() and part.is_file():
-                if hashlib.sha256(part.read_bytes()).hexdigest() == digest:
-                    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    os.replace(part, final)
-                    fsync_dir(final.parent)
-                    log.warning("export %s: bundle moved into place after a crash: %s", export_id, final)
-                    done.append(f"export {export_id}: bundle {final} moved into place")
-                else:
-                    log.error("export %s: the sealed bundle left by a crash does not match its audited sha256; "
-                              "not used (the approval stays used)", export_id)
-            elif not final.exists():
-                log.error("export %s: audited as complete but its bundle %s is gone", export_id, final)
+            beside, legacy = bundle_part(final), partial_root / export_id / (final.name + ".part")
+            try:
+                if not final.exists() and (beside.is_file() or legacy.is_file()):
+                    part = beside if beside.is_file() else legacy
+                    if hashlib.sha256(part.read_bytes()).hexdigest() == digest:
+                        if part == legacy:  # an older version's part, maybe on another file system: copy beside
+                            write_durably(beside, legacy.read_bytes())
+                        os.replace(beside, final)
+                        fsync_dir(final.parent)
+                        log.warning("export %s: bundle moved into place after a crash: %s", export_id, final)
+                        done.append(f"export {export_id}: bundle {final} moved into place")
+                    else:
+                        log.error("export %s: the sealed bundle left by a crash (%s) does not match its audited "
+                                  "sha256; not used (the approval stays used)", export_id, part)
+                elif row is not None and not final.exists():
+                    log.error("export %s: audited as complete but its bundle %s is gone", export_id, final)
+            except OSError as exc:
+                raise StorageError(
+                    f"export {export_id} is complete (its approval is used) but its sealed bundle cannot be moved "
+                    f"into place at {final}: {exc.strerror or exc}; it is kept at "
+                    f"{beside if beside.exists() else legacy}. Make {final.parent} writable (or mount it again) and "
+                    "run the command again: the bundle is moved first"
+                ) from exc
             if (partial_root / export_id).exists():
                 shutil.rmtree(partial_root / export_id, ignore_errors=True)
         return done
@@ -528,6 +561,7 @@ class FootageDesk:
         self.store.start_export(export_id, request, decision.approval_seq, self.clock.now())
         crash_point("export:after-audit-start")
         self._publish(request, "export_started", decision, export=export_id)
+        committing = False
         try:
             final_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -568,18 +602,16 @@ class FootageDesk:
             )
             sealed = exporting.seal_bundle(manifest, files, key, agency.encryption_key)
             digest = hashlib.sha256(sealed).hexdigest()
-            name = f"{request}-{export_id}.bundle"
-            temp = work / (name + ".part")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(sealed)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            final = final_dir / name
+            final = final_dir / f"{request}-{export_id}.bundle"
+            # The sealed bundle is written beside its destination (the same file system, e.g. a USB stick) so the
+            # rename after the commit point cannot fail across devices; a full or read-only destination fails
+            # here, before the commit, with the approval still unused. `destination` tells _clean_partials where
+            # the remains of a crash before the commit are.
+            write_durably(work / "destination", str(final).encode())
+            temp = bundle_part(final)
+            write_durably(temp, sealed)
             crash_point("export:before-complete")
+            committing = True  # from here on the audit may hold the commit: the sealed bundle is kept
             self.audit.append("export_complete", request=request, export=export_id, sha256=digest, size=len(sealed),
                               path=str(final), files=[{"path": f["path"], "sha256": f["sha256"]}
                                                       for f in manifest["files"]])
@@ -591,7 +623,16 @@ class FootageDesk:
             crash_point("export:after-rename")
             shutil.rmtree(work, ignore_errors=True)
         except OSError as exc:
-            raise StorageError(f"export {export_id} of {request} failed: {exc}") from exc
+            if not committing:
+                with contextlib.suppress(OSError, NameError):
+                    temp.unlink(missing_ok=True)  # before the commit: nothing of it may stay at the destination
+                raise StorageError(f"export {export_id} of {request} failed (nothing was released; the approval "
+                                   f"is unused): {exc}") from exc
+            raise StorageError(
+                f"export {export_id} of {request} is complete (its approval is used) but its bundle could not be "
+                f"moved into place at {final}: {exc.strerror or exc}; it is kept at {temp} and moved into place by "
+                "the next footage command once that works"
+            ) from exc
         self._publish(request, "exported", decision, export=export_id)
         log.info("export %s of %s written: %s", export_id, request, final)
         return ExportResult(final, digest, export_id, manifest)
@@ -616,6 +657,13 @@ class FootageDesk:
         # Leftovers of a killed export: never a bundle (bundles appear only by rename), removed on retry.
         for stale in root.iterdir():
             log.warning("removing the remains of an interrupted export: %s", stale)
+            with contextlib.suppress(OSError, ValueError):
+                beside = bundle_part(Path((stale / "destination").read_text()))
+                try:
+                    beside.unlink(missing_ok=True)
+                except OSError as exc:  # a stick pulled out or read-only: say where the sealed remains are
+                    log.warning("cannot remove %s, the unreleased remains of an interrupted export (%s): delete it",
+                                beside, exc.strerror or exc)
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
