@@ -111,9 +111,10 @@ def kernel_synchronized() -> bool | None:
 @dataclass(frozen=True)
 class TimeState:
     """What <state_dir>/time.json holds. `wall` is the last wall time the daemon saw (written about once a
-    minute); `high_water` the latest trusted wall time; `grace_left_s` the stable, synchronised seconds still
-    needed before retention deletes or a hold expires again (0: no grace); `frozen` the time holds are judged
-    at during a grace period (the expected time just before the jump)."""
+    minute); `high_water` the latest trusted wall time; `grace_left_s` the stable seconds (no further jump,
+    measured on the monotonic clock) still needed before retention deletes or a hold expires again (0: no
+    grace); `frozen` the time holds are judged at during a grace period (the expected time just before the
+    jump)."""
 
     wall: datetime | None = None
     high_water: datetime | None = None
@@ -280,6 +281,7 @@ class TimeKeeper:
         self._lock = threading.RLock()
         self._last: tuple[datetime, float] | None = None  # (wall, monotonic) at the previous check
         self._persisted_wall: datetime | None = None
+        self._persist_failing = False
         self._state = TimeState(jump_s=jump_s, grace_s=self.grace_s)
         self._synced = False
         self._stop = threading.Event()
@@ -339,7 +341,6 @@ class TimeKeeper:
                 expected = last_wall + timedelta(seconds=elapsed)
             jump = (now - expected).total_seconds() if expected is not None else 0.0
             jumped = abs(jump) > self.jump_s
-            stable = self._trusted_clock() and not jumped
             if jumped:
                 assert expected is not None
                 frozen = min(state.frozen, expected) if state.in_grace and state.frozen else expected
@@ -354,17 +355,25 @@ class TimeKeeper:
                 dirty = True
                 self._told_jump(jump, expected, now, at_start)
             elif state.grace_left_s > 0:
-                left = state.grace_left_s - elapsed if stable else self.grace_s
+                # Counted on the monotonic clock whether or not the clock is synchronised: a device that never
+                # synchronises (no network) must delete again one day, or its disk fills and recording pauses
+                # for good. A synchronisation that steps the clock is a jump and starts the count again.
+                left = state.grace_left_s - elapsed
                 if left <= 0:
-                    # The grace period is over: the clock has been stable and trusted for grace_s. Holds and
-                    # retention use the wall clock again; the high-water mark restarts from now.
+                    # The grace period is over: the clock has been stable for grace_s. Holds and retention use
+                    # the wall clock again; the high-water mark restarts from now.
                     state = replace(state, grace_left_s=0.0, frozen=None, high_water=now)
-                    log.warning("clock stable and synchronised for %.1f h: retention and hold expiry resume",
-                                self.grace_s / 3600)
-                    self.publish("clock_grace_over", {"high_water": rfc3339(now)})
+                    if self._trusted_clock():
+                        log.warning("clock stable and synchronised for %.1f h: retention and hold expiry resume",
+                                    self.grace_s / 3600)
+                    else:
+                        log.warning("clock stable for %.1f h but still not synchronised: retention and hold expiry "
+                                    "resume on an unsynchronised clock (its time may be wrong: check it, or set "
+                                    "recording.clock_trust: always if it is right)", self.grace_s / 3600)
+                    self.publish("clock_grace_over", {"high_water": rfc3339(now), "synchronised": synced})
                     dirty = True
                 else:
-                    dirty = dirty or abs(left - state.grace_left_s) >= PERSIST_EVERY_S or not stable
+                    dirty = dirty or abs(left - state.grace_left_s) >= PERSIST_EVERY_S
                     state = replace(state, grace_left_s=left)
             if self._trusted_clock() and not jumped and (state.high_water is None or now > state.high_water):
                 state = replace(state, high_water=now)
@@ -387,14 +396,22 @@ class TimeKeeper:
             save_state(self.state_dir, state)
             self._persisted_wall = state.wall
         except OSError as exc:
-            log.error("cannot write %s: %s (the clock's high-water mark is not saved)", STATE_NAME, exc)
+            # Said once at ERROR (a read-only or full state dir would repeat it every check), then at DEBUG
+            # until a write works again.
+            level = logging.DEBUG if self._persist_failing else logging.ERROR
+            log.log(level, "cannot write %s: %s (the clock's high-water mark is not saved)", STATE_NAME, exc)
+            self._persist_failing = True
+        else:
+            if self._persist_failing:
+                log.warning("%s is written again", STATE_NAME)
+            self._persist_failing = False
 
     def _told_jump(self, jump: float, expected: datetime, now: datetime, at_start: bool) -> None:
         days = abs(jump) / 86400
         direction = "forward" if jump > 0 else "back"
         log.warning(
             "the wall clock jumped %s by %.0f s (%.1f days)%s: nothing is deleted and no hold expires until it "
-            "has been stable and synchronised for %.1f h",
+            "has been stable (no further jump) for %.1f h",
             direction, abs(jump), days, " while the daemon was stopped, or at boot" if at_start else "",
             self.grace_s / 3600,
         )

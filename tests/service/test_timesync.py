@@ -4,16 +4,18 @@ clips recorded at a 1970 boot aged from when the time became known (docs/time.md
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import CaptureClock, FakeClock
 from edge.events import Event
 from edge.recorder import Recording, retention_policy, time_keeper
-from edge.service.timesync import STATE_NAME, hold_time, load_state
+from edge.service.timesync import PERSIST_EVERY_S, STATE_NAME, hold_time, load_state
 from edge.types import Frame
 from tests.recording.helpers import FPS, T0, make_config, video_frames
 
@@ -147,3 +149,75 @@ def test_jump_in_a_running_daemon_and_a_damaged_state_file(state_dir: Path) -> N
     restarted = time_keeper(config, clock, events.append)
     assert restarted.check().in_grace  # a damaged mark is treated as a jump: nothing is deleted
     assert load_state(state_dir) is not None and not load_state(state_dir).unreadable  # type: ignore[union-attr]
+
+
+def test_an_unsynchronised_device_deletes_again_after_the_grace_period(
+    state_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offline (`clock_trust: sync`, never synchronised): one jump must not stop retention for ever, or the disk
+    fills and recording pauses for good. The grace period ends after clock_grace_hours of stable time."""
+    config = make_config(state_dir)
+    clock = FakeClock(T0, synced=False)
+    first = time_keeper(config, clock, lambda _e: None)
+    first.check()
+    store = ClipStore(state_dir, clock, first)
+    images = [np.full((36, 64, 3), 20 * i, np.uint8) for i in range(5)]
+    clip = write_test_clip(store, "front", T0 - timedelta(hours=1), images, FPS)
+    first.stop()
+
+    clock.advance(600)  # a 10-minute power cut: the restart counts as a jump (docs/time.md)
+    events: list[Event] = []
+    keeper = time_keeper(config, clock, events.append)
+    store = ClipStore(state_dir, clock, keeper)
+    policy = retention_policy(config.retention)
+    no_room = 0  # the disk is full: low-disk retention must delete, once it may
+    assert keeper.check().in_grace and store.apply_retention(policy, no_room).paused
+    for _ in range(23 * 6):  # 23 h of checks, still unsynchronised
+        clock.advance(600)
+        keeper.check()
+    assert keeper.check().in_grace and store.apply_retention(policy, no_room).paused
+    clock.advance(1800)
+    clock.step(400)  # another jump 23.5 h in: the count starts again
+    assert keeper.check().in_grace
+    assert keeper.state.grace_left_s == pytest.approx(config.retention.clock_grace_hours * 3600)
+    for _ in range(24 * 6):
+        clock.advance(600)
+        keeper.check()
+    caplog.set_level(logging.WARNING, logger="edge.service.timesync")
+    clock.advance(600)
+    status = keeper.check()
+    assert not status.in_grace and not status.synced
+    (over,) = [e for e in events if e.fields.get("status") == "clock_grace_over"]
+    assert over.fields["synchronised"] is False
+    assert "resume on an unsynchronised clock" in caplog.text
+    report = store.apply_retention(policy, no_room)
+    assert not report.paused and [d.clip_id for d in report.deleted] == [clip.id]
+    assert not clip.path.exists()
+    assert json.loads((state_dir / STATE_NAME).read_text())["grace_left_s"] == 0  # a restart stays out of grace
+
+
+def test_an_unwritable_time_file_is_said_once(state_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A read-only or full state dir: `cannot write time.json` once at ERROR, not every 10 s; DEBUG until a
+    write works again, which is said too."""
+    config = make_config(state_dir)
+    clock = FakeClock(T0)
+    keeper = time_keeper(config, clock, lambda _e: None)
+    keeper.check()
+    blocker = state_dir / (STATE_NAME + ".tmp")
+    blocker.mkdir()  # the temp file cannot be created: a real OSError (EISDIR), even as root
+    caplog.set_level(logging.DEBUG, logger="edge.service.timesync")
+    for _ in range(5):
+        clock.advance(PERSIST_EVERY_S)
+        keeper.check()
+    failures = [r for r in caplog.records if "cannot write time.json" in r.getMessage()]
+    assert [r.levelno for r in failures] == [logging.ERROR] + [logging.DEBUG] * 4
+    blocker.rmdir()
+    clock.advance(PERSIST_EVERY_S)
+    keeper.check()
+    assert "time.json is written again" in caplog.text
+    assert load_state(state_dir).wall == clock.now()  # type: ignore[union-attr]
+    caplog.clear()
+    blocker.mkdir()
+    clock.advance(PERSIST_EVERY_S)
+    keeper.check()
+    assert [r.levelno for r in caplog.records if "cannot write" in r.getMessage()] == [logging.ERROR]
