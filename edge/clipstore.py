@@ -776,7 +776,7 @@ class ClipStore:
         if codec is None:
             return None
         try:
-            offsets = _frame_offsets_us(path)
+            offsets, tagged_us = _frame_offsets_us(path)
             digest, size = sha256_file(path), path.stat().st_size
         except (StorageError, OSError) as exc:
             log.error("clip file %s cannot be read (%s); not indexed", path, exc)
@@ -784,22 +784,34 @@ class ClipStore:
         if not offsets:
             return None
         start_us = to_us(datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC))
+        exact = tagged_us is not None and start_us <= tagged_us < start_us + 1_000_000  # the tag agrees with the name
+        if exact:
+            assert tagged_us is not None
+            start_us = tagged_us
         ts = [start_us + o for o in offsets]
         end_us = ts[-1] + last_duration_us(ts)
+        # Its times are reconstructed, so the clip is marked untrusted-time (exported only when the owner includes
+        # such clips). It is aged from now, the rebuild, when the clock is trusted (never from its own stamps or
+        # the file's mtime, which a wrong clock may have written: a clip is never deleted earlier than it would
+        # have been), else from the first trusted time, like any untrusted clip (settle_untrusted_ages).
+        _allowed, clock_trusted, now = self.time_guard.retention()
+        age_from = to_us(now) if clock_trusted else None
         with self._write() as db:
             if db.execute("SELECT 1 FROM clips WHERE id = ?", (clip_id,)).fetchone() is not None:
                 return None
             db.execute(
                 "INSERT INTO clips (id, camera, status, start_us, end_us, path, codec, sha256, size, frames, "
-                "truncated, klass, created_us) VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, 0, 'ring', ?)",
-                (clip_id, camera, ts[0], end_us, self._rel(path), codec, digest, size, len(ts), self._now_us()),
+                "truncated, klass, created_us, trusted, age_from_us) "
+                "VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, 0, 'ring', ?, 0, ?)",
+                (clip_id, camera, ts[0], end_us, self._rel(path), codec, digest, size, len(ts), self._now_us(),
+                 age_from),
             )
             db.executemany(
                 "INSERT INTO clip_frames (clip_id, idx, ts_us) VALUES (?, ?, ?)",
                 [(clip_id, i, t) for i, t in enumerate(ts)],
             )
-        log.warning("clip %s was not in the index: indexed again from %s (%d frames; start to the second, "
-                    "events unknown)", clip_id, path, len(ts))
+        log.warning("clip %s was not in the index: indexed again from %s (%d frames; start %s, untrusted time, "
+                    "events unknown)", clip_id, path, len(ts), "to the microsecond" if exact else "to the second")
         return str(clip_id)
 
     def _rebuild_snapshot(self, path: Path) -> bool:
@@ -1058,12 +1070,16 @@ def _is_corrupt(exc: BaseException) -> bool:
     )
 
 
-def _frame_offsets_us(path: Path) -> builtins.list[int]:
-    """Each frame's time from the first, in microseconds, read from the container (no decoding)."""
+def _frame_offsets_us(path: Path) -> tuple[builtins.list[int], int | None]:
+    """Each frame's time from the first, in microseconds, read from the container (no decoding), and the first
+    frame's capture time the recorder tagged the container with (None in files from before the tag)."""
     import av
+
+    from edge.encoder import START_TAG
 
     try:
         with av.open(str(path)) as container:
+            tags = {str(k).lower(): str(v) for k, v in container.metadata.items()}
             stream = container.streams.video[0]
             pts = sorted(
                 int(packet.pts * packet.time_base * 1_000_000)
@@ -1072,7 +1088,10 @@ def _frame_offsets_us(path: Path) -> builtins.list[int]:
             )
     except (av.FFmpegError, IndexError) as exc:
         raise StorageError(f"{path}: cannot read the stream: {exc}") from exc
-    return [p - pts[0] for p in pts] if pts else []
+    comment = tags.get("comment", "")
+    tagged = int(comment[len(START_TAG):]) if comment.startswith(START_TAG) and comment[len(START_TAG):].isdigit() \
+        else None
+    return ([p - pts[0] for p in pts] if pts else []), tagged
 
 
 def _safe(text: str) -> str:

@@ -468,6 +468,9 @@ def codec_by_name(name: str) -> CodecChoice:
     return CodecChoice(name, encoder, raw, container, suffix, mime)
 
 
+START_TAG = "doorbell-edge start_us="  # container comment: the first frame's capture time (UTC microseconds)
+
+
 def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: CodecChoice) -> int:
     """Copy the first len(frames) complete frames of a raw stream into a browser-playable container, each at
     its exact capture time; returns how many frames were written. Bytes after the last listed frame (a torn
@@ -498,6 +501,9 @@ def remux(raw_path: Path, frames: Sequence[RawFrame], out_path: Path, codec: Cod
             stream = src.streams.video[0]
             options = {"movflags": "+faststart"} if codec.container == "mp4" else {}
             with av.open(str(out_path), "w", format=codec.container, options=options) as dst:
+                # The first frame's time to the microsecond: a clip indexed again from its file after the index
+                # was lost keeps its exact times (the file name has whole seconds only; edge.clipstore).
+                dst.metadata["comment"] = f"{START_TAG}{frames[first_key].ts_us}"
                 out_stream: Any = dst.add_stream_from_template(stream)
                 out_stream.time_base = _MUX_TB
                 raw.seek(header)

@@ -15,6 +15,7 @@ from edge.clock import FakeClock
 from edge.encoder import choose_codec
 from edge.footage.store import RequestStore
 from edge.retention import RetentionPolicy
+from edge.service.timesync import TimeKeeper
 from tests.recording.helpers import T0
 
 DAY = timedelta(days=1)
@@ -57,7 +58,9 @@ def _damage(index: Path, how: str) -> None:
 def test_a_lost_index_deletes_nothing_and_is_rebuilt_with_its_holds(state_dir: Path, how: str) -> None:
     clock = FakeClock(T0 + timedelta(hours=1))
     store = ClipStore(state_dir, clock)
-    old = write_test_clip(store, "front", T0, _frames(20, 0), fps=10, events=[("m1", "motion_start")])
+    # Sub-second starts: the file name has whole seconds, the container's tag the microseconds.
+    old = write_test_clip(store, "front", T0 + timedelta(milliseconds=700), _frames(20, 0), fps=10,
+                          events=[("m1", "motion_start")])
     held = write_test_clip(store, "front", T0 + timedelta(minutes=5), _frames(15, 60), fps=10, events=[("r1", "ring")])
     side = write_test_clip(store, "side", T0 + timedelta(minutes=9), _frames(10, 120), fps=10)
     writer = store.begin("front", T0 + timedelta(minutes=12), choose_codec("auto"), 160, 120)
@@ -70,9 +73,12 @@ def test_a_lost_index_deletes_nothing_and_is_rebuilt_with_its_holds(state_dir: P
     RequestStore(state_dir).add_hold("fr-1", hold_id, until, 0, [held.id])
     before = _files(store.root)
     assert len(before) == 6  # three clips, a snapshot, two part files
+    frame_times = {ref.id: store.frame_times(ref.id) for ref in (old, held, side)}
 
     _damage(state_dir / INDEX_NAME, how)
-    store = ClipStore(state_dir, clock)  # must not raise: a bad index cannot keep the daemon down
+    keeper = TimeKeeper(state_dir, clock, trust="always")  # the daemon's clock watcher: the clock is trusted
+    store = ClipStore(state_dir, clock, keeper)  # must not raise: a bad index cannot keep the daemon down
+    rebuilt_at = clock.now()
     report = store.recover()
 
     # Not one byte of footage is gone: clips and snapshot in place, the orphaned parts in quarantine.
@@ -95,18 +101,22 @@ def test_a_lost_index_deletes_nothing_and_is_rebuilt_with_its_holds(state_dir: P
     for ref in (old, held, side):
         got = clips[ref.id]
         assert got.path == ref.path and got.sha256 == ref.sha256 and got.frames == ref.frames
-        assert got.camera == ref.camera and abs(got.start - ref.start) < timedelta(seconds=1)
+        assert got.camera == ref.camera and got.start == ref.start  # to the microsecond, from the container
         assert store.verify(ref.id)
-        times = store.frame_times(ref.id)
-        assert len(times) == ref.frames and times == sorted(times)
+        assert store.frame_times(ref.id) == frame_times[ref.id]
+        # Its times are reconstructed: untrusted time (exported only if the owner includes such clips), aged
+        # from the rebuild, so never deleted earlier than it would have been.
+        assert not got.trusted and got.age_from == rebuilt_at
     assert [s.path for s in store.snapshots(held.id)] == [snapshot]
 
     # The legal hold is in force again, and retention keeps its clip past every class's age.
     assert report.holds_restored == (hold_id,)
     assert clips[held.id].held and not clips[old.id].held
-    clock.advance((60 * DAY - timedelta(hours=1)).total_seconds())
+    clock.advance((30 * DAY - timedelta(seconds=1)).total_seconds())  # rebuilt clips are "ring": 30 days
+    assert store.apply_retention(POLICY, free_bytes=10**12).deleted == ()  # a normal clip would be gone by now
+    clock.advance(1)
     deleted = {d.clip_id for d in store.apply_retention(POLICY, free_bytes=10**12).deleted}
-    assert deleted == {old.id, side.id}  # normal rules for the rest, once their (rebuilt) age is up
+    assert deleted == {old.id, side.id}  # normal rules for the rest, once their age from the rebuild is up
     assert held.path.exists() and store.get(held.id).held
 
     # A second start finds nothing new to report.
@@ -143,3 +153,23 @@ def test_clips_list_reports_an_unreadable_index_clearly(state_dir: Path) -> None
     assert damaged.index_problem is not None and INDEX_NAME in damaged.index_problem
     with pytest.raises(Exception, match="moves an unreadable index aside"):
         damaged.list()
+
+
+def test_a_clip_rebuilt_on_an_untrusted_clock_ages_from_the_first_trusted_time(state_dir: Path) -> None:
+    """Rebuilt while the clock is not trusted (a CLI process, or a 1970 boot): no age yet, so retention cannot
+    delete it by age; the first trusted time settles it, as for any clip recorded on an untrusted clock."""
+    clock = FakeClock(T0 + timedelta(hours=1))
+    store = ClipStore(state_dir, clock)
+    ref = write_test_clip(store, "front", T0 + timedelta(microseconds=250_001), _frames(10, 0), fps=10)
+    _damage(state_dir / INDEX_NAME, "deleted")
+    store = ClipStore(state_dir, clock)  # no clock watcher: the clock is not known to be trusted
+    assert store.recover().rebuilt == (ref.id,)
+    got = store.get(ref.id)
+    assert got.start == ref.start and not got.trusted and got.age_from is None
+    clock.advance(400 * DAY.total_seconds())
+    assert store.apply_retention(POLICY, free_bytes=10**12).deleted == ()
+    synced = TimeKeeper(state_dir, clock, trust="always")
+    settled_at = clock.now()
+    store = ClipStore(state_dir, clock, synced)
+    assert store.apply_retention(POLICY, free_bytes=10**12).deleted == ()
+    assert store.get(ref.id).age_from == settled_at
