@@ -178,21 +178,34 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     # Footage leaving the store is audited before it leaves, like a footage-request export: no record, no copy.
     from edge.footage.audit import AuditLog
 
-    AuditLog(store.state_dir, SystemClock()).append(
-        "owner_copy", clip=ref.id, camera=ref.camera, sha256=ref.sha256, dest=str(dest.resolve())
-    )
+    audit = AuditLog(store.state_dir, SystemClock())
+    audit.append("owner_copy", clip=ref.id, camera=ref.camera, sha256=ref.sha256, dest=str(dest.resolve()))
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
-        shutil.copyfile(ref.path, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        if sha256_file(tmp) != ref.sha256:
-            raise StorageError(f"the copy of {ref.id} at {tmp} does not match the clip's sha256")
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise StorageError(f"cannot copy clip {ref.id} to {dest}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            # Private like the store (0600, whatever the umask): footage is not for every account on the machine;
+            # the owner can chmod the copy.
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out, open(ref.path, "rb") as src:
+                os.fchmod(out.fileno(), 0o600)
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            if sha256_file(tmp) != ref.sha256:
+                raise StorageError(f"the copy of {ref.id} at {tmp} does not match the clip's sha256")
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot copy clip {ref.id} to {dest}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    except StorageError as failure:
+        # The record above says a copy was made; say that it was not, so the log tells what left the store.
+        try:
+            audit.append("owner_copy_failed", clip=ref.id, dest=str(dest.resolve()), error=str(failure))
+        except Exception as exc:  # the copy's own error is the one to report
+            log.error("cannot record the failed copy of %s in the audit log: %s", ref.id, exc)
+        raise
     log.info("owner copied clip %s (sha256 %s) to %s", ref.id, ref.sha256, dest)
     print(f"copied {ref.id} to {dest} (sha256 {ref.sha256})")
     return 0

@@ -49,6 +49,7 @@ KINDS = frozenset(
         "expiry",  # an approval lapsed unused
         "notification",
         "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made
+        "owner_copy_failed",  # that copy then failed (the error): no file was left at the destination
         "repair",  # a torn last record (a power cut mid-append) was moved aside into a kept file
     }
 )

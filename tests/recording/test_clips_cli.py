@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -124,3 +126,43 @@ def test_show_prints_for_people_and_json_for_scripts(clips, capsys: pytest.Captu
     assert fields["start"] == "2026-03-01 13:00:00 CET (12:00:00 UTC)"
     assert fields["length"] == "1.0 s, 10 frames" and fields["events"] == "1"  # counts, not the event ids
     assert fields["held"].startswith("W-1 until ") and fields["sha256"].endswith("matches the file")
+
+
+def test_copy_is_private_whatever_the_umask(clips, tmp_path: Path) -> None:
+    _, a, _ = clips
+    old = os.umask(0o022)  # an ordinary login's umask: copyfile made the footage world-readable (0644)
+    try:
+        assert main(["clips", "copy", a.id, str(tmp_path / "a.mp4")]) == 0
+        assert main(["clips", "copy", a.id, str(tmp_path / "a.mp4"), "--force"]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.mp4").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "a.mp4").read_bytes() == a.path.read_bytes()
+
+
+def test_a_copy_that_fails_after_its_record_is_audited_as_failed(
+    clips, state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit record comes first (nothing leaves without it); when the copy then fails (here: a real tmpfs
+    as the destination, full), a second record says so, with the error."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("this test mounts a tmpfs and must run as root in CI")
+        pytest.skip("mounting a tmpfs needs root")
+    _, a, _ = clips
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)], check=True)
+    try:
+        (small / "filler").write_bytes(b"\0" * 4096)  # the stick is full
+        assert main(["clips", "copy", a.id, str(small)]) == 1
+        assert "No space left on device" in capsys.readouterr().err
+        assert [p.name for p in small.iterdir()] == ["filler"]  # no partial file left behind
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+    log = AuditLog(state_dir, FakeClock(T0))
+    copy, failed = log.records()
+    assert copy["kind"] == "owner_copy" and failed["kind"] == "owner_copy_failed"
+    assert failed["data"]["clip"] == a.id and failed["data"]["dest"] == copy["data"]["dest"]
+    assert "No space left on device" in failed["data"]["error"]
+    assert log.verify().ok
