@@ -261,7 +261,8 @@ class App:
                 self.bus.publish(Event("system", None, self.clock.now(), {"status": "state_readable", "what": what}))
                 continue
             self._state_problems[what] = problem
-            log.warning("%s: %s; run owner commands as the service user (see README, Commands)", what, problem)
+            log.warning("%s: %s%s", what, problem, "" if "read-only file system" in problem
+                        else "; run owner commands as the service user (see README, Commands)")
             self.bus.publish(
                 Event("system", None, self.clock.now(), {"status": "state_unreadable", "what": what, "error": problem})
             )

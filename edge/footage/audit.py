@@ -55,6 +55,13 @@ KINDS = frozenset(
 )
 
 
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _canonical(record: dict[str, Any]) -> bytes:
     return bytes(rfc8785.dumps(record))
 
@@ -226,6 +233,9 @@ class AuditLog:
         for path, mode in ((self.dir, os.R_OK | os.W_OK | os.X_OK), (self.path, os.R_OK | os.W_OK),
                            (self.head_path, os.R_OK | os.W_OK), (self.dir / ".lock", os.R_OK | os.W_OK)):
             if os.path.lexists(path) and not os.access(path, mode):
+                if os.access(path, mode & ~os.W_OK) and _read_only_fs(path):  # not an ownership problem
+                    raise StorageError(f"cannot append to the audit log: {path} is on a read-only file system "
+                                       "(it can still be read)")
                 raise StorageError(f"cannot read and append to the audit log: {path} is {describe(path)}")
             if path == self.dir and not os.path.isdir(path):
                 if os.path.lexists(self.dir.parent) and not os.access(self.dir.parent, os.X_OK):

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -228,3 +229,22 @@ def test_read_only_state_dir_daemon_stays_up_and_read_commands_work(
     finally:
         app.stop()
         sub.close()
+
+
+def test_a_read_only_audit_log_is_not_blamed_on_ownership(
+    read_only_state: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `state_unreadable` warning says "read-only file system", not who owns the file, and does not send
+    the owner off to run commands as the service user."""
+    with pytest.raises(StorageError) as caught:
+        AuditLog(read_only_state, SystemClock()).check_access()
+    assert "read-only file system" in str(caught.value) and "owned by" not in str(caught.value)
+    events: list[Event] = []
+    app = App(_config(read_only_state, broker.port), stdout=io.StringIO(), environ={}).build()
+    app.bus.subscribe(events.append)
+    caplog.set_level(logging.WARNING, logger="edge.app")
+    app.check_state_readable()
+    (told,) = [e for e in events if e.fields.get("status") == "state_unreadable"]
+    assert told.fields["what"] == "audit_log" and "read-only file system" in told.fields["error"]
+    warning = [r.getMessage() for r in caplog.records if r.getMessage().startswith("audit_log: ")]
+    assert warning and "read-only file system" in warning[0] and "service user" not in warning[0]
