@@ -58,7 +58,7 @@ def act_as_state_owner(args: argparse.Namespace, argv: Sequence[str] | None = No
     from edge.config_load import load_config
 
     state_dir = Path(load_config(getattr(args, "config", None)).state_dir)
-    command = "doorbell-edge " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    command = invoked_as() + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     if os.geteuid() == 0:
         become_owner(state_dir, command)
     if getattr(args, "command", None) == "ring":
@@ -156,6 +156,21 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """How to name this program in a command line to copy: `doorbell-edge` when that is what PATH finds, else the
+    full path it was started by (a dev checkout's .venv/bin/doorbell-edge is not on PATH, nor on sudo's)."""
+    import shutil
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    found = shutil.which("doorbell-edge")
+    if os.path.basename(argv0) == "doorbell-edge" and os.path.isfile(argv0):
+        mine = os.path.realpath(argv0)
+        return "doorbell-edge" if found and os.path.realpath(found) == mine else shlex.quote(os.path.abspath(argv0))
+    if argv0.endswith("__main__.py") and not found:  # python -m edge
+        return f"{shlex.quote(sys.executable)} -m edge"
+    return "doorbell-edge"
 
 
 def sudo_command(uid: int, command: str) -> str:

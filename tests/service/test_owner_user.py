@@ -292,3 +292,25 @@ def test_daemon_warns_when_gallery_or_audit_log_cannot_be_read(cli: list[str], p
     assert any("face_gallery: cannot read the face gallery" in line for line in warnings), result.stderr
     assert any("audit_log: cannot read and append to the audit log" in line for line in warnings), result.stderr
     assert "0 enrolled" not in result.stderr
+
+
+def test_the_command_to_copy_names_the_program_as_it_can_be_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a dev checkout `doorbell-edge` is not on PATH: `sudo doorbell-edge ...` would not run. The message
+    names the program by its full path then, and by its name only where PATH finds that same program."""
+    venv_bin = tmp_path / "checkout" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    program = venv_bin / "doorbell-edge"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert owner.invoked_as(str(program)) == str(program)
+    monkeypatch.chdir(venv_bin)
+    assert owner.invoked_as("./doorbell-edge") == str(program)  # relative: made absolute
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert owner.invoked_as(str(program)) == "doorbell-edge"  # PATH finds this very program
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert owner.invoked_as("/usr/lib/python3/dist-packages/edge/__main__.py") == f"{sys.executable} -m edge"
+    assert owner.invoked_as("-c") == "doorbell-edge"
+    assert owner.sudo_command(0, owner.invoked_as(str(program)) + " run --for 40") == f"sudo {program} run --for 40"
