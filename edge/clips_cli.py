@@ -92,13 +92,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not refs:
         print("no clips")
         return 0
-    print(f"{'ID':<40} {'CAMERA':<12} {'START (UTC)':<24} {'SECONDS':>7} {'MB':>7} {'CLASS':<6} FLAGS")
+    from edge.cli import human_time
+
+    starts = {ref.id: human_time(ref.start) for ref in refs}  # local time, UTC in brackets (README, Commands)
+    width = max(len("START"), *(len(v) for v in starts.values()))
+    print(f"{'ID':<40} {'CAMERA':<12} {'START':<{width}} {'SECONDS':>7} {'MB':>7} {'CLASS':<6} FLAGS")
     for ref in refs:
         marks = (("held", ref.held), ("truncated", ref.truncated), ("untrusted-time", not ref.trusted))
         flags = ",".join(f for f, on in marks if on) or "-"
         seconds = (ref.end - ref.start).total_seconds()
         print(
-            f"{ref.id:<40} {ref.camera:<12} {rfc3339(ref.start):<24} {seconds:>7.1f} {ref.size / 1e6:>7.2f} "
+            f"{ref.id:<40} {ref.camera:<12} {starts[ref.id]:<{width}} {seconds:>7.1f} {ref.size / 1e6:>7.2f} "
             f"{ref.klass:<6} {flags}"
         )
     return 0

@@ -347,8 +347,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for row in rows:
-        print(f"{row['id']}  {row['received_at']}  {row['agency'] or '-'}  {row['request_id'] or '-'}  "
+    from edge.cli import human_time
+
+    for row in rows:  # local time, UTC in brackets (README, Commands); --json keeps RFC 3339 UTC
+        print(f"{row['id']}  {human_time(row['received_at'])}  {row['agency'] or '-'}  {row['request_id'] or '-'}  "
               f"{row['basis'] or '-'}  {row['state']:<12}  {row['decision']}  {','.join(row['codes'])}")
     if not rows:
         print("no footage requests")

@@ -223,3 +223,30 @@ def _check_show_commands(setup: dict[str, Any], capsys: pytest.CaptureFixture[st
     decision = next(line for line in lines if " decision " in line)
     assert "clips=2" in decision and a.id not in decision  # counts, not UUID walls
     assert lines[-1].startswith(f"{len(records)} record(s) in ")
+
+
+def test_requests_list_prints_local_time_with_utc_in_brackets(setup: dict[str, Any],
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from edge.cli import human_time
+
+    cfg = setup["cfg"]
+    assert run(capsys, "requests", "submit", str(setup["warrant"]), "--config", cfg)[0] == 0
+    code, out, _ = run(capsys, "requests", "list", "--config", cfg, "--json")
+    received = json.loads(out)[0]["received_at"]
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        code, out, _ = run(capsys, "requests", "list", "--config", cfg)
+        local = human_time(received)
+        code_json, out_json, _ = run(capsys, "requests", "list", "--config", cfg, "--json")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert code == 0 and code_json == 0
+    assert "CET (" in local and "UTC)" in local
+    (line,) = out.splitlines()
+    assert local in line and received not in line
+    assert json.loads(out_json)[0]["received_at"] == received  # --json unchanged: RFC 3339 UTC

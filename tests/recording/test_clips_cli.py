@@ -166,3 +166,27 @@ def test_a_copy_that_fails_after_its_record_is_audited_as_failed(
     assert failed["data"]["clip"] == a.id and failed["data"]["dest"] == copy["data"]["dest"]
     assert "No space left on device" in failed["data"]["error"]
     assert log.verify().ok
+
+
+def test_list_prints_local_time_with_utc_in_brackets(clips, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the README says of every list command; --json keeps RFC 3339 UTC."""
+    import time
+
+    _, a, b = clips
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert main(["clips", "list"]) == 0
+        out = capsys.readouterr().out
+        assert main(["clips", "list", "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    header, first, second = out.splitlines()
+    assert header.split()[2] == "START"
+    assert "2026-03-01 13:00:00 CET (12:00:00 UTC)" in first and a.id in first
+    assert "2026-03-01 13:01:00 CET (12:01:00 UTC)" in second and b.id in second
+    assert first.index("CET") == second.index("CET")  # one column
+    assert rows[0]["start"] == "2026-03-01T12:00:00.000Z"
