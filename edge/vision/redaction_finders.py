@@ -9,7 +9,8 @@ imports this module; the shell hands these in (edge/cli.py -> edge.footage.redac
   canvas, where the model still finds it; on the whole frame it would be 3 px.
 - check (scans the redacted frames, built for precision): MediaPipe's BlazeFace *back-camera* model
   (`face_detector_back.tflite`, 256x256 input, 896 anchors on 16x16 and 8x8 grids, trained separately for
-  small, distant faces), float, on the frame and on tiles of a different size and grid than the finder's.
+  small, distant faces), float, on the frame and on tiles seen at a scale the finder does not use, each
+  candidate confirmed in a close-up.
   See docs/footage-requests.md for what this independence is worth and what it is not.
 """
 
@@ -37,7 +38,8 @@ CHECK_SCORE = 0.45  # a candidate for the check, then confirmed on a close-up of
 CONFIRM_SCORE = 0.7  # precision: a check that fires on pixelated blocks or a shoulder would refuse good exports
 FIND_TILES = (1.0, 0.5)  # tile sides as shares of the frame's shorter side
 FIND_TILE_EVERY = 2  # tiles on every 2nd frame (whole frame on all): +-0.8 s of carrying covers the others
-CHECK_TILES = (0.75,)  # a different grid: a face cut by a finder tile's edge lies whole in a check tile
+CHECK_TILES = (1.0,)  # 256 px input on a tile of the shorter side: a scale between the finder's two tile levels
+THREADS = 2  # an export is a rare, owner-started job: it may use two cores (XNNPACK threads) to finish sooner
 MIN_TILE = 128  # tiles smaller than this add nothing a frame this small does not already show the model
 
 
@@ -102,7 +104,7 @@ class ConfirmedFinder:
     def __call__(self, image: npt.NDArray[Any]) -> list[Box]:
         height, width = image.shape[:2]
         out = []
-        for x, y, w, h in self.candidates(image):
+        for x, y, w, h in distinct(self.candidates(image)):  # a face seen by the frame and tiles: confirmed once
             x0, y0, x1, y1 = max(0, x - w), max(0, y - h), min(width, x + 2 * w), min(height, y + 2 * h)
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
@@ -168,14 +170,14 @@ class SsdFaceDetector:
         return _weighted_nms(boxes, pts[:, 1:], scores, self.nms_iou)
 
 
-def find_faces(threads: int = 1, models_dir: Path | None = None, score: float = FIND_SCORE) -> TiledFinder:
+def find_faces(threads: int = THREADS, models_dir: Path | None = None, score: float = FIND_SCORE) -> TiledFinder:
     """The finder that chooses blur boxes (see the module docstring)."""
     d = models_dir or runtime.MODELS_DIR
     detector = FaceDetector(runtime.load(d / FIND_MODEL, threads), score_threshold=score)
     return TiledFinder(detector.detect, FIND_TILES, tile_every=FIND_TILE_EVERY)
 
 
-def check_faces(threads: int = 1, models_dir: Path | None = None, score: float = CHECK_SCORE,
+def check_faces(threads: int = THREADS, models_dir: Path | None = None, score: float = CHECK_SCORE,
                 confirm: float = CONFIRM_SCORE) -> ConfirmedFinder:
     """The independent check run on every redacted frame (see the module docstring)."""
     d = models_dir or runtime.MODELS_DIR
