@@ -314,8 +314,8 @@ def _ratify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from edge.footage.redact import parse_region
 
+    keep = parse_region(args.keep_region) if args.keep_region else None  # a typo fails before anything starts
     desk = _desk(args)
-    keep = parse_region(args.keep_region) if args.keep_region else None
     result = desk.export(args.id, Path(args.out) if args.out else None,
                          include_untrusted=args.include_untrusted_time, keep=keep)
     if args.json:

@@ -145,3 +145,13 @@ def test_an_unloadable_detector_refuses_before_anything_is_started(tmp_path: Pat
     with pytest.raises(RequestError, match=r"cannot blur faces, so nothing is exported: .*model file missing"):
         desk.export(request)
     assert "export_start" not in [r["kind"] for r in desk.audit.records()]
+
+
+def test_a_mistyped_keep_region_is_named_before_anything_starts(state_dir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    assert main(["requests", "export", "fr-00000000", "--keep-region", "10,20,30"]) != 0
+    err = capsys.readouterr().err
+    assert "--keep-region '10,20,30': expected x,y,w,h in pixels" in err
+    assert not (state_dir / "footage").exists()  # no desk, no lock, no audit record
