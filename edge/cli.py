@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "edge.vision.cli",
     "edge.clips_cli",
     "edge.mqtt.cli",
+    "edge.events_cli",
 ]
 
 

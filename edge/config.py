@@ -270,6 +270,25 @@ class StorageConfig(Section):
     )
 
 
+class EventsConfig(Section):
+    keep_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Days the event journal (<state_dir>/events.sqlite3) keeps every event as the device's own "
+        "history (`doorbell-edge events list`), whether or not MQTT delivered it; an event a consumer still waits "
+        "for is kept until delivered or dropped by that consumer's limits (mqtt.outbox_*). Aged only while the "
+        "wall clock is synchronised.",
+    )
+    max_events: int = Field(
+        100000,
+        ge=100,
+        le=10_000_000,
+        description="The journal's size cap: at most this many of the newest events are kept (about 300 bytes each "
+        "on disk: 100000 take ~30 MB), however young; older ones go first.",
+    )
+
+
 class OutputConfig(Section):
     stdout_events: bool = Field(True, description="Print every event as one JSON line on stdout.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level.")
@@ -524,6 +543,9 @@ class Config(Section):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection and topics.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="On-disk state.")
+    events: EventsConfig = Field(
+        default_factory=EventsConfig, description="The event journal: how long the device keeps its own history."
+    )
     output: OutputConfig = Field(default_factory=OutputConfig, description="stdout events and stderr logs.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Stage queues and health.")
     recording: RecordingConfig = Field(default_factory=RecordingConfig, description="Clip recording.")

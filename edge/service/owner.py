@@ -38,6 +38,7 @@ STATE_COMMANDS: dict[str, tuple[str, frozenset[str]] | None] = {
     "audit": ("audit_command", frozenset({"verify", "repair", "show"})),
     "keys": None,  # reads (and the first time creates) the device key under the state dir
     "mqtt": ("mqtt_command", frozenset({"outbox"})),
+    "events": None,  # reads the event journal (and migrates an old outbox file once)
 }
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from edge.clock import SystemClock
 from edge.events import Event, EventBus
-from edge.mqtt.outbox import OUTBOX_FILE, Outbox
+from edge.journal import JOURNAL_FILE
+from edge.mqtt.outbox import Outbox
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for
 from tests.mqtt.broker import Broker
@@ -96,7 +97,7 @@ def test_sigkilled_publisher_backlog_arrives_after_restart(tmp_path: Path, broke
             child.kill()
             child.wait()
         broker.resume()
-    with Outbox(state / OUTBOX_FILE) as outbox:
+    with Outbox(state / JOURNAL_FILE) as outbox:
         stats = outbox.stats()
     assert stats.last_seq == count
     assert stats.waiting > 0, "the child should have died with unacknowledged events"
@@ -107,7 +108,7 @@ def test_sigkilled_publisher_backlog_arrives_after_restart(tmp_path: Path, broke
         wait_until(lambda: any(e["seq"] == count for e in sub.json_on(topics.events)), timeout=30,
                    what="the backlog after the restart")
         check_sequence(sub.json_on(topics.events), 1, count)
-        with Outbox(state / OUTBOX_FILE) as outbox:
+        with Outbox(state / JOURNAL_FILE) as outbox:
             wait_until(lambda: outbox.stats().waiting == 0, what="backlog acknowledged")
     finally:
         restarted.kill()

@@ -1,4 +1,5 @@
-"""The outbox on real SQLite files: durable seq, one transaction per record, cross-process safety, drop policy."""
+"""The outbox (the MQTT consumer of the event journal) on real SQLite files: durable seq, one transaction per
+record, cross-process safety, drop policy."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def test_fed_marks_survive_a_restart_and_go_with_their_event(tmp_path: Path) -> 
         assert [(r.id, r.fed) for r in outbox.pending()] == [(a.id, True), (b.id, False)]
         outbox.remove([a.seq])
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM fed").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM waiting WHERE fed = 1").fetchone()[0] == 0
 
 
 def test_bus_uses_outbox_as_journal(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_emit_from_a_cli_process(tmp_path: Path) -> None:
     first = emit(config, Event("footage_request", None, T0, {"request": "r-1", "state": "received"}))
     second = emit(config, ev("ring"))
     assert (first.seq, second.seq) == (1, 2)
-    assert (tmp_path / "state" / "mqtt-outbox.sqlite3").exists()
+    assert (tmp_path / "state" / "events.sqlite3").exists()
 
 
 def test_size_bound_drops_motion_first_then_person_and_keeps_rings(tmp_path: Path,
@@ -188,7 +189,7 @@ def test_no_event_carries_images_embeddings_or_unencodable_fields(tmp_path: Path
 def test_unusable_state_dir_is_a_clear_storage_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(StorageError, match=r"outbox .*cannot open"):
+    with pytest.raises(StorageError, match=r"event journal .*cannot open"):
         Outbox(blocker / "o.sqlite3")
 
 

@@ -127,7 +127,7 @@ def test_a_ring_fed_before_a_restart_does_not_ring_again(tmp_path: Path, broker,
     config = make_config(tmp_path / "state", broker.port)
     topics = topics_for(config)
     now = SystemClock().now()
-    with Outbox(tmp_path / "state" / "mqtt-outbox.sqlite3") as outbox:
+    with Outbox(tmp_path / "state" / "events.sqlite3") as outbox:
         fed = outbox.record(Event("ring", "front_door", now, {"source": "button"}))
         outbox.mark_fed(fed.id)
         fresh = outbox.record(Event("ring", "front_door", now, {"source": "cli"}))
@@ -178,7 +178,7 @@ def test_cli_process_events_are_published(tmp_path: Path, broker, subscribe) -> 
         check_sequence(sub.json_on(topics.events), 1, 3)
     finally:
         service.stop()
-    with Outbox(tmp_path / "state" / "mqtt-outbox.sqlite3") as outbox:
+    with Outbox(tmp_path / "state" / "events.sqlite3") as outbox:
         assert outbox.stats().waiting == 0
 
 
