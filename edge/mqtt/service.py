@@ -1,4 +1,5 @@
-"""Builds the MQTT component from config: the outbox becomes the bus's journal, the publisher drains it."""
+"""Builds the MQTT component from config: the event journal becomes the bus's journal, the publisher drains its
+queue (the outbox)."""
 
 from __future__ import annotations
 
@@ -104,10 +105,11 @@ def build(
     state_provider: StateProvider,
     snapshot_provider: SnapshotProvider | None = None,
 ) -> MqttService:
-    """Open the outbox under config.state_dir, make it the bus's journal, and prepare (not start) the publisher.
+    """Open the event journal under config.state_dir (migrating mqtt-outbox.sqlite3 once), make it the bus's
+    journal, and prepare (not start) the publisher.
 
-    With mqtt.enabled false the outbox still numbers events durably (so CLI processes and the daemon share one
-    seq), but nothing is sent; it stays bounded by outbox_max_events.
+    With mqtt.enabled false the journal still numbers and keeps events durably (so CLI processes and the daemon
+    share one seq, and `events list` shows them), but nothing is sent; the queue stays bounded by outbox_max_events.
     """
     try:
         outbox = open_outbox(config, clock)
