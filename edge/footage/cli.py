@@ -114,9 +114,11 @@ def register(subparsers: Any) -> None:
     p = esub.add_parser("verify", help="decrypt a bundle and check its signature and every file's hash")
     p.add_argument("bundle", metavar="BUNDLE", help="the export bundle file")
     p.add_argument("--identity", default=None, metavar="FILE",
-                   help="file holding the agency's base64 X25519 private key")
+                   help="the agency's age identity file (AGE-SECRET-KEY-1..., from `doorbell-edge-agency keygen` or "
+                   "`age-keygen`; an older base64 X25519 private key file works too)")
     p.add_argument("--device-key", default=None, metavar="KEY",
-                   help="the device's Ed25519 public key as the owner gave it to you in advance (base64 or PEM, or "
+                   help="the device's Ed25519 public key as the owner gave it to you in advance (base64, RW... "
+                   "minisign or PEM, or "
                    "a file holding either; `doorbell-edge keys show` prints it); this or --device-fingerprint is "
                    "required")
     p.add_argument("--device-fingerprint", default=None, metavar="HEX",
@@ -465,14 +467,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify_bundle(args: argparse.Namespace) -> int:
+    from edge.footage.bundle import summary_lines
     from edge.footage.export import load_identity, verify_bundle
 
     try:
-        data = Path(args.bundle).read_bytes()
         identity = load_identity(Path(args.identity).read_text()) if args.identity else None
+        if not Path(args.bundle).is_file():
+            raise RequestError(f"cannot read {args.bundle}: no such file")
     except OSError as exc:
         raise RequestError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    check = verify_bundle(data, identity, _device_key_arg(args.device_key), device_fingerprint=args.device_fingerprint)
+    extract = Path(args.extract) if args.extract else None
+    check = verify_bundle(Path(args.bundle), identity, _device_key_arg(args.device_key),
+                          device_fingerprint=args.device_fingerprint, extract=extract)
     if not check.ok:
         for problem in check.problems:
             print(f"{args.bundle}: {problem}", file=sys.stderr)
@@ -482,18 +488,11 @@ def _verify_bundle(args: argparse.Namespace) -> int:
 
     signer = fingerprint(base64.b64decode(manifest["device"]["signing_key"]))
     print(f"{args.bundle}: OK, signed by device {manifest['device']['id']} key {manifest['device']['signing_key']} "
-          f"(fingerprint {signer}), the key you gave")
-    for entry in manifest["files"]:
-        print(f"  {entry['path']}  {entry['camera'] or '-'}  {entry['start']} .. {entry['end']}  {entry['sha256']}")
-    if args.extract:
-        root = Path(args.extract)
-        for name, body in check.files.items():
-            target = (root / name).resolve()
-            if not target.is_relative_to(root.resolve()):
-                raise RequestError(f"refusing to extract {name!r} outside {root}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(body)
-        (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+          f"(fingerprint {signer}), the key you gave; every file's sha256 matches")
+    for line in summary_lines(manifest):
+        print(f"  {line}")
+    if extract is not None:
+        print(f"extracted into {extract} (check it again with: cd {extract} && sha256sum -c SHA256SUMS)")
     return 0
 
 
@@ -512,12 +511,14 @@ def _device_key_arg(value: str | None) -> str | None:
 
 def _keys_show(args: argparse.Namespace) -> int:
     from edge.config_load import load_config
-    from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64, public_key_pem
+    from edge.footage.bundle import minisign_public
+    from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64, public_key_pem, public_raw
 
     config = load_config(args.config)
     key = device_key(Path(config.state_dir))
     body = {"device": config.device.id, "public_key": public_key_b64(key), "pem": public_key_pem(key),
             "fingerprint": key_fingerprint(key), "algorithm": "Ed25519",
+            "minisign": minisign_public(public_raw(key)),
             "fingerprint_rule": "first 16 hex digits of SHA-256 of the raw 32-byte public key",
             "path": str(key_path(Path(config.state_dir)))}
     if args.json:
@@ -526,6 +527,7 @@ def _keys_show(args: argparse.Namespace) -> int:
     print(f"device:      {body['device']}")
     print(f"fingerprint: {body['fingerprint']}")
     print(f"public key:  {body['public_key']}  (Ed25519, base64 of the raw 32 bytes)")
+    print(f"minisign:    {body['minisign']}  (the same key as a minisign public key: `minisign -V -P`)")
     print(body["pem"].rstrip())
     print("Give the public key (or at least the fingerprint) to an agency before it asks for footage: it checks "
           "bundles with `doorbell-edge exports verify BUNDLE --identity FILE --device-key KEY`.")

@@ -1,38 +1,37 @@
-"""Export bundles: in-scope segments cut to the windows, faces blurred, a signed manifest, sealed to the agency."""
+"""Export bundles: in-scope segments cut to the windows, faces blurred, a signed manifest, encrypted to the agency.
+
+The bundle format itself (an age-encrypted tar with a minisign-signed manifest and SHA256SUMS) is in
+edge.footage.bundle, which the agency tool imports too; this module builds the files and streams them into it."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import io
 import json
 import logging
-import zipfile
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from nacl.exceptions import CryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
+import pyrage
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.clock import rfc3339
 from edge.errors import RequestError, StorageError
+from edge.footage import bundle as fmt
+from edge.footage.bundle import FORMAT, MANIFEST, NO_DEVICE_KEY, BundleError  # noqa: F401 (re-exported)
 from edge.footage.policy import Decision, Segment
 from edge.footage.redact import FaceLeak, FindFaces, Redactor, check_frame, redact_stream
 from edge.types import Image
 
 log = logging.getLogger(__name__)
 
-FORMAT = "doorbell-edge-export/1"
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 AUDIO_NOTE = "audio: this device records no audio, so none is exported"
 
 
@@ -52,11 +51,22 @@ class ExportFile:
     clip: str | None
     start: datetime
     end: datetime
-    data: bytes = field(repr=False)
+    data: bytes | None = field(default=None, repr=False)  # small files; a video is a file on disk (`path`)
     frames: int = 0
     faces_blurred: bool = True
+    path: Path | None = None
+
+    def member(self) -> fmt.Member:
+        return fmt.Member(self.name, self.data, self.path)
+
+    def read(self) -> bytes:
+        return self.data if self.data is not None else Path(str(self.path)).read_bytes()
 
     def entry(self) -> dict[str, Any]:
+        if self.data is not None:
+            size, digest = len(self.data), hashlib.sha256(self.data).hexdigest()
+        else:
+            size, digest = Path(str(self.path)).stat().st_size, fmt.sha256_file(Path(str(self.path)))
         return {
             "path": self.name,
             "kind": self.kind,
@@ -66,8 +76,8 @@ class ExportFile:
             "end": rfc3339(self.end),
             "frames": self.frames,
             "faces_blurred": self.faces_blurred,
-            "size": len(self.data),
-            "sha256": hashlib.sha256(self.data).hexdigest(),
+            "size": size,
+            "sha256": digest,
         }
 
 
@@ -164,8 +174,9 @@ def _redacted(
         yield out.image
 
 
-def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> bytes:
-    """Encode frames (streamed) at their capture times into a finished, browser-playable file's bytes."""
+def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
+    """Encode frames (streamed) at their capture times into a finished, browser-playable file in `workdir`
+    (never read into memory: the bundle streams it)."""
     from edge.encoder import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
 
     codec = choose_codec("auto")
@@ -194,7 +205,9 @@ def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: P
     if count != len(times):
         raise StorageError(f"{stem}: {count} frames decoded for {len(times)} frame times; not exported")
     remux(raw, read_sidecar(side), out, codec)
-    return out.read_bytes()
+    raw.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)
+    return out
 
 
 def build_files(
@@ -252,10 +265,11 @@ def build_files(
                         first = image
                     yield image
 
-            data = _encode_video(keep_first(shown), kept_times, workdir, stem)
-            suffix = ".mp4" if data[4:8] == b"ftyp" else ".webm"
+            encoded = _encode_video(keep_first(shown), kept_times, workdir, stem)
+            with open(encoded, "rb") as fh:
+                suffix = ".mp4" if fh.read(8)[4:8] == b"ftyp" else ".webm"
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
-                                    data, len(kept_times), blur))
+                                    None, len(kept_times), blur, encoded))
         if "snapshots" in decision.data:
             from edge.encoder import encode_jpeg
 
@@ -299,7 +313,8 @@ def build_manifest(
         "format": FORMAT,
         "export_id": export_id,
         "created_at": rfc3339(created),
-        "device": {"id": device_id, "signing_key": device_public},
+        "device": {"id": device_id, "signing_key": device_public,
+                   "fingerprint": hashlib.sha256(base64.b64decode(device_public)).hexdigest()[:16]},
         "request": request,
         "decision": decision.to_dict(),
         "reasons": [{"code": r.code, "detail": r.detail} for r in decision.reasons],
@@ -310,28 +325,56 @@ def build_manifest(
     }
 
 
-def _zip(members: Sequence[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
-    return buffer.getvalue()
+def _comment(manifest: dict[str, Any]) -> str:
+    """minisign's trusted comment (signed, printed by `minisign -V`): when, which export, which device."""
+    device = manifest["device"]
+    stamp = int(datetime.fromisoformat(manifest["created_at"]).timestamp())
+    text = f"timestamp:{stamp}\tdoorbell-edge export {manifest['export_id']}\tdevice:{device['id']}"
+    return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
+
+
+def _members(manifest: dict[str, Any], files: Sequence[ExportFile], device_key: Ed25519PrivateKey) -> list[fmt.Member]:
+    return [*fmt.control_members(manifest, device_key, _comment(manifest)), *[f.member() for f in files]]
+
+
+def seal_bundle_file(
+    target: Path, manifest: dict[str, Any], files: Sequence[ExportFile], device_key: Ed25519PrivateKey,
+    agency_public: str,
+) -> tuple[str, int]:
+    """Stream the bundle into `target` (created 0600, never over an existing file; fsynced with its folder):
+    the files are read from disk in chunks and encrypted chunk by chunk, so memory stays bounded. Returns the
+    bundle's sha256 and size. On any failure `target` is removed; a kill leaves it for _clean_partials."""
+    from edge.fsutil import fsync_dir
+
+    members = _members(manifest, files, device_key)
+    recipient = fmt.recipient_of(agency_public)
+    mtime = int(datetime.fromisoformat(manifest["created_at"]).timestamp())
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, size = fmt.write_bundle(out, members, recipient, mtime)
+            out.flush()
+            os.fsync(out.fileno())
+        fsync_dir(target.parent)
+    except BundleError as exc:
+        target.unlink(missing_ok=True)
+        raise StorageError(f"cannot write the bundle {target}: {exc}") from exc
+    except Exception:
+        target.unlink(missing_ok=True)
+        raise
+    return digest, size
 
 
 def seal_bundle(
-    manifest: dict[str, Any], files: Sequence[ExportFile], device_key: Ed25519PrivateKey, agency_public_b64: str
+    manifest: dict[str, Any], files: Sequence[ExportFile], device_key: Ed25519PrivateKey, agency_public: str
 ) -> bytes:
-    """Zip the manifest, its Ed25519 signature and the files; seal the zip to the agency's X25519 key."""
-    manifest_bytes = bytes(rfc8785.dumps(manifest))
-    signature = base64.b64encode(device_key.sign(manifest_bytes))
-    members = [(MANIFEST, manifest_bytes), (SIGNATURE, signature), *[(f.name, f.data) for f in files]]
-    recipient = PublicKey(base64.b64decode(agency_public_b64, validate=True))
-    return bytes(SealedBox(recipient).encrypt(_zip(members)))
+    """The bundle in memory (tests and small bundles; the service streams with seal_bundle_file)."""
+    out = io.BytesIO()
+    fmt.write_bundle(out, _members(manifest, files, device_key), fmt.recipient_of(agency_public), 0)
+    return out.getvalue()
 
 
-# --- verifying (what the agency runs) ----------------------------------------------------------------------
+# --- verifying (what the agency runs; `doorbell-edge-agency bundle open` uses edge.footage.bundle directly) ------
 
 
 @dataclass(frozen=True)
@@ -342,112 +385,70 @@ class BundleCheck:
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def load_identity(text: str) -> PrivateKey:
-    """An agency identity: the base64 X25519 private key (32 bytes), as written by `exports keygen`."""
+def load_identity(text: str) -> pyrage.x25519.Identity:
+    """An agency identity: an age identity (AGE-SECRET-KEY-1...) or base64 of a raw X25519 private key."""
     try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestError("identity is not base64") from exc
-    if len(raw) != 32:
-        raise RequestError(f"identity must be a 32-byte X25519 private key, not {len(raw)} bytes")
-    return PrivateKey(raw)
-
-
-NO_DEVICE_KEY = (
-    "no device key given: a bundle's manifest names the key that signed it, so checking it against that key "
-    "proves only that someone signed it, not that this doorbell did; pass the device's public key as the owner "
-    "gave it to you (--device-key KEY or FILE, from `doorbell-edge keys show` on the device) or at least its "
-    "fingerprint (--device-fingerprint HEX)"
-)
+        return fmt.identity_of(text)
+    except BundleError as exc:
+        raise RequestError(str(exc)) from exc
 
 
 def verify_bundle(
-    data: bytes,
-    identity: PrivateKey | None = None,
+    data: bytes | Path,
+    identity: Any = None,
     device_key: str | None = None,
     *,
     device_fingerprint: str | None = None,
+    extract: Path | None = None,
 ) -> BundleCheck:
-    """Decrypt (when given the agency identity), then check the manifest signature against the device key the
-    agency holds in advance (`device_key`: base64 raw or PEM; or its `device_fingerprint`), every file's hash
-    and size, that nothing unlisted is inside, and that each file lies inside its released segment. Without a
-    key or fingerprint the bundle fails: the key named in the manifest is the forger's choice."""
-    from edge.footage.keys import fingerprint, parse_fingerprint, parse_public_key
+    """Decrypt with the agency identity (an age identity, or a raw X25519 private key in any object bytes()
+    gives the 32 bytes of), check both minisign signatures against the device key the agency holds in advance
+    (`device_key`: base64 raw, RW... minisign or PEM; or its `device_fingerprint`), every file's hash and size,
+    that nothing unlisted is inside and that each file lies inside its released segment. Without a key or
+    fingerprint the bundle fails: the key named in the manifest is the forger's choice. `extract`: a new
+    folder the checked files are left in (else they are read into `files`, for small bundles)."""
+    from edge.footage.keys import parse_fingerprint, parse_public_key
 
     try:
-        expected = parse_public_key(device_key) if device_key is not None else None
+        expected = parse_public_key(_raw_key_text(device_key)) if device_key is not None else None
         expected_fp = parse_fingerprint(device_fingerprint) if device_fingerprint is not None else None
     except RequestError as exc:
         return BundleCheck(False, (str(exc),))
     if expected is None and expected_fp is None:
         return BundleCheck(False, (NO_DEVICE_KEY,))
-    if identity is not None:
+    if identity is None:
+        return BundleCheck(False, ("a bundle is encrypted to the agency: give its identity (--identity, the "
+                                   "agency's age key file)",))
+    if not isinstance(identity, pyrage.x25519.Identity):
+        text = identity if isinstance(identity, str) else base64.b64encode(bytes(identity)).decode()
         try:
-            data = SealedBox(identity).decrypt(data)
-        except CryptoError:
-            return BundleCheck(False, ("cannot decrypt: wrong identity, or the bundle was altered",))
+            identity = fmt.identity_of(text)
+        except BundleError as exc:
+            return BundleCheck(False, (str(exc),))
+    scratch = Path(tempfile.mkdtemp(prefix="doorbell-bundle-"))
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {name: archive.read(name) for name in archive.namelist()}
-    except (zipfile.BadZipFile, ValueError, OSError):
-        hint = "" if identity is not None else " (an encrypted bundle needs --identity)"
-        return BundleCheck(False, (f"not a bundle archive{hint}",))
-    problems: list[str] = []
-    if MANIFEST not in members or SIGNATURE not in members:
-        return BundleCheck(False, ("manifest.json or manifest.sig missing",))
-    try:
-        manifest = json.loads(members[MANIFEST])
-        named = base64.b64decode(manifest["device"]["signing_key"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        return BundleCheck(False, ("manifest unreadable",))
-    trusted: bytes | None = None
-    if expected is not None:
-        trusted = expected  # the signature is checked with the key held in advance, whatever the manifest says
-        if named != expected:
-            problems.append(f"signed by key {_fp(named)}, not by the device key {fingerprint(expected)} you gave: "
-                            "not from that doorbell")
-    elif len(named) == 32 and fingerprint(named) == expected_fp:
-        trusted = named
-    else:
-        problems.append(f"signed by key {_fp(named)}, not by the device with fingerprint {expected_fp}: "
-                        "not from that doorbell")
-    if trusted is not None:
+        source = data if isinstance(data, Path) else scratch / "in.bundle"
+        if not isinstance(data, Path):
+            source.write_bytes(data)
+        target = extract if extract is not None else scratch / "out"
         try:
-            public = Ed25519PublicKey.from_public_bytes(trusted)
-            public.verify(base64.b64decode(members[SIGNATURE], validate=True), members[MANIFEST])
-        except (InvalidSignature, ValueError, binascii.Error):
-            problems.append("manifest signature does not verify")
-    if members[MANIFEST] != bytes(rfc8785.dumps(manifest)):
-        problems.append("manifest is not in canonical form")
-    listed: dict[str, Any] = {
-        str(f.get("path")): f for f in manifest.get("files", []) if isinstance(f, dict)
-    }
-    for extra in sorted(set(members) - {MANIFEST, SIGNATURE} - set(listed)):
-        problems.append(f"{extra}: in the bundle but not in the manifest")
-    segments = manifest.get("decision", {}).get("clips", [])
-    allowed = set(manifest.get("decision", {}).get("data", []))
-    for name, entry in listed.items():
-        content = members.get(name)
-        if content is None:
-            problems.append(f"{name}: listed but missing")
-            continue
-        if hashlib.sha256(content).hexdigest() != entry.get("sha256") or len(content) != entry.get("size"):
-            problems.append(f"{name}: sha256 or size does not match the manifest")
-        if entry.get("kind") not in allowed or entry.get("kind") == "face_data":
-            problems.append(f"{name}: kind {entry.get('kind')!r} was not released")
-        if entry.get("clip") is not None and not any(
-            s.get("clip") == entry.get("clip")
-            and s.get("camera") == entry.get("camera")
-            and s.get("start") <= entry.get("start")
-            and entry.get("end") <= s.get("end")
-            for s in segments
-        ):
-            problems.append(f"{name}: its time range is outside the released segments")
-    files = {n: b for n, b in members.items() if n not in (MANIFEST, SIGNATURE)}
-    return BundleCheck(not problems, tuple(problems), manifest, files)
+            opened = fmt.open_bundle(source, identity, target, device_key=expected, device_fingerprint=expected_fp)
+        except BundleError as exc:
+            return BundleCheck(False, (str(exc),))
+        files = {} if extract is not None else {n: p.read_bytes() for n, p in opened.files.items()}
+        return BundleCheck(True, (), opened.manifest, files)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _fp(raw: bytes) -> str:
-    from edge.footage.keys import fingerprint
-
-    return fingerprint(raw) if len(raw) == 32 else f"<{len(raw)} bytes, not an Ed25519 key>"
+def _raw_key_text(text: str) -> str:
+    """A device key given as a minisign public key (RW..., or its .pub file) as base64 of the raw key."""
+    lines = [line.strip() for line in text.strip().splitlines() if not line.startswith("untrusted comment:")]
+    if len(lines) == 1 and not lines[0].startswith("-----"):
+        try:
+            raw = base64.b64decode(lines[0], validate=True)
+        except ValueError:
+            return text
+        if len(raw) == 42 and raw[:2] == b"Ed":
+            return base64.b64encode(raw[10:]).decode()
+    return text

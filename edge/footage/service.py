@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -507,7 +506,7 @@ class FootageDesk:
             try:
                 if not final.exists() and (beside.is_file() or legacy.is_file()):
                     part = beside if beside.is_file() else legacy
-                    if hashlib.sha256(part.read_bytes()).hexdigest() == digest:
+                    if exporting.fmt.sha256_file(part) == digest:
                         if part == legacy:  # an older version's part, maybe on another file system: copy beside
                             write_durably(beside, legacy.read_bytes())
                         os.replace(beside, final)
@@ -600,8 +599,6 @@ class FootageDesk:
                 files=files,
                 notes=notes,
             )
-            sealed = exporting.seal_bundle(manifest, files, key, agency.encryption_key)
-            digest = hashlib.sha256(sealed).hexdigest()
             final = final_dir / f"{request}-{export_id}.bundle"
             # The sealed bundle is written beside its destination (the same file system, e.g. a USB stick) so the
             # rename after the commit point cannot fail across devices; a full or read-only destination fails
@@ -609,10 +606,11 @@ class FootageDesk:
             # the remains of a crash before the commit are.
             write_durably(work / "destination", str(final).encode())
             temp = bundle_part(final)
-            write_durably(temp, sealed)
+            # Streamed: the files are read from `work` in chunks, tarred and age-encrypted into temp (bounded memory).
+            digest, size = exporting.seal_bundle_file(temp, manifest, files, key, agency.encryption_key)
             crash_point("export:before-complete")
             committing = True  # from here on the audit may hold the commit: the sealed bundle is kept
-            self.audit.append("export_complete", request=request, export=export_id, sha256=digest, size=len(sealed),
+            self.audit.append("export_complete", request=request, export=export_id, sha256=digest, size=size,
                               path=str(final), files=[{"path": f["path"], "sha256": f["sha256"]}
                                                       for f in manifest["files"]])
             crash_point("export:after-audit-complete")

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nacl.public import SealedBox
 
 from edge.cli import main
 from edge.clipstore import ClipStore, write_test_clip
@@ -87,7 +86,7 @@ def test_warrant_to_verified_bundle(recorded: dict[str, Any], capsys: pytest.Cap
     sealed = result.path.read_bytes()
     check = verify_bundle(sealed, AGENCY_BOX, public_key_b64(device_key(desk.state_dir)))
     assert check.ok, check.problems
-    assert SealedBox(AGENCY_BOX).decrypt(sealed)[:2] == b"PK"
+    assert sealed.startswith(b"age-encryption.org/v1\n-> X25519 ")  # an age file, one X25519 recipient
     manifest = check.manifest
     assert manifest is not None
     assert manifest["request"]["request_id"] == "MPD-2026-0001"
