@@ -332,7 +332,7 @@ reinstall_adopts_kept_state() {
     # package) takes that id, so the kept clips would be its files; the new install must give them back.
     in_root useradd --system --no-create-home --shell /usr/sbin/nologin squatter || return 1
     in_root ls -ln /var/lib/doorbell-edge
-    [ "$(in_root stat -c %U /var/lib/doorbell-edge/mqtt-outbox.sqlite3)" = squatter ] ||
+    [ "$(in_root stat -c %U /var/lib/doorbell-edge/events.sqlite3)" = squatter ] ||
         echo "note: squatter did not get the old user id; the ownership repair is not exercised"
     install_runs install3 || return 1
     in_root userdel squatter

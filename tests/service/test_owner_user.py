@@ -123,12 +123,12 @@ def test_root_run_owner_commands_act_as_the_state_owner_and_leave_no_root_owned_
     assert [p["name"] for p in json.loads(results[("faces", "list")].stdout)] == ["Grace"]
     assert json.loads(results[("requests", "submit")].stdout)["decision"] == "deny"
     assert "chain intact" in results[("audit", "verify")].stdout
-    assert json.loads(results[("mqtt", "outbox")].stdout)["path"] == str(state / "mqtt-outbox.sqlite3")
+    assert json.loads(results[("mqtt", "outbox")].stdout)["path"] == str(state / "events.sqlite3")
 
     owners = _owners(state)
     # What the commands wrote is there (so the walk below checks real files) ...
     for written in ("faces/grace/person.json", "faces/grace/templates.npy", "audit/footage.jsonl",
-                    "footage/requests.sqlite3", "mqtt-outbox.sqlite3"):
+                    "footage/requests.sqlite3", "events.sqlite3"):
         assert written in owners, f"{written} was not written: {sorted(owners)}"
     # ... and every file and folder belongs to the state dir's owner, none to root.
     foreign = {path: uid for path, uid in owners.items() if uid != NOBODY.pw_uid}
