@@ -298,12 +298,15 @@ class EventJournal:
         as undelivered; they stay in the history); returns how many. Ages the history too."""
         bounds = self.queues.get(consumer, QueueBounds())
         cutoff = self._clock.now().timestamp() - bounds.max_age_s
+        # Like the history, the queue is not aged on a wall clock that is not synchronised: a clock stepped weeks
+        # ahead at boot would otherwise drop every waiting event before anyone noticed the step.
+        aging = synchronized(self._clock) is not False
         with self._lock:
             try:
                 with self._write():
                     rows = self._db.execute(
                         "SELECT seq, id, type FROM waiting WHERE consumer = ? AND class < ? AND ts < ? ORDER BY seq",
-                        (consumer, KEEP, cutoff)).fetchall()
+                        (consumer, KEEP, cutoff)).fetchall() if aging else []
                     self._drop(consumer, bounds, rows, "age")
                     (last,) = self._db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
                     self._expire(int(last), age=self._age_due())

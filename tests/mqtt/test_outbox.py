@@ -150,6 +150,19 @@ def test_age_bound_prunes_droppable_events_only(tmp_path: Path) -> None:
         assert outbox.drops() == {("age", "motion_start"): 1, ("age", "system"): 1}
 
 
+def test_an_unsynchronised_clock_stepped_weeks_ahead_drops_no_waiting_event(tmp_path: Path) -> None:
+    """A Pi boots with a wrong clock and steps +31 d: nothing waiting is aged out until the clock is synchronised."""
+    clock = FakeClock(T0, synced=False)
+    with Outbox(tmp_path / "o.sqlite3", OutboxBounds(max_events=100, max_age_s=3600), clock) as outbox:
+        outbox.record(ev("motion_start"))
+        outbox.record(ev("system", status="started"))
+        clock.step(31 * 86400.0)
+        assert outbox.prune() == 0
+        assert [p.type for p in outbox.pending()] == ["motion_start", "system"]
+        clock.synced = True
+        assert outbox.prune() == 2
+
+
 def test_drop_classes() -> None:
     assert drop_class("motion_start") < drop_class("person") < drop_class("ring") == KEEP
     assert drop_class("face") == drop_class("footage_request") == KEEP
