@@ -217,8 +217,10 @@ def test_requests_list_prints_the_state(
                                    "storage": {"state_dir": str(tmp_path / "state")},
                                    "footage_requests": rules()}))
     assert main(["requests", "list", "--config", str(cfg)]) == 0
-    lines = sorted(capsys.readouterr().out.splitlines(), key=lambda line: line.split()[3])
-    assert [line.split()[5] for line in lines] == ["denied", "held"]
+    words = [line.split() for line in capsys.readouterr().out.splitlines()]
+    # the state stands two columns after the agency's request id (local time and UTC come first)
+    state = {rid: w[w.index(rid) + 2] for w in words for rid in ("L1", "L2") if rid in w}
+    assert state == {"L1": "denied", "L2": "held"}
     assert main(["requests", "list", "--json", "--config", str(cfg)]) == 0
     rows = sorted(json.loads(capsys.readouterr().out), key=lambda row: row["request_id"])
     assert [row["state"] for row in rows] == ["denied", "held"]
