@@ -380,8 +380,10 @@ class RawStreamWriter:
         self.syncs = 0
         self._sync_interval = sync_interval_s
         self._synced_at: float | None = None  # frame.mono of the last sync
-        self._raw = open(raw_path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
-        self._side = open(sidecar_path, "x", encoding="ascii", buffering=1)  # noqa: SIM115
+        # 0600 at creation, not left to the umask (footage: only the service user reads it; docs: README)
+        excl = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        self._raw = os.fdopen(os.open(raw_path, excl, 0o600), "wb", buffering=0)  # closed in close()
+        self._side = os.fdopen(os.open(sidecar_path, excl, 0o600), "w", encoding="ascii", buffering=1)
         if codec.raw_format == "ivf":
             header = struct.pack(
                 "<4sHH4sHHIIII", b"DKIF", 0, _IVF_HEADER, _IVF_FOURCC[codec.name], width, height, 1_000_000, 1, 0, 0

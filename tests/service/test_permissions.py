@@ -57,6 +57,24 @@ def test_clip_store_and_request_store_files_are_private_at_creation(tmp_path: Pa
         assert mode(folder) == 0o700, folder
 
 
+def test_a_clip_being_recorded_is_private_at_creation(tmp_path: Path, open_umask: None) -> None:
+    """The raw stream and frame-time sidecar of a clip still recording (what a SIGKILL leaves for recovery) are
+    0600 from the start, not left to the umask (they were 0666 & ~umask: 0644 under a login shell's 022)."""
+    from edge.encoder import choose_codec
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o750)
+    store = ClipStore(state, FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC)))
+    writer = store.begin("front_door", datetime(2026, 3, 10, 11, 0, tzinfo=UTC), choose_codec("auto"), 64, 48)
+    try:
+        parts = sorted(state.glob("clips/front_door/*/*.part"))
+        assert len(parts) == 2 and {p.suffixes[-2] for p in parts} == {".frames", ".raw"}, parts
+        for part in parts:
+            assert mode(part) == 0o600, part
+    finally:
+        writer.abandon()
+
+
 def test_start_narrows_what_was_left_readable_and_only_narrows(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "clips" / "front_door").mkdir(parents=True)
