@@ -533,9 +533,17 @@ def cross_check(records: Iterable[dict[str, Any]], store: RequestStore) -> Cross
 
     for item in store.all():
         at = rfc3339(item.received_at)
-        if ledger.take(("intake",), item.id, lambda d: True) is None:
+        intake = ledger.take(("intake",), item.id, lambda d: True)
+        if intake is None:
             missing(at, "is in the request store but its intake is not in the log (inserted, or the log was "
                         "truncated or replaced)", ("intake",), item.id)
+        elif not item.sha256 == str(intake["data"].get("sha256")) == hashlib.sha256(item.raw).hexdigest():
+            # The intake record binds the document: another one swapped into the store (or either hash edited)
+            # would change what an approval and an export are judged on.
+            received = str(intake["data"].get("sha256"))
+            found.append((at, f"request {item.id}: the document in the request store (sha256 "
+                              f"{hashlib.sha256(item.raw).hexdigest()[:16]}..., recorded as {item.sha256[:16]}...) "
+                              f"is not the one its intake record {intake['seq']} received (sha256 {received[:16]}...)"))
         if ledger.take(("decision",), item.id, lambda d: True) is None:
             missing(at, "is in the request store but its decision is not in the log", ("decision",), item.id)
         for seq, kind, when, data in store.actions(item.id):

@@ -170,6 +170,36 @@ def test_an_approval_inserted_only_into_the_request_store_is_caught(
             "but not in the log (inserted into the store, or its record removed from the log)") in text
 
 
+def test_a_request_document_swapped_in_the_store_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The intake record binds the document by its sha256: another document put in the store under an existing
+    request (or only its recorded hash changed, or the intake record re-hashed to another document) disagrees."""
+    state = tmp_path / "state"
+    desk = desk_for(state, FakeClock(NOW))
+    request, _ = desk.submit(signed(document("warrant")))
+    other = signed(document("warrant", request_id="MPD-2026-0099"))
+    cfg = write_config(tmp_path, state)
+    assert verify(capsys, cfg)[0] == 0
+    db_path = state / "footage" / "requests.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        (raw, digest), = db.execute("SELECT raw, sha256 FROM requests WHERE id=?", (request,)).fetchall()
+        db.execute("UPDATE requests SET raw=? WHERE id=?", (other, request))
+    code, text = verify(capsys, cfg)
+    assert code == 1 and f"request {request}: the document in the request store" in text, text
+    import hashlib
+
+    with sqlite3.connect(db_path) as db:  # the hash column made to match the swapped document as well
+        db.execute("UPDATE requests SET sha256=? WHERE id=?", (hashlib.sha256(other).hexdigest(), request))
+    code, text = verify(capsys, cfg)
+    assert code == 1 and f"is not the one its intake record 1 received (sha256 {digest[:16]}" in text, text
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE requests SET raw=?, sha256=? WHERE id=?", (raw, digest, request))
+    assert verify(capsys, cfg)[0] == 0
+    rewrite(state, lambda r: r["kind"] != "intake" or r["data"].update(sha256="0" * 64) or True)
+    assert desk.audit.verify().ok
+    code, text = verify(capsys, cfg)
+    assert code == 1 and f"request {request}: the document in the request store" in text, text
+
+
 def test_an_interrupted_step_is_a_note_not_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
     desk = desk_for(state, FakeClock(NOW))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -170,12 +171,13 @@ def read_only_state(tmp_path: Path) -> Iterator[Path]:
     frames = [np.full((120, 160, 3), 20 * i, np.uint8) for i in range(10)]
     write_test_clip(ClipStore(state, clock), "porch", start, frames, fps=10)
     audit = AuditLog(state, clock)
-    audit.append("intake", request="fr-1", sha256="0" * 64, bytes=2, agency=None, request_id=None, basis=None)
+    doc_sha = hashlib.sha256(b"{}").hexdigest()  # audit verify checks the stored document against its intake
+    audit.append("intake", request="fr-1", sha256=doc_sha, bytes=2, agency=None, request_id=None, basis=None)
     # audit verify cross-checks the request store: a stored request needs its decision record too
     audit.append("decision", request="fr-1", request_id=None, decision="deny",
                  reasons=[{"code": "INCOMPLETE", "detail": "test"}], clips=[], data=[], policy_hash=None)
     RequestStore(state).add(
-        StoredRequest("fr-1", start, None, None, None, False, b"{}", "0" * 64, "deny",
+        StoredRequest("fr-1", start, None, None, None, False, b"{}", doc_sha, "deny",
                       [{"code": "INCOMPLETE", "detail": "test"}]),
         mark_seen=False,
     )
