@@ -161,7 +161,7 @@ def _redacted(
         yield from _picked_images(path, picked)
         return
     for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps)):
-        leaked = check_frame(out.image, redactor)
+        leaked = check_frame(out.image, redactor, out.original)
         if leaked:
             boxes = ", ".join(f"{x},{y},{w},{h}" for x, y, w, h in leaked[:5])
             raise FaceLeak(

@@ -153,6 +153,38 @@ def test_check_frame_uses_only_the_check_detector() -> None:
     assert check_frame(image, Redactor(lambda i: [], check=lambda i: [(1.0, 2.0, 3.0, 4.0)])) == [(1, 2, 3, 4)]
 
 
+def white_blobs(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """A fake check detector: the bounding box of the pure white pixels, if any (a 'face')."""
+    ys, xs = np.nonzero((image == 255).all(axis=2))
+    if xs.size == 0:
+        return []
+    return [(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))]
+
+
+def test_check_frame_keeps_a_find_only_if_the_recorded_frame_shows_it_too() -> None:
+    """Pixelation cannot reveal a face: what the check finds only in the redacted frame was made up by it (the
+    Hamilton clip's blouse under a pixelated face), what it finds in both is a leak and refuses."""
+    original = np.full((120, 160, 3), 90, np.uint8)
+    made_up = original.copy()
+    made_up[50:70, 60:80] = 255  # a 'face' only in the redacted frame
+    redactor = Redactor(lambda i: [], check=white_blobs)
+    assert check_frame(made_up, redactor, original) == []
+    assert check_frame(made_up, redactor) == [(60, 50, 20, 20)]  # without the original: refused as before
+    leaked = original.copy()
+    leaked[52:72, 62:82] = 255
+    assert check_frame(made_up, redactor, leaked) == [(60, 50, 20, 20)]  # in both (moved a little): a leak
+    far = original.copy()
+    far[0:10, 0:10] = 255  # a face elsewhere in the recording does not confirm this one
+    assert check_frame(made_up, redactor, far) == []
+
+
+def test_redact_stream_hands_each_frame_its_original() -> None:
+    images = [noise(40, 40, seed=i) for i in range(5)]
+    outs = list(redact_stream(images, Redactor(lambda i: [(5, 5, 10, 10)]), fps=10.0))
+    assert all(out.original is image for out, image in zip(outs, images, strict=True))
+    assert all(not np.array_equal(out.image, image) for out, image in zip(outs, images, strict=True))
+
+
 def test_without_provided_finders_exports_cannot_blur(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redact, "_provider", None)
     with pytest.raises(redact.ModelError, match="no face detector"):
