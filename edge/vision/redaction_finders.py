@@ -37,8 +37,10 @@ FIND_SCORE = 0.25  # recall: a pixelated patch of wall costs nothing, a missed f
 CHECK_SCORE = 0.45  # a candidate for the check, then confirmed on a close-up of it (CONFIRM_SCORE)
 CONFIRM_SCORE = 0.7  # precision: a check that fires on pixelated blocks or a shoulder would refuse good exports
 FIND_TILES = (1.0, 0.5)  # tile sides as shares of the frame's shorter side
-FIND_TILE_EVERY = 2  # tiles on every 2nd frame (whole frame on all): +-0.8 s of carrying covers the others
+FIND_TILE_EVERY = 4  # tiles on every 4th frame (whole frame on all): each frame gets the tiles' finds of the
+# frames up to 0.8 s before and after it (edge.footage.redact.CARRY_SECONDS), at 10 fps those of four tiled frames
 CHECK_TILES = (1.0,)  # 256 px input on a tile of the shorter side: a scale between the finder's two tile levels
+CHECK_OVERLAP = 0.2  # two such tiles across a 16:9 frame (three at 0.3); faces wider than the overlap: whole frame
 THREADS = 2  # an export is a rare, owner-started job: it may use two cores (XNNPACK threads) to finish sooner
 MIN_TILE = 128  # tiles smaller than this add nothing a frame this small does not already show the model
 
@@ -154,7 +156,10 @@ class SsdFaceDetector:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         px, py = (self.size - nw) // 2, (self.size - nh) // 2
         canvas = np.zeros((self.size, self.size, 3), np.uint8)
-        canvas[py : py + nh, px : px + nw] = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+        src = image_bgr
+        while src.shape[0] >= 2 * nh and src.shape[1] >= 2 * nw:
+            src = cv2.pyrDown(src)  # anti-aliased halving: INTER_AREA from 720p costs several times more
+        canvas[py : py + nh, px : px + nw] = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
         rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) * (2.0 / 255.0) - 1.0
         regress, logits = self.model.run(rgb[None])
         logit = logits[0, :, 0].astype(np.float64)
@@ -183,7 +188,7 @@ def check_faces(threads: int = THREADS, models_dir: Path | None = None, score: f
     d = models_dir or runtime.MODELS_DIR
     detector = SsdFaceDetector(runtime.load(d / CHECK_MODEL, threads), 256, (16, 32), min(score, confirm))
     candidates = SsdFaceDetector(detector.model, 256, (16, 32), score)
-    return ConfirmedFinder(TiledFinder(candidates.detect, CHECK_TILES), detector, confirm)
+    return ConfirmedFinder(TiledFinder(candidates.detect, CHECK_TILES, CHECK_OVERLAP), detector, confirm)
 
 
 NAMES = (
