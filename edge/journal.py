@@ -403,7 +403,9 @@ class EventJournal:
             if synchronized(self._clock) is False:
                 if not self._unsynced_said:
                     self._unsynced_said = True
-                    log.warning("event journal: the wall clock is not synchronised; history is not aged by time "
+                    # INFO, not WARNING: every CLI command that records an event would print it; the daemon's clock
+                    # watcher already tells the owner (log + system event) that the clock is not synchronised.
+                    log.info("event journal: the wall clock is not synchronised; history is not aged by time "
                                 "until it is (events.max_events still bounds it)")
             else:
                 cutoff = self._clock.now().timestamp() - self.history_bounds.keep_days * 86400.0
