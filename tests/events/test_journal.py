@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,6 +75,7 @@ def test_recording_ages_the_history_without_a_publisher(tmp_path: Path) -> None:
 
 
 def test_a_clock_that_is_not_synchronised_ages_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edge.journal")
     clock = FakeClock(T0, synced=False)
     with journal(tmp_path / "events.sqlite3", clock, keep_days=1) as j:
         first = j.record(ev("ring", T0))
