@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -12,6 +13,7 @@ from typing import Any
 
 from edge.clock import Clock
 from edge.errors import StorageError
+from edge.events import Event
 from edge.mqtt.client import Link, LinkSettings
 from edge.mqtt.commands import Command, CommandLimits, Rejected, parse_command
 from edge.mqtt.discovery import DeviceInfo, discovery_payloads, doorbell_payload, encode, state_payload
@@ -30,9 +32,15 @@ PRUNE_EVERY_S = 60.0
 OCCUPANCY_HOLD_S = 30.0
 # While the broker stays away, one summary this often (the link logs the outage once, then each retry at DEBUG).
 DOWN_SUMMARY_S = 300.0
+# After a (re)connection, audit heads wait this long at most for the retained head to be read back (the marker on
+# audit/sync normally ends the wait within one round trip; a broker ACL refusing it must not hold them for ever).
+HEAD_SYNC_S = 5.0
 
 StateProvider = Callable[[], Mapping[str, Any]]
 SnapshotProvider = Callable[[], bytes | None]
+# audit_lookup(seq): the hash of the local audit log's record `seq`, None when the log has no such record; raises
+# (anything) when the log cannot be read. It tells a witnessed head our log contains from one it forked from.
+AuditLookup = Callable[[int], str | None]
 
 
 class Publisher:
@@ -61,6 +69,8 @@ class Publisher:
         window: int = 50,
         poll_s: float = 0.25,
         down_summary_s: float = DOWN_SUMMARY_S,
+        audit_lookup: AuditLookup | None = None,
+        head_sync_s: float = HEAD_SYNC_S,
     ) -> None:
         self.outbox = outbox
         self.topics = topics
@@ -78,7 +88,10 @@ class Publisher:
         self._poll_s = poll_s
         # The retained audit head is read back: a head older than the one the broker holds is never published over
         # it (a state dir restored from an older copy must not erase the witness of what came after).
-        subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()), topics.audit_head)
+        # Heads wait after every (re)connection until the retained one has been read back (issue 12: a rolled-back
+        # daemon flushed its outbox first and put its forked head over the witnessed one).
+        subscriptions = (topics.command_filter, *((topics.ha_status,) if discovery else ()), topics.audit_head,
+                         topics.audit_sync)
         self.link = Link(
             replace(settings, will_topic=topics.availability, will_payload=OFFLINE, will_retain=retain,
                     subscriptions=subscriptions),
@@ -101,6 +114,13 @@ class Publisher:
         self._next_prune = 0.0
         self._occupied_until = 0.0  # monotonic; a person or face was seen this recently
         self._audit_head: tuple[int, str] | None = None  # the newest audit head published or read back (under _cond)
+        self._audit_lookup = audit_lookup
+        self._head_sync_s = head_sync_s
+        self._head_synced = False  # the retained head was read back on this connection (under _cond)
+        self._sync_token: str | None = None  # the marker we sent on audit/sync (under _cond)
+        self._sync_deadline = 0.0
+        self._held_heads: dict[int, tuple[str, Any]] = {}  # seq -> (hash, ts): heads waiting for the read-back
+        self._conflicts_told: set[tuple[int, str]] = set()  # witnessed heads whose conflict was already reported
         self._down_summary_s = down_summary_s
         self._down_since: float | None = None  # monotonic; no broker connection since then
         self._down_dropped = 0  # the outbox's dropped count when the outage began
@@ -108,7 +128,8 @@ class Publisher:
         self._summaries = 0
         self.counters = {"sent": 0, "acked": 0, "nacked": 0, "commands": 0, "rejected_commands": 0,
                          "discovery": 0, "state": 0, "snapshots": 0,
-                         "rate_limited_commands": 0, "audit_heads": 0, "audit_heads_refused": 0}
+                         "rate_limited_commands": 0, "audit_heads": 0, "audit_heads_refused": 0,
+                         "audit_head_conflicts": 0}
         outbox.add_listener(self._poke)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -172,6 +193,8 @@ class Publisher:
         with self._cond:
             self._connected = True
             self._session_new = True
+            self._head_synced = False
+            self._sync_token = None
             self._wake = True
             self._cond.notify_all()
 
@@ -190,6 +213,13 @@ class Publisher:
     def _message_cb(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.audit_head:
             self._read_back_head(payload)
+            return
+        if topic == self.topics.audit_sync:
+            with self._cond:
+                if self._sync_token is not None and payload.decode(errors="replace") == self._sync_token:
+                    self._head_synced = True  # whatever the broker retains on audit/head came before this
+                    self._wake = True
+                    self._cond.notify_all()
             return
         if topic == self.topics.ha_status:
             if payload.strip() == ONLINE.encode():
@@ -281,6 +311,14 @@ class Publisher:
             self._next_state = now + self._state_interval_s
             self.link.publish(self.topics.availability, ONLINE, qos=1, retain=self._retain)
             state_due = "state" in requests
+            token = uuid.uuid4().hex
+            with self._cond:
+                self._sync_token = token
+            self._sync_deadline = now + self._head_sync_s
+            # Sent after the SUBSCRIBE on the same connection: the broker queues the retained audit head (if any)
+            # before routing this back to us, so its return means the read-back is complete.
+            self.link.publish(self.topics.audit_sync, token, qos=1, retain=False)
+        self._release_heads(now)
         if "discovery" in requests and self._discovery:
             self._send_discovery()
         if "snapshot" in requests and self._snapshot_provider is not None:
@@ -370,6 +408,22 @@ class Publisher:
                             log.warning("MQTT: %s (a re-send may feed it again)", exc)
         return stateful
 
+    def _release_heads(self, now: float) -> None:
+        """Once the retained head is read back (or HEAD_SYNC_S passed without it), offer the held heads in order."""
+        with self._cond:
+            synced = self._head_synced
+        if not synced:
+            if now < self._sync_deadline:
+                return
+            log.warning("MQTT: the retained audit head on %s was not read back within %.0f s (does the broker's "
+                        "ACL let this client subscribe and publish to %s?); publishing audit heads without it",
+                        self.topics.audit_head, self._head_sync_s, self.topics.audit_sync)
+            with self._cond:
+                self._head_synced = True
+        held, self._held_heads = self._held_heads, {}
+        for seq in sorted(held):
+            self._offer_head(seq, *held[seq])
+
     def _read_back_head(self, payload: bytes) -> None:
         try:
             body = json.loads(payload)
@@ -382,35 +436,88 @@ class Publisher:
 
     def _send_audit_head(self, payload: str | bytes) -> None:
         """An event carrying the audit log's head (the `audit_appended` system event after every append, and every
-        footage_request event): publish it retained on <prefix>/audit/head unless the broker already holds a newer
-        one, which would mean the log went backwards (logged as an error, never published over)."""
+        footage_request event): publish it retained on <prefix>/audit/head unless it would replace the witnessed head
+        (the newest the broker holds or we published) with one that is older or not its descendant. Until the
+        retained head has been read back after a (re)connection, heads are held, not published."""
         try:
             body = json.loads(payload)
             seq, digest = int(body["audit_seq"]), str(body["audit_hash"])
         except (ValueError, KeyError, TypeError):
             return
         with self._cond:
+            synced = self._head_synced
+        if not synced:
+            self._held_heads[seq] = (digest, body.get("ts"))
+            return
+        self._offer_head(seq, digest, body.get("ts"))
+
+    def _offer_head(self, seq: int, digest: str, ts: Any) -> None:
+        with self._cond:
             known = self._audit_head
-            if known is not None and seq == known[0] and digest != known[1]:
+        if known == (seq, digest):
+            return
+        if known is not None:
+            problem = self._head_problem(known, seq, digest)
+            if problem == "stale":
+                # Two processes appending at once may queue their heads out of order: the newer one is out already.
                 self.counters["audit_heads_refused"] += 1
-                log.error("MQTT: audit record %s has hash %s, but the broker witnessed %s for it: the log was "
-                          "rewritten or restored from an older copy; not published over it (run `doorbell-edge audit "
-                          "verify --against %s:%s`)", seq, digest[:16], known[1][:16], known[0], known[1])
+                log.debug("MQTT: audit head %s not published: the broker already holds the newer %s", seq, known[0])
                 return
-            if known is not None and seq < known[0]:
-                # Two processes appending at once may queue their heads out of order; a log that went backwards
-                # (restored from an older copy) also lands here, and `audit verify --against` tells them apart.
-                self.counters["audit_heads_refused"] += 1
-                log.warning("MQTT: audit head %s is older than the witnessed head %s on the broker; not published "
-                            "over it (if this repeats: `doorbell-edge audit verify --against %s:%s`)", seq, known[0],
-                            known[0], known[1])
+            if problem is not None:
+                self._refuse_head(known, seq, digest, problem)
                 return
-            if known == (seq, digest):
-                return
+        with self._cond:
+            if self._audit_head is not None and self._audit_head[0] > seq:
+                return  # a newer head was read back meanwhile: offered again with the next append
             self._audit_head = (seq, digest)
-        self.link.publish(self.topics.audit_head, encode({"seq": seq, "hash": digest, "ts": body.get("ts")}), qos=1,
+        self.link.publish(self.topics.audit_head, encode({"seq": seq, "hash": digest, "ts": ts}), qos=1,
                           retain=self._retain)
         self.counters["audit_heads"] += 1
+
+    def _head_problem(self, known: tuple[int, str], seq: int, digest: str) -> str | None:
+        """Why (seq, digest) must not replace the witnessed head `known`: None (it may), "stale" (our log holds the
+        witnessed head: this one is just late), or a sentence for the owner (the log forked or went backwards)."""
+        if seq == known[0] and digest != known[1]:
+            return (f"audit record {seq} has hash {digest[:16]}, but the broker witnessed {known[1][:16]} for it: the "
+                    "log was rewritten or restored from an older copy")
+        if self._audit_lookup is not None:
+            try:
+                ours = self._audit_lookup(known[0])
+            except Exception as exc:  # the log unreadable: judge by the numbers alone, as without a lookup
+                log.debug("MQTT: cannot read the audit log to compare heads: %s", exc)
+            else:
+                if ours is None:
+                    return (f"the audit log ends before record {known[0]}, which the broker witnessed: the log was "
+                            "cut off or restored from an older copy")
+                if ours != known[1]:
+                    return (f"audit record {known[0]} has hash {ours[:16]} here, but the broker witnessed "
+                            f"{known[1][:16]} for it: the log forked (rewritten or restored from an older copy)")
+                return "stale" if seq < known[0] else None
+        if seq < known[0]:
+            # Without the log we cannot tell a late head of a concurrent append from a log that went backwards.
+            log.warning("MQTT: audit head %s is older than the witnessed head %s on the broker; not published over "
+                        "it (if this repeats: `doorbell-edge audit verify --against %s:%s`)", seq, known[0], known[0],
+                        known[1])
+            return "stale"
+        return None
+
+    def _refuse_head(self, known: tuple[int, str], seq: int, digest: str, problem: str) -> None:
+        """Keep the witnessed head retained; tell the owner once per witnessed head: ERROR and a `system` event."""
+        self.counters["audit_heads_refused"] += 1
+        if known in self._conflicts_told:
+            log.debug("MQTT: audit head %s not published over the witnessed %s (conflict already reported)", seq,
+                      known[0])
+            return
+        self._conflicts_told.add(known)
+        self.counters["audit_head_conflicts"] += 1
+        log.error("MQTT: audit head %s:%s NOT published over the witnessed head %s:%s: %s; run `doorbell-edge audit "
+                  "verify --against %s:%s`", seq, digest[:16], known[0], known[1][:16], problem, known[0], known[1])
+        try:
+            self.outbox.record(Event("system", None, self._clock.now(), {
+                "status": "audit_head_conflict", "witnessed_seq": known[0],
+                "witnessed_hash": known[1], "local_seq": seq, "local_hash": digest, "detail": problem}))
+        except (StorageError, ValueError) as exc:
+            log.error("MQTT: the audit head conflict could not be queued as an event: %s", exc)
 
     def _send_discovery(self) -> None:
         for topic, payload in discovery_payloads(self.device):

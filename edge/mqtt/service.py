@@ -3,8 +3,10 @@ queue (the outbox)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 from edge import __version__
@@ -151,5 +153,27 @@ def build(
         snapshot=config.mqtt.snapshot,
         state_interval_s=config.mqtt.state_interval_s,
         limits=CommandLimits.from_config(config.mqtt, clock.monotonic),
+        audit_lookup=partial(audit_hash_at, config.state_dir),
     )
     return MqttService(outbox, publisher)
+
+
+def audit_hash_at(state_dir: Path, seq: int) -> str | None:
+    """The hash of record `seq` in the footage audit log under `state_dir`; None when the log has no such record
+    (or no log exists). Raises OSError when it cannot be read. The publisher compares witnessed heads with it."""
+    from edge.footage.audit import LOG_NAME  # footage code only when a head is compared
+
+    try:
+        data = (state_dir / "audit" / LOG_NAME).read_bytes()
+    except FileNotFoundError:
+        return None
+    lines = data.splitlines()
+    # Record n is line n unless the log is damaged (then `audit verify` says so): look there first, then scan.
+    for line in ([lines[seq - 1]] if 0 < seq <= len(lines) else []) + lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn tail
+        if isinstance(record, dict) and record.get("seq") == seq:
+            return str(record.get("hash"))
+    return None

@@ -48,6 +48,12 @@ class Topics:
         return f"{self.prefix}/audit/head"
 
     @property
+    def audit_sync(self) -> str:
+        """Never retained: a marker the publisher sends itself after subscribing to audit_head; when it comes back,
+        the broker has delivered the retained head (if any), so audit heads may be compared and published."""
+        return f"{self.prefix}/audit/sync"
+
+    @property
     def snapshot(self) -> str:
         """JPEG snapshots (only when mqtt.snapshot is on)."""
         return f"{self.prefix}/snapshot"
