@@ -544,8 +544,19 @@ def cross_check(records: Iterable[dict[str, Any]], store: RequestStore) -> Cross
             found.append((at, f"request {item.id}: the document in the request store (sha256 "
                               f"{hashlib.sha256(item.raw).hexdigest()[:16]}..., recorded as {item.sha256[:16]}...) "
                               f"is not the one its intake record {intake['seq']} received (sha256 {received[:16]}...)"))
-        if ledger.take(("decision",), item.id, lambda d: True) is None:
+        codes = [str(r.get("code")) for r in item.reasons]
+        decided = ledger.take(("decision",), item.id, lambda d: True)
+        if decided is None:
             missing(at, "is in the request store but its decision is not in the log", ("decision",), item.id)
+        elif (decided["data"].get("decision") != item.decision
+              or [str(r.get("code")) for r in decided["data"].get("reasons") or () if isinstance(r, dict)] != codes):
+            # The decision record is what the owner and the agency are told was decided: one re-chained to another
+            # outcome (or its reasons edited) must not pass because a record of that kind exists.
+            audited = decided["data"]
+            said = ",".join(str(r.get("code")) for r in audited.get("reasons") or () if isinstance(r, dict))
+            found.append((at, f"request {item.id}: its decision record {decided['seq']} says "
+                              f"{audited.get('decision')} ({said or 'no reasons'}), but the request store says "
+                              f"{item.decision} ({','.join(codes) or 'no reasons'})"))
         for seq, kind, when, data in store.actions(item.id):
             at = rfc3339(when)
             kinds = _action_kinds(kind)

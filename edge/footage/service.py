@@ -539,6 +539,7 @@ class FootageDesk:
                 "nothing leaves the device"
             )
         assert intake.document is not None
+        self._approval_audited(request, decision)
         doc = intake.document
         agency = self.policy.rules.agencies[doc.agency.id]
         needs_faces = any(k in decision.data for k in ("video", "snapshots")) and any(
@@ -640,6 +641,33 @@ class FootageDesk:
             return Redactor.of(self.finders(), keep=keep)
         except Exception as exc:
             raise RequestError(f"cannot blur faces, so nothing is exported: {exc}") from exc
+
+    def _approval_audited(self, request: str, decision: Decision) -> None:
+        """The approval an export rests on must be the owner's: its `owner_approve` audit record, with the same
+        clips and hashes, must be in the log (issue 12: a row inserted straight into requests.sqlite3 was exported).
+        Each store approval needs its own record: the n-th of identical approvals needs n matching records."""
+        if decision.approval_seq is None:
+            return  # an auto-released verified warrant: the decision record is its authority
+        actions = [(seq, data) for seq, kind, _, data in self.store.actions(request) if kind == "approve"]
+        body = next((data for seq, data in actions if seq == decision.approval_seq), None)
+        if body is not None:
+            twins = sum(1 for seq, data in actions if data == body and seq <= decision.approval_seq)
+            audited = sum(1 for r in self.audit.records()
+                          if r.get("kind") == "owner_approve" and isinstance(r.get("data"), dict)
+                          and r["data"].get("request") == request
+                          and all(r["data"].get(k) == v for k, v in body.items()))
+            if audited >= twins:
+                return
+        self.audit.append("export_refused", request=request, reason="approval_not_audited",
+                          approval=decision.approval_seq)
+        self._publish(request, "export_refused", decision)
+        log.error("export of %s refused: approval %s has no matching owner_approve audit record", request,
+                  decision.approval_seq)
+        raise RequestError(
+            f"request {request}: approval {decision.approval_seq} in the request store has no matching owner_approve "
+            "record in the audit log (missing, or its clips/hashes differ: inserted into the store or edited), so "
+            "nothing is exported; approve again with `doorbell-edge requests approve`, and run `doorbell-edge audit "
+            "verify`")
 
     def _approval_summary(self, request: str, decision: Decision) -> dict[str, Any] | None:
         if decision.approval_seq is None:
