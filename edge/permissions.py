@@ -124,14 +124,28 @@ def make_state_private(state_dir: Path) -> list[Path]:
     return changed
 
 
+# The real uid this process had before edge.service.owner made it the state dir's owner (root, normally): kept in
+# the process, not in an environment variable, which anyone could set to claim that root ran a command.
+_run_by: int | None = None
+
+
+def note_switch_from(uid: int | None) -> None:
+    """Called by edge.service.owner just before it drops to the state owner (None if the switch failed)."""
+    global _run_by
+    _run_by = uid
+
+
 def real_user() -> str:
     """Who is acting, from the system, never from $LOGNAME/$USER (anyone can set those): the real uid and its
-    account name; plus the login uid the kernel keeps across sudo and su (/proc/self/loginuid) when it names
-    someone else, so a root-run command that became the service user still says who logged in."""
+    account name; the uid that ran the command before it switched to the service user (root's part, e.g.
+    "doorbell-edge (uid 999), run by root (uid 0)"); plus the login uid the kernel keeps across sudo and su
+    (/proc/self/loginuid) when it names someone else, so a root-run command still says who logged in."""
     uid = os.getuid()
     text = f"{_name(uid)} (uid {uid})"
+    if _run_by is not None and _run_by != uid:
+        text += f", run by {_name(_run_by)} (uid {_run_by})"
     login = _login_uid()
-    if login is not None and login != uid:
+    if login is not None and login not in (uid, _run_by):
         text += f", logged in as {_name(login)} (uid {login})"
     return text
 

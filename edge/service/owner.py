@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge import permissions
 from edge.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,13 @@ def become_owner(state_dir: Path, command: str) -> None:
         account = None
     gid = account.pw_gid if account else info.st_gid
     groups = os.getgrouplist(account.pw_name, gid) if account else [gid]
+    permissions.note_switch_from(os.getuid())  # root's part, recorded by owner actions (permissions.real_user)
     try:
         os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         os.setresuid(info.st_uid, info.st_uid, info.st_uid)
     except PermissionError as exc:
+        permissions.note_switch_from(None)
         raise StorageError(
             f"{state_dir} belongs to {user_name(info.st_uid)} and this root process cannot become that user "
             f"({exc.strerror}); run as {user_name(info.st_uid)}: {sudo_command(info.st_uid, command)}"
