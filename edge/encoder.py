@@ -171,7 +171,10 @@ class PyAVEncoder:
             raise StorageError(
                 f"frame size {image.shape[1]}x{image.shape[0]} differs from the encoder's {self.width}x{self.height}"
             )
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        # Converted to the encoder's pixel format here, on this thread (threads=1): left to the codec, PyAV 18.1.1
+        # converts with a swscale thread pool, which is one more pool per encoder and not fork-safe.
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
+            format=self._ctx.pix_fmt, threads=1)
         frame.pts = self._pts
         if self._force_key:
             frame.pict_type = self._av.video.frame.PictureType.I
@@ -565,7 +568,9 @@ def decode_frames(path: Path) -> Iterator[tuple[float, Image]]:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
-                yield float(frame.time or 0.0), cast(Image, frame.to_ndarray(format="bgr24"))
+                # threads=1: swscale's thread pool (PyAV 18.1.1 default) is not needed for one frame at a time and
+                # deadlocks a process forked after it started (the crash-point tests fork mid-export).
+                yield float(frame.time or 0.0), cast(Image, frame.to_ndarray(format="bgr24", threads=1))
     except av.FFmpegError as exc:
         raise StorageError(f"{path}: cannot decode: {exc}") from exc
 
