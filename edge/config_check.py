@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import Config, video_file
-from edge.config_load import PathKey, Positions, parse_yaml
+from edge.config_load import PathKey, Positions, parse_yaml, position_of
 
 SERVICE_USER = "doorbell-edge"  # the system user deploy/install.sh creates and the unit names in User=
 
@@ -174,15 +174,8 @@ def check_files(config: Config, config_path: Path | None, user: ServiceUser | No
         problem = file_problem(item.path, user, item.what)
         if problem is not None:
             dotted = ".".join(str(part) for part in item.key)
-            found.append((_position(item.key, positions), f"{dotted}: {problem}"))
+            found.append((position_of(item.key, positions), f"{dotted}: {problem}"))
     found.sort(key=lambda pair: pair[0])  # in file order, like the config's own errors
     return [f"{filename}:{line}:{col}: {text}" for (line, col), text in found]
 
 
-def _position(key: PathKey, positions: Positions) -> tuple[int, int]:
-    probe = key
-    while probe:
-        if probe in positions:
-            return positions[probe]
-        probe = probe[:-1]
-    return (1, 1)

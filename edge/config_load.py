@@ -215,7 +215,7 @@ def validation_problems(exc: ValidationError, positions: Positions) -> list[Prob
         if message not in grouped[known]:
             grouped[known].append(message)
     return [
-        (_position(path, positions), f"{_dotted(path) or '(root)'}: {'; or '.join(grouped[path])}") for path in order
+        (position_of(path, positions), f"{_dotted(path) or '(root)'}: {'; or '.join(grouped[path])}") for path in order
     ]
 
 
@@ -230,7 +230,8 @@ def _trim_to_data(loc: PathKey, positions: Positions) -> PathKey:
     return known
 
 
-def _position(path: PathKey, positions: Positions) -> tuple[int, int]:
+def position_of(path: PathKey, positions: Positions) -> tuple[int, int]:
+    """Where `path` (or its nearest written parent) stands in the file; (1, 1) when nothing of it does."""
     probe = path
     while probe:
         if probe in positions:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
+from edge.config_load import position_of
 from edge.footage.policy import CONTENT_KINDS, WILDCARDS, Reason, static_checks
 from edge.footage.request import FootageRequest, _DocumentError, _NoAliasLoader, load_document
 
@@ -77,12 +78,7 @@ def positions_of(text: str) -> Positions:
 
 
 def _at(positions: Positions, path: PathKey) -> tuple[int, int]:
-    probe = path
-    while probe:
-        if probe in positions:
-            return positions[probe]
-        probe = probe[:-1]
-    return (1, 1)
+    return position_of(path, positions)
 
 
 def _syntax_position(text: str) -> tuple[int, int]:
