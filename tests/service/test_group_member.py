@@ -27,21 +27,12 @@ from pathlib import Path
 import pytest
 
 from edge.camera.demo import visitor_photo_path
+from tests.service.asuser import reachable_by_anyone, require_root
 
 
 @pytest.fixture(autouse=True)
 def _root_only() -> None:
-    if os.geteuid() != 0:
-        reason = "needs root: it creates throwaway users and runs the daemon and a group member as them"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + "; CI=true, so this is a failure, not a skip")
-        pytest.skip(reason)
-
-
-def _reachable_by_anyone(path: Path) -> bool:
-    path = path.resolve()
-    dirs = [*reversed(path.parents), path] if path.is_dir() else list(reversed(path.parents))
-    return all(os.stat(d).st_mode & stat.S_IXOTH for d in dirs) and bool(os.stat(path).st_mode & stat.S_IROTH)
+    require_root("needs root: it creates throwaway users and runs the daemon and a group member as them")
 
 
 def _python() -> tuple[str, Path]:
@@ -49,7 +40,7 @@ def _python() -> tuple[str, Path]:
     site = Path(sysconfig.get_paths()["purelib"])
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (Path(sys.base_prefix) / "bin" / f"python{version}", Path(f"/usr/bin/python{version}")):
-        if candidate.exists() and _reachable_by_anyone(candidate) and _reachable_by_anyone(site):
+        if candidate.exists() and reachable_by_anyone(candidate) and reachable_by_anyone(site):
             return str(candidate), site
     pytest.fail(f"no python{version} that another user can run next to {site}: install python{version} from apt")
 

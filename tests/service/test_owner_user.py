@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +25,7 @@ import pytest
 from edge.camera.demo import visitor_photo_path
 from edge.errors import StorageError
 from edge.service import owner
+from tests.service.asuser import reachable_by_anyone, require_root
 
 NOBODY = pwd.getpwnam("nobody")
 ORPHAN_UID = 4321  # a uid with no account: the message must still name a command that works (sudo -u '#4321')
@@ -33,17 +33,7 @@ ORPHAN_UID = 4321  # a uid with no account: the message must still name a comman
 
 @pytest.fixture(autouse=True)
 def _root_only() -> None:
-    if os.geteuid() != 0:
-        reason = "needs root: it runs owner commands as root and as nobody (CI runs the suite as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + "; CI=true, so this is a failure, not a skip")
-        pytest.skip(reason)
-
-
-def _reachable_by_anyone(path: Path) -> bool:
-    path = path.resolve()
-    dirs = [*reversed(path.parents), path] if path.is_dir() else list(reversed(path.parents))
-    return all(os.stat(d).st_mode & stat.S_IXOTH for d in dirs) and bool(os.stat(path).st_mode & stat.S_IROTH)
+    require_root("needs root: it runs owner commands as root and as nobody (CI runs the suite as root)")
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +45,9 @@ def cli() -> list[str]:
     site = Path(sysconfig.get_paths()["purelib"])
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [Path(sys.base_prefix) / "bin" / f"python{version}", Path(f"/usr/bin/python{version}")]
-    python = next((p for p in candidates if p.exists() and _reachable_by_anyone(p)
-                   and _reachable_by_anyone(Path(sys.base_prefix) if p == candidates[0] else Path("/usr/lib"))), None)
-    if python is None or not _reachable_by_anyone(site):
+    python = next((p for p in candidates if p.exists() and reachable_by_anyone(p)
+                   and reachable_by_anyone(Path(sys.base_prefix) if p == candidates[0] else Path("/usr/lib"))), None)
+    if python is None or not reachable_by_anyone(site):
         pytest.fail(f"no python{version} that `nobody` can run (tried {', '.join(map(str, candidates))}; "
                     f"site-packages {site}): install python{version} from apt")
     boot = f"import site, sys; site.addsitedir({str(site)!r}); from edge.cli import main; sys.exit(main())"
