@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import sys
 import threading
 from typing import Any
 
 from edge import __version__
+from edge.config import Config
+from edge.errors import StorageError
 
 
 def register(subparsers: Any) -> None:
@@ -39,24 +43,51 @@ def _outbox(args: argparse.Namespace) -> int:
     from edge.mqtt.outbox import open_outbox
 
     config = load_config(args.config)
-    with open_outbox(config) as outbox:
-        stats = outbox.stats()
-        drops = outbox.drops()
-        oldest = outbox.pending(limit=1)
-    report = {
-        "path": str(outbox.path),
-        "waiting": stats.waiting,
-        "dropped": stats.dropped,
-        "dropped_by": {f"{reason}:{kind}": n for (reason, kind), n in sorted(drops.items())},
-        "last_seq": stats.last_seq,
-        "oldest_waiting_seq": oldest[0].seq if oldest else None,
-    }
+    if os.access(config.state_dir, os.W_OK):
+        with open_outbox(config) as outbox:
+            stats = outbox.stats()
+            drops = outbox.drops()
+            oldest = outbox.pending(limit=1)
+        report = {
+            "path": str(outbox.path),
+            "waiting": stats.waiting,
+            "dropped": stats.dropped,
+            "dropped_by": {f"{reason}:{kind}": n for (reason, kind), n in sorted(drops.items())},
+            "last_seq": stats.last_seq,
+            "oldest_waiting_seq": oldest[0].seq if oldest else None,
+        }
+    else:  # a read-only state dir (or file system): the same figures, read without writing anything
+        report = _outbox_read_only(config)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
             print(f"{key}: {value}")
     return 0
+
+
+def _outbox_read_only(config: Config) -> dict[str, object]:
+    from edge.journal import MQTT
+    from edge.journal_files import read_only_history
+
+    path, db = read_only_history(config)
+    report: dict[str, object] = {"path": str(path), "waiting": 0, "dropped": 0, "dropped_by": {}, "last_seq": 0,
+                                 "oldest_waiting_seq": None}
+    if db is None:
+        return report
+    try:
+        (waiting, oldest) = db.execute("SELECT count(*), min(seq) FROM waiting WHERE consumer = ?", (MQTT,)).fetchone()
+        drops = db.execute("SELECT reason, type, count FROM drops WHERE consumer = ? ORDER BY reason, type",
+                           (MQTT,)).fetchall()
+        last = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"event journal {path}: cannot read: {exc}") from exc
+    finally:
+        db.close()
+    report.update(waiting=int(waiting), dropped=sum(int(n) for _, _, n in drops),
+                  dropped_by={f"{r}:{t}": int(n) for r, t, n in drops}, last_seq=int(last[0]) if last else 0,
+                  oldest_waiting_seq=oldest)
+    return report
 
 
 def _discovery(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from edge.errors import StorageError
 from edge.events import Event
 from edge.footage.audit import AuditLog
 from edge.footage.store import RequestStore, StoredRequest
-from edge.mqtt.outbox import Outbox
+from edge.mqtt.outbox import Outbox, emit
 from tests.mqtt.broker import Broker
 from tests.mqtt.conftest import Subscriber, wait_until
 
@@ -181,6 +181,8 @@ def read_only_state(tmp_path: Path) -> Iterator[Path]:
                       [{"code": "INCOMPLETE", "detail": "test"}]),
         mark_seen=False,
     )
+    for status in ("started", "stopped"):  # two events waiting for MQTT, for `mqtt outbox` to report
+        emit(Config(storage={"state_dir": state}), Event("system", None, datetime.now(UTC), {"status": status}))
     _run("mount", "--bind", str(state), str(state))
     _run("mount", "-o", "remount,bind,ro", str(state))
     try:
@@ -228,6 +230,9 @@ def test_read_only_state_dir_daemon_stays_up_and_read_commands_work(
         verified = _cli(state, tmp_path, "audit", "verify")
         assert verified.returncode == 0, verified.stderr
         assert "2 record(s), chain intact" in verified.stdout
+        outbox = _cli(state, tmp_path, "mqtt", "outbox", "--json")
+        assert outbox.returncode == 0, outbox.stderr
+        assert json.loads(outbox.stdout)["waiting"] == 2
     finally:
         app.stop()
         sub.close()
