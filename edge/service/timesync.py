@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -69,13 +71,20 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.lru_cache(maxsize=1)
+def _adjtimex() -> Any:
+    """libc's adjtimex, looked up once (find_library runs ldconfig in a subprocess); None where there is none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
 def adjtimex_synchronized() -> bool | None:
     """The kernel's own answer (what NTPSynchronized in timedatectl reports): False while STA_UNSYNC is set or
     the maximum error has saturated; None when adjtimex cannot be called (not Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        call = libc.adjtimex
-    except (OSError, AttributeError):
+    call = _adjtimex()
+    if call is None:
         return None
     timex = _Timex()  # modes = 0: read only, needs no privilege
     state = call(ctypes.byref(timex))
@@ -99,10 +108,22 @@ def timedatectl_synchronized() -> bool | None:
     return {"yes": True, "no": False}.get(value) if out.returncode == 0 else None
 
 
+_SYNC_ANSWER_S = 5.0  # how long one answer serves: the journal asks on every prune, timedatectl is a subprocess
+_sync_answer: tuple[float, bool | None] | None = None
+
+
 def kernel_synchronized() -> bool | None:
-    """adjtimex first, timedatectl where adjtimex is unavailable; None (unknown, so not synchronised) else."""
+    """adjtimex first, timedatectl where adjtimex is unavailable; None (unknown, so not synchronised) else.
+    One answer serves for a few seconds (monotonic), so callers on a loop cost nothing."""
+    global _sync_answer
+    now = time.monotonic()
+    if _sync_answer is not None and now - _sync_answer[0] < _SYNC_ANSWER_S:
+        return _sync_answer[1]
     result = adjtimex_synchronized()
-    return result if result is not None else timedatectl_synchronized()
+    if result is None:
+        result = timedatectl_synchronized()
+    _sync_answer = (now, result)
+    return result
 
 
 # --- the persisted state --------------------------------------------------------------------------------------
