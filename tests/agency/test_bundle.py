@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.agency.cli import main
 from edge.footage import bundle as fmt
 from edge.footage.keys import key_fingerprint, public_key_b64, public_raw
+from tests.agency.tools import WITHOUT_HEAVY_MODULES
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 VIDEO = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8  # stands in for a video: only its bytes matter here
@@ -163,16 +164,7 @@ def test_the_out_folder_must_be_new_or_empty(parties: dict[str, Any], capsys: py
     assert [p.name for p in (parties["tmp"] / "out").iterdir()] == ["keep.txt"]
 
 
-LIGHT = r"""
-import json, sys, contextlib, io
-class Absent:
-    BLOCKED = {"cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av", "PIL", "paho", "nacl",
-               "segno", "jsonschema", "gpiozero", "picamera2"}
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED:
-            raise ImportError(f"{name} is not installed here")
-        return None
-sys.meta_path.insert(0, Absent())
+LIGHT = WITHOUT_HEAVY_MODULES + r"""
 from edge.agency.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(sys.argv[1:])

@@ -9,20 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.agency.tools import WITHOUT_HEAVY_MODULES
+
 HEAVY = ("cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av", "PIL", "paho")
 
-SCRIPT = r"""
-import json, sys, contextlib, io
-# As installed by `pip install --no-deps doorbell-edge` plus the helper's small libraries (docs/agency-guide.md):
-# the daemon's other dependencies are made unimportable, so a stray import fails here instead of passing unseen.
-class Absent:
-    BLOCKED = {"cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av", "PIL", "paho", "nacl",
-               "segno", "jsonschema", "gpiozero", "picamera2"}
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED:
-            raise ImportError(f"{name} is not installed here")
-        return None
-sys.meta_path.insert(0, Absent())
+SCRIPT = WITHOUT_HEAVY_MODULES + r"""
 from pathlib import Path
 from edge.agency.cli import main
 work = Path(sys.argv[1])

@@ -28,3 +28,19 @@ def fill_template(text: str, values: dict[str, str]) -> str:
             line = line.split(":")[0] + ": " + values[key]
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+# The start of a `python -c` script that runs the agency tool as installed by `pip install --no-deps doorbell-edge`
+# plus its small libraries (docs/agency-guide.md): the daemon's other dependencies are made unimportable, so a stray
+# import fails instead of passing unseen.
+WITHOUT_HEAVY_MODULES = r"""
+import json, sys, contextlib, io
+class Absent:
+    BLOCKED = {"cv2", "numpy", "matplotlib", "ai_edge_litert", "tflite_runtime", "av", "PIL", "paho", "nacl",
+               "segno", "jsonschema", "gpiozero", "picamera2"}
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.BLOCKED:
+            raise ImportError(f"{name} is not installed here")
+        return None
+sys.meta_path.insert(0, Absent())
+"""
