@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from edge import __version__
-from edge.button import GpioButton
 from edge.camera.base import make_source
 from edge.camera.stage import CameraStage
 from edge.clock import Clock, SystemClock
 from edge.config import Config
 from edge.diskfaults import is_read_only
-from edge.encoder import encode_jpeg
 from edge.errors import StorageError
-from edge.events import Event, EventBus
-from edge.motion_stage import MotionStage
+from edge.events.bus import Event, EventBus
+from edge.motion.stage import MotionStage
 from edge.permissions import make_state_private
 from edge.queues import Closed, DropOldestQueue
 from edge.ratelimit import RateLimiter
+from edge.recording.codec import encode_jpeg
+from edge.service.button import GpioButton
 from edge.service.control import ControlServer, rate_limited
 from edge.service.health import Health
 from edge.service.logging import setup_logging
@@ -187,7 +187,7 @@ class App:
             from edge.vision.pipeline import attach as attach_faces
 
             attach_faces(self)  # loads the models once; consumes motion frames, publishes person/face
-        from edge.recorder import build as build_recording
+        from edge.recording.recorder import build as build_recording
 
         # Started before the cameras (its start() recovers the clip store), stopped after them. Built even
         # with recording.enabled false: it then records nothing, but retention keeps deleting old clips.
@@ -227,7 +227,7 @@ class App:
         self.check_state_readable()
         if not (self.config.state_dir / "footage").exists():
             return  # no request was ever submitted: nothing to sweep (and no need to load the footage code)
-        from edge.footage.service import FootageDesk, pending_requests
+        from edge.footage.desk import FootageDesk, pending_requests
 
         try:
             FootageDesk(self.config, self.clock, emit=self.bus.publish, actor="daemon").sweep()

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import cv2
 
 from edge.camera.base import FrameSource
+from edge.camera.masks import apply_masks
 from edge.clock import CaptureClock, Clock
 from edge.config import CameraConfig
 from edge.errors import SourceError
-from edge.masks import apply_masks
 from edge.types import Frame, Image
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The one place footage code publishes its `footage_request` events (never clip content) via the MQTT outbox."""
+"""The one place footage code publishes its `footage_request` events (never clip content) via the event journal."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from edge.config import Config
 from edge.errors import EdgeError
-from edge.events import Event
+from edge.events.bus import Event
 
 log = logging.getLogger(__name__)
 
@@ -21,22 +21,16 @@ ALLOWED_FIELDS = frozenset(
 )
 
 
-def outbox_emitter(config: Config) -> Emit:
-    """emit(event) into the durable outbox the daemon publishes; a logged no-op when that is unavailable."""
-    if not config.mqtt.enabled:
-        return lambda event: log.debug("mqtt disabled: footage event %s not queued", event.id)
-    try:
-        from edge.mqtt.outbox import emit
-    except ImportError:
-        log.warning("edge.mqtt.outbox is unavailable: footage events are not published")
-        return lambda event: None
+def journal_emitter(config: Config) -> Emit:
+    """emit(event) into the device's event journal, whether or not MQTT is on (the publisher is one consumer)."""
+    from edge.events.journal_files import emit
 
     def send(event: Event) -> Any:
         try:
             return emit(config, event)
         except (EdgeError, ValueError) as exc:
-            # The audit log already holds the step; a full or broken outbox must not undo it.
-            log.warning("footage event %s not queued for MQTT: %s", event.id, exc)
+            # The audit log already holds the step; a full or broken journal must not undo it.
+            log.warning("footage event %s not recorded in the event journal: %s", event.id, exc)
             return None
 
     return send

@@ -63,7 +63,7 @@ HOLD_RENEWALS = 1
 
 
 class ClipLike(Protocol):
-    """What the policy needs of a clip (edge.clipstore.ClipRef has these and more)."""
+    """What the policy needs of a clip (edge.recording.store.ClipRef has these and more)."""
 
     @property
     def id(self) -> str: ...

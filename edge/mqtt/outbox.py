@@ -1,4 +1,4 @@
-"""The MQTT publisher's queue: what waits for the broker, as one consumer of the event journal (edge/journal.py).
+"""The MQTT publisher's queue: what waits for the broker, as one consumer of the event journal (edge/events/journal.py).
 
 An event leaves the outbox when the broker acknowledges it (or the queue limits drop it); it stays in the
 journal's history either way (`doorbell-edge events list`).
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edge.clock import Clock
 from edge.config import Config
-from edge.events import Event
-from edge.journal import (
+from edge.events.bus import Event
+from edge.events.journal import (
     KEEP,
     MQTT,
     RESERVED_KINDS,
@@ -22,9 +22,9 @@ from edge.journal import (
     Pending,
     drop_class,
 )
-from edge.journal import QueueBounds as OutboxBounds
-from edge.journal import QueueStats as OutboxStats
-from edge.journal_files import journal_path, memory_journal, open_journal, queue_bounds
+from edge.events.journal import QueueBounds as OutboxBounds
+from edge.events.journal import QueueStats as OutboxStats
+from edge.events.journal_files import emit, journal_path, memory_journal, open_journal, queue_bounds
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +100,5 @@ def open_outbox(config: Config, clock: Clock | None = None) -> Outbox:
 
 
 def memory_outbox(config: Config, clock: Clock | None = None) -> Outbox:
-    """See edge.journal_files.memory_journal (a read-only state dir)."""
+    """See edge.events.journal_files.memory_journal (a read-only state dir)."""
     return Outbox(journal=memory_journal(config, clock))
-
-
-def emit(config: Config, event: Event) -> Event:
-    """Record an event from a separate process (a CLI command); the daemon's publisher sends it.
-
-    Returns the event with its seq. Raises StorageError when the state directory cannot be used.
-    """
-    with open_journal(config) as journal:
-        stamped = journal.record(event)
-    log.info("recorded %s event %s seq=%s for the daemon to publish", stamped.type, stamped.id, stamped.seq)
-    return stamped

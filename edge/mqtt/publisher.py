@@ -13,7 +13,7 @@ from typing import Any
 
 from edge.clock import Clock
 from edge.errors import StorageError
-from edge.events import Event
+from edge.events.bus import Event
 from edge.mqtt.client import Link, LinkSettings
 from edge.mqtt.commands import Command, CommandLimits, Rejected, parse_command
 from edge.mqtt.discovery import DeviceInfo, discovery_payloads, doorbell_payload, encode, state_payload

@@ -14,7 +14,7 @@ from edge.clock import Clock
 from edge.config import Config
 from edge.diskfaults import is_read_only
 from edge.errors import ConfigError, StorageError
-from edge.events import EventBus
+from edge.events.bus import EventBus
 from edge.mqtt.client import LinkSettings, TlsSettings, tls_context
 from edge.mqtt.commands import CommandLimits
 from edge.mqtt.discovery import DeviceInfo

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from edge.clock import Clock
 from edge.config import FacesConfig
 from edge.errors import StorageError
-from edge.events import Event
+from edge.events.bus import Event
 from edge.queues import Closed, DropOldestQueue
 from edge.types import Frame, MotionFrame
 from edge.vision import recognise as R

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import SystemClock
 from edge.config_load import load_config
-from edge.encoder import decode_frames
-from edge.footage.service import FootageDesk
+from edge.footage.desk import FootageDesk
+from edge.recording.codec import decode_frames
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .tools import fill_template, tool
 

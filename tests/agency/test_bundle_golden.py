@@ -13,7 +13,7 @@ import pytest
 
 from edge.agency.cli import main
 from edge.footage import bundle as fmt
-from edge.footage.export import load_identity, verify_bundle
+from edge.footage.exporter import load_identity, verify_bundle
 
 from .tools import tool
 

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import SystemClock
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .tools import fill_template
 

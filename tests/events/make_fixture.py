@@ -46,7 +46,7 @@ def fill(outbox: object, events: list[object]) -> None:
 
 
 def events() -> list[object]:
-    from edge.events import Event
+    from edge.events.bus import Event
 
     kinds = ["system", "ring", "motion_start", "motion_end", "motion_start", "person", "ring", "face",
              "footage_request", "motion_end", "system", "ring"]

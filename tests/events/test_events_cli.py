@@ -11,7 +11,7 @@ import pytest
 
 from edge.cli import main
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for
 from tests.mqtt.broker import Broker

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from edge.clock import FakeClock
-from edge.events import Event
-from edge.journal import MQTT, EventJournal, HistoryBounds, QueueBounds
-from edge.mqtt.payload import EventRejected
+from edge.events.bus import Event
+from edge.events.guard import EventRejected
+from edge.events.journal import MQTT, EventJournal, HistoryBounds, QueueBounds
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -74,7 +74,7 @@ def test_recording_ages_the_history_without_a_publisher(tmp_path: Path) -> None:
 
 
 def test_a_clock_that_is_not_synchronised_ages_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="edge.journal")
+    caplog.set_level(logging.INFO, logger="edge.events.journal")
     clock = FakeClock(T0, synced=False)
     with journal(tmp_path / "events.sqlite3", clock, keep_days=1) as j:
         first = j.record(ev("ring", T0))

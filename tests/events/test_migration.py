@@ -17,9 +17,9 @@ import pytest
 
 from edge.config import Config
 from edge.crashpoints import ENV
-from edge.events import Event
-from edge.journal import JOURNAL_FILE, MQTT, OLD_OUTBOX_FILE
-from edge.journal_files import last_seq_of, migrate_outbox, open_journal
+from edge.events.bus import Event
+from edge.events.journal import JOURNAL_FILE, MQTT, OLD_OUTBOX_FILE
+from edge.events.journal_files import last_seq_of, migrate_outbox, open_journal
 from edge.mqtt.outbox import Outbox
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,7 +96,7 @@ def test_two_processes_migrating_at_once_neither_loses_nor_duplicates(tmp_path: 
 CHILD = """
 import sys
 from edge.config import Config
-from edge.journal_files import open_journal
+from edge.events.journal_files import open_journal
 open_journal(Config(storage={"state_dir": sys.argv[1]})).close()
 """
 

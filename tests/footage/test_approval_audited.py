@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError
-from edge.footage.service import FootageDesk
+from edge.footage.desk import FootageDesk
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW, document, signed
 from .test_audit_anchor import rewrite, verify, write_config

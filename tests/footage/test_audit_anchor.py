@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.footage import checkpoint
 from edge.footage.audit import GENESIS, HEAD_NAME, LOG_NAME, _canonical, record_hash
-from edge.footage.service import FootageDesk
+from edge.footage.desk import FootageDesk
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW, config, document, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
@@ -213,7 +214,7 @@ def test_an_interrupted_step_is_a_note_not_a_failure(tmp_path: Path, capsys: pyt
 def test_whole_state_dir_rolled_back_is_caught_against_the_retained_mqtt_head(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from edge.clock import SystemClock
-    from edge.events import EventBus
+    from edge.events.bus import EventBus
     from edge.mqtt.service import build
     from edge.mqtt.topics import topics_for
     from tests.mqtt.broker import Broker

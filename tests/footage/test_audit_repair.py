@@ -74,7 +74,7 @@ def test_audit_repair_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     state = tmp_path / "state"
     clock = FakeClock(NOW)
-    monkeypatch.setattr("edge.footage.service.SystemClock", lambda: clock)
+    monkeypatch.setattr("edge.footage.desk.SystemClock", lambda: clock)
     desk = desk_for(state, clock)
     desk.submit(signed(document("consent_request")))
     cfg = str(cli_config(tmp_path, state))
@@ -106,7 +106,7 @@ def test_repair_refuses_damage_that_is_not_a_torn_tail(tmp_path: Path, capsys: p
 
     state = tmp_path / "state"
     clock = FakeClock(NOW)
-    monkeypatch.setattr("edge.footage.service.SystemClock", lambda: clock)
+    monkeypatch.setattr("edge.footage.desk.SystemClock", lambda: clock)
     desk = desk_for(state, clock)
     request, _ = desk.submit(signed(document("consent_request")))
     desk.deny(request, "no")

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from edge.clipstore import INDEX_NAME, ClipStore, sha256_file, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import choose_codec, make_encoder
 from edge.errors import RequestError, StorageError
-from edge.footage.export import verify_bundle
+from edge.footage.desk import FootageDesk
+from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.service import FootageDesk
+from edge.recording.codec import choose_codec, make_encoder
+from edge.recording.store import INDEX_NAME, ClipStore, sha256_file
+from tests.clips import write_test_clip
 
 from .crash import killed_at
 from .factory import AGENCY_BOX, DEVICE, ELSEWHERE, NOW, document, signed

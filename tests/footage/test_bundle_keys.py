@@ -14,7 +14,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
-from edge.footage.export import FORMAT, NO_DEVICE_KEY, ExportFile, seal_bundle, verify_bundle
+from edge.footage.exporter import FORMAT, NO_DEVICE_KEY, ExportFile, seal_bundle, verify_bundle
 from edge.footage.keys import (
     device_key,
     fingerprint,

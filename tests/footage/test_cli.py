@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from edge.cli import footage as footage_cli
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
-from edge.footage import cli as footage_cli
-from edge.footage.service import FootageDesk
+from edge.footage.desk import FootageDesk
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW, document, install_device_key, rules, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError
-from edge.footage.export import verify_bundle
+from edge.footage.desk import pending_requests
+from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.service import pending_requests
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .crash import killed_at
 from .factory import AGENCY_BOX, NOW, config, document, signed

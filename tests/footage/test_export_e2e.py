@@ -16,13 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import decode_frames
-from edge.footage.export import verify_bundle
+from edge.footage.desk import FootageDesk
+from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
 from edge.footage.request import parse_rfc3339
-from edge.footage.service import FootageDesk
+from edge.recording.codec import decode_frames
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import AGENCY_BOX, NOW, config, document, rules, signed, z
 

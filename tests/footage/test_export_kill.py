@@ -12,12 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.config_load import load_config
-from edge.footage.export import verify_bundle
+from edge.footage.desk import FootageDesk
+from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.service import FootageDesk
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import AGENCY_BOX, NOW, document, install_device_key, rules, signed
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
@@ -30,7 +31,7 @@ CHILD = textwrap.dedent(
     from datetime import datetime
     from edge.clock import FakeClock
     from edge.config_load import load_config
-    from edge.footage.service import FootageDesk
+    from edge.footage.desk import FootageDesk
 
     calls = 0
 

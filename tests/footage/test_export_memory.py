@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import decode_frames
-from edge.footage.export import build_files
+from edge.footage.exporter import build_files
 from edge.footage.policy import Decision, Segment
+from edge.recording.codec import decode_frames
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError, StorageError
-from edge.footage.export import verify_bundle
+from edge.footage.desk import FootageDesk, bundle_part
+from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.service import FootageDesk, bundle_part
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .crash import killed_at
 from .factory import AGENCY_BOX, NOW, document, signed

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.clock import FakeClock
+from edge.footage.desk import FootageDesk
 from edge.footage.policy import decide
 from edge.footage.request import MAX_DOCUMENT_BYTES, parse_request, sign_document
-from edge.footage.service import FootageDesk
 
 from .factory import AGENCY_KEY, NOW, config, document, policy, signed
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW, document, signed
 from .test_export_e2e import FPS, WIN_START, frames

@@ -16,12 +16,13 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.config import RetentionConfig
 from edge.errors import RequestError
-from edge.footage.service import FootageDesk
-from edge.recorder import retention_policy
+from edge.footage.desk import FootageDesk
+from edge.recording.recorder import retention_policy
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .crash import killed_at
 from .factory import NOW, config, document, install_device_key, rules, signed

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edge.footage.export import covered_range, select_frames
+from edge.footage.exporter import covered_range, select_frames
 from edge.footage.policy import CODES, OwnerAction, Segment, decide
 from edge.footage.request import DATA_KINDS, LEGAL_BASES
 

@@ -12,14 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import decode_frames
 from edge.errors import ModelError, RequestError
 from edge.footage import redact
-from edge.footage.export import verify_bundle
+from edge.footage.desk import FootageDesk
+from edge.footage.exporter import verify_bundle
 from edge.footage.redact import ExportFinders, FaceLeak
-from edge.footage.service import FootageDesk
+from edge.recording.codec import decode_frames
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import AGENCY_BOX, DEVICE, NOW, config, document, signed
 

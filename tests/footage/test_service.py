@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.errors import RequestError
-from edge.footage.service import FootageDesk
+from edge.footage.desk import FootageDesk
 from edge.footage.store import RequestStore
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 from .factory import NOW, OTHER_KEY, config, document, rules, signed, z
 from .test_export_e2e import FPS, WIN_START, find_faces, frames
@@ -89,8 +90,8 @@ def test_hold_expiry_is_audited_once(tmp_path: Path) -> None:
 
 
 def test_events_reach_the_real_outbox_without_content(tmp_path: Path) -> None:
+    from edge.events.guard import check_event
     from edge.mqtt.outbox import Outbox, outbox_path
-    from edge.mqtt.payload import check_event
 
     clock = FakeClock(NOW)
     cfg = config(tmp_path).model_copy(update={"mqtt": config(tmp_path).mqtt.model_copy(update={"enabled": True})})
@@ -151,7 +152,7 @@ def test_report_counts_outcomes(tmp_path: Path) -> None:
 
 
 def test_pending_requests_for_the_state_sensor(tmp_path: Path) -> None:
-    from edge.footage.service import pending_requests
+    from edge.footage.desk import pending_requests
 
     clock = FakeClock(NOW)
     assert pending_requests(config(tmp_path), clock) == 0 and not (tmp_path / "footage").exists()
@@ -166,7 +167,7 @@ def test_pending_requests_for_the_state_sensor(tmp_path: Path) -> None:
 def test_finished_requests_have_their_own_state_and_are_not_pending(tmp_path: Path) -> None:
     """Issue 10: Home Assistant showed "1 pending" after an export. Exported, denied, expired and hold-only
     requests each have a state of their own and only `waiting` counts."""
-    from edge.footage.service import pending_requests
+    from edge.footage.desk import pending_requests
 
     clock = FakeClock(NOW)
     store = ClipStore(tmp_path, clock)
@@ -207,7 +208,7 @@ def test_requests_list_prints_the_state(
     from edge.cli import main
 
     clock = FakeClock(NOW)
-    monkeypatch.setattr("edge.footage.service.SystemClock", lambda: clock)  # the CLI judges as of NOW too
+    monkeypatch.setattr("edge.footage.desk.SystemClock", lambda: clock)  # the CLI judges as of NOW too
     desk = desk_for(tmp_path / "state", clock)
     refused, _ = desk.submit(signed(document("consent_request", request_id="L1")))
     desk.deny(refused, "no")

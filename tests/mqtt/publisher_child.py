@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge.clock import SystemClock
 from edge.config import Config
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.service import build
 
 

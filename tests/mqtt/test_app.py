@@ -8,7 +8,7 @@ from pathlib import Path
 from edge.app import App
 from edge.clock import SystemClock
 from edge.config import CameraConfig, Config
-from edge.events import Event
+from edge.events.bus import Event
 from edge.mqtt.outbox import emit
 from tests.mqtt.conftest import check_sequence, wait_until
 

@@ -13,8 +13,8 @@ import pytest
 
 from edge.clock import FakeClock, SystemClock
 from edge.config_load import load_config
-from edge.events import EventBus
-from edge.footage.service import FootageDesk
+from edge.events.bus import EventBus
+from edge.footage.desk import FootageDesk
 from edge.mqtt.service import MqttService, audit_hash_at, build
 from edge.mqtt.topics import topics_for
 from tests.footage.factory import NOW, document, signed

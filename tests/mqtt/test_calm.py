@@ -19,7 +19,7 @@ from edge.clock import FakeClock, SystemClock
 from edge.config import Config
 from edge.config_load import load_config
 from edge.errors import ConfigError
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for
 from tests.mqtt.broker import Broker, free_port
@@ -170,7 +170,7 @@ CHILD = """
 import sys, time
 from edge.clock import SystemClock
 from edge.config_load import load_config
-from edge.events import EventBus
+from edge.events.bus import EventBus
 from edge.mqtt.service import build
 config = load_config(None, environ={"DOORBELL_EDGE_STATE_DIR": sys.argv[1]})
 config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"host": "127.0.0.1",

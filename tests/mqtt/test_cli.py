@@ -9,7 +9,7 @@ import pytest
 
 from edge.cli import main
 from edge.clock import SystemClock
-from edge.events import Event
+from edge.events.bus import Event
 from edge.mqtt.outbox import emit
 from tests.mqtt.broker import free_port
 from tests.mqtt.conftest import make_config

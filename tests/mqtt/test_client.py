@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.client import jittered, next_delay
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.commands import MAX_COMMAND_BYTES, Command, Rejected, parse_command
 from edge.mqtt.service import build
 from edge.mqtt.topics import COMMANDS, topics_for

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 
-from edge.events import EVENT_TYPES
+from edge.events.bus import EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
 

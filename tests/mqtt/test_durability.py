@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
-from edge.journal import JOURNAL_FILE
+from edge.events.bus import Event, EventBus
+from edge.events.journal import JOURNAL_FILE
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for

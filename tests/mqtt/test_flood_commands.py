@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.clock import FakeClock, SystemClock
-from edge.events import EventBus
+from edge.events.bus import EventBus
 from edge.mqtt.commands import Command, CommandLimits
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from edge.clock import FakeClock
 from edge.errors import StorageError
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
+from edge.events.guard import EventRejected
 from edge.mqtt.outbox import KEEP, RESERVED_KINDS, Outbox, OutboxBounds, drop_class, emit
-from edge.mqtt.payload import EventRejected
 from tests.mqtt.conftest import make_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.config import Config
-from edge.events import Event
+from edge.events.bus import Event
 from edge.mqtt.outbox import RESERVED_KINDS, Outbox, OutboxBounds, bounds_for
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.outbox import Outbox
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for

@@ -10,7 +10,7 @@ import pytest
 
 from edge.clock import SystemClock
 from edge.errors import ConfigError
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.service import build, read_password
 from edge.mqtt.topics import topics_for
 from tests.mqtt.broker import Broker, add_user, free_port

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.clock import SystemClock
-from edge.events import Event, EventBus
-from edge.recorder import build
+from edge.events.bus import Event, EventBus
+from edge.recording.recorder import build
 from edge.types import Frame
 from tests.recording.helpers import make_config, video_frames
 

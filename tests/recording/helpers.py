@@ -10,11 +10,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.clipstore import ClipStore
+from edge.camera.masks import polygon_mask
 from edge.clock import FakeClock
 from edge.config import Config
-from edge.masks import polygon_mask
-from edge.recorder import Recorder, Recording
+from edge.recording.recorder import Recorder, Recording
+from edge.recording.store import ClipStore
 from edge.types import Frame
 
 VIDEO = "video/face_recognition_short_hamilton_clip.mp4"  # 275 frames, 640x360

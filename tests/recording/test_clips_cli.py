@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 from tests.recording.helpers import T0
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.clipstore import ClipStore, UnknownClip, UnknownHold, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import choose_codec, make_encoder, probe, read_sidecar
 from edge.errors import StorageError
-from edge.retention import RetentionPolicy
+from edge.recording.codec import choose_codec, make_encoder, probe, read_sidecar
+from edge.recording.retention import RetentionPolicy
+from edge.recording.store import ClipStore, UnknownClip, UnknownHold
+from tests.clips import write_test_clip
 from tests.recording.helpers import T0
 
 DAY = timedelta(days=1)
@@ -184,7 +185,7 @@ def test_recovery_removes_a_clip_with_nothing_playable_and_stray_files(store: Cl
 def test_recovery_after_a_kill_between_rename_and_index(store: ClipStore, monkeypatch: pytest.MonkeyPatch) -> None:
     clip_id, final = _record_parts(store, 12)
     # Finalise up to the rename, then "die" before the index update.
-    import edge.clipstore as module
+    import edge.recording.store as module
 
     def die(*_a, **_k):
         raise SystemExit("killed")

@@ -9,14 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import CaptureClock, FakeClock
-from edge.encoder import probe
-from edge.events import Event
-from edge.footage.export import build_files, covered_range, select_frames
+from edge.events.bus import Event
+from edge.footage.exporter import build_files, covered_range, select_frames
 from edge.footage.policy import Decision, Segment
-from edge.recorder import Recording, time_keeper
+from edge.recording.codec import probe
+from edge.recording.recorder import Recording, time_keeper
+from edge.recording.store import ClipStore
 from edge.types import Frame
+from tests.clips import write_test_clip
 from tests.recording.helpers import FPS, T0, make_config, video_frames
 
 STEP = -3600.0

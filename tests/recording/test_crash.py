@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from edge.clipstore import ClipStore
 from edge.clock import SystemClock
-from edge.encoder import probe
+from edge.recording.codec import probe
+from edge.recording.store import ClipStore
 
 REPO = Path(__file__).resolve().parents[2]
 

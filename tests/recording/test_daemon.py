@@ -11,10 +11,10 @@ import av
 import numpy as np
 
 from edge.app import App
-from edge.clipstore import ClipStore
 from edge.clock import SystemClock
 from edge.config import Config
-from edge.encoder import probe
+from edge.recording.codec import probe
+from edge.recording.store import ClipStore
 from tests.recording.helpers import video_frames
 
 PRE, POST = 1.0, 1.0

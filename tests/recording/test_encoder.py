@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from edge.encoder import (
+from edge.errors import StorageError
+from edge.recording.codec import (
     EncodedFrame,
     RawStreamWriter,
     choose_codec,
@@ -24,7 +25,6 @@ from edge.encoder import (
     remux,
     to_us,
 )
-from edge.errors import StorageError
 from tests.recording.helpers import T0
 
 
@@ -124,7 +124,7 @@ def test_a_clip_in_progress_is_fsynced_about_every_second_stream_first(
     writer = RawStreamWriter(tmp_path / "c.raw", tmp_path / "c.frames", codec, 64, 48)
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr("edge.encoder.os.fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr("edge.recording.codec.os.fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     raw_fd, side_fd = writer._raw.fileno(), writer._side.fileno()
     for i in range(35):  # 3.5 s at 10 fps, a keyframe every 0.5 s
         writer.write(EncodedFrame(b"\x00\x00\x00\x01" + bytes([i]), i % 5 == 0, T0 + timedelta(seconds=i / 10), i / 10))

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.clipstore import INDEX_NAME, QUARANTINE_DIR, ClipStore, write_test_clip
 from edge.clock import FakeClock
-from edge.encoder import choose_codec
 from edge.footage.store import RequestStore
-from edge.retention import RetentionPolicy
+from edge.recording.codec import choose_codec
+from edge.recording.retention import RetentionPolicy
+from edge.recording.store import INDEX_NAME, QUARANTINE_DIR, ClipStore
 from edge.service.timesync import TimeKeeper
+from tests.clips import write_test_clip
 from tests.recording.helpers import T0
 
 DAY = timedelta(days=1)

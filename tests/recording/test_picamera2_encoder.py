@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore
 from edge.clock import FakeClock
-from edge.encoder import decode_frames, probe
-from edge.events import Event
-from edge.recorder import Recording, picamera2_encoder_factory
+from edge.events.bus import Event
+from edge.recording.codec import decode_frames, probe
+from edge.recording.recorder import Recording, picamera2_encoder_factory
+from edge.recording.store import ClipStore
 from tests.fakes import picamera2 as fake_picamera2
 from tests.recording.helpers import (
     CHANNEL_TOLERANCE,
@@ -63,8 +63,8 @@ def test_pi_encoder_needs_an_open_camera(state_dir: Path, monkeypatch: pytest.Mo
     fake_picamera2.install(monkeypatch)
     config = make_config(state_dir)
     factory = picamera2_encoder_factory(lambda: None, config.cameras["front"], config.recording, FakeClock(T0))
-    from edge.encoder import choose_codec
     from edge.errors import StorageError
+    from edge.recording.codec import choose_codec
 
     with pytest.raises(StorageError, match="Pi camera is not open"):
         factory(choose_codec("auto"), 640, 360, FPS, 0.5, "medium")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from edge.clock import FakeClock
-from edge.encoder import decode_frames, probe
-from edge.events import Event, EventBus
-from edge.recorder import build
+from edge.events.bus import Event, EventBus
+from edge.recording.codec import decode_frames, probe
+from edge.recording.recorder import build
 from tests.recording.helpers import (
     CHANNEL_TOLERANCE,
     FPS,
@@ -278,7 +278,8 @@ def test_a_size_change_finishes_the_clip_and_restarts_the_encoder(shared_data: P
 
 
 def test_recording_disabled_records_nothing_but_retention_still_runs(shared_data: Path, state_dir: Path) -> None:
-    from edge.clipstore import ClipStore, write_test_clip
+    from edge.recording.store import ClipStore
+    from tests.clips import write_test_clip
 
     clock = FakeClock(T0)
     old = write_test_clip(ClipStore(state_dir, clock), "front", T0, list(video_frames(shared_data, 5)), fps=FPS)

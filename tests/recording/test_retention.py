@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.retention import RetentionPolicy, StoredClip, clip_class, plan
+from edge.recording.retention import RetentionPolicy, StoredClip, clip_class, plan
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DAYS = {"motion": 7, "person": 30, "ring": 60}

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from edge.button import GpioButton
 from edge.clock import FakeClock
 from edge.config import ButtonConfig, ControlConfig
 from edge.ratelimit import RateLimiter
+from edge.service.button import GpioButton
 from edge.service.control import ControlServer, rate_limited, send_command, socket_path
 
 

@@ -21,15 +21,16 @@ import numpy as np
 import pytest
 
 from edge.app import App
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import SystemClock
 from edge.config import CameraConfig, Config
 from edge.diskfaults import RESERVE_NAME, SpaceReserve
 from edge.errors import StorageError
-from edge.events import Event
+from edge.events.bus import Event
 from edge.footage.audit import AuditLog
 from edge.footage.store import RequestStore, StoredRequest
 from edge.mqtt.outbox import Outbox, emit
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 from tests.mqtt.broker import Broker
 from tests.mqtt.conftest import Subscriber, wait_until
 

@@ -18,7 +18,7 @@ import pytest
 from edge.app import App
 from edge.clock import SystemClock
 from edge.config import CameraConfig, Config
-from edge.events import Event
+from edge.events.bus import Event
 from edge.mqtt.outbox import RESERVED_KINDS, Outbox, bounds_for, emit, outbox_path
 from edge.service.control import send_command, socket_path
 

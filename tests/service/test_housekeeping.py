@@ -7,8 +7,8 @@ from pathlib import Path
 
 from edge.app import App
 from edge.clock import FakeClock
-from edge.events import Event
-from edge.footage.service import FootageDesk
+from edge.events.bus import Event
+from edge.footage.desk import FootageDesk
 from tests.footage.factory import NOW, config, document, signed
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from edge.app import App
-from edge.clipstore import INDEX_NAME, ClipStore, write_test_clip
 from edge.clock import SystemClock
 from edge.config import CameraConfig, Config
+from edge.recording.store import INDEX_NAME, ClipStore
+from tests.clips import write_test_clip
 from tests.mqtt.broker import Broker
 from tests.mqtt.conftest import Subscriber, wait_until
 

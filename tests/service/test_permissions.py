@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import FakeClock
 from edge.footage.store import RequestStore
 from edge.permissions import make_state_private, private_dir, private_file, real_user
+from edge.recording.store import ClipStore
+from tests.clips import write_test_clip
 
 
 def mode(path: Path) -> int:
@@ -60,7 +61,7 @@ def test_clip_store_and_request_store_files_are_private_at_creation(tmp_path: Pa
 def test_a_clip_being_recorded_is_private_at_creation(tmp_path: Path, open_umask: None) -> None:
     """The raw stream and frame-time sidecar of a clip still recording (what a SIGKILL leaves for recovery) are
     0600 from the start, not left to the umask (they were 0666 & ~umask: 0644 under a login shell's 022)."""
-    from edge.encoder import choose_codec
+    from edge.recording.codec import choose_codec
 
     state = tmp_path / "state"
     state.mkdir(mode=0o750)

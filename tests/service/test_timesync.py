@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.clipstore import ClipStore, write_test_clip
 from edge.clock import CaptureClock, FakeClock
-from edge.events import Event
-from edge.recorder import Recording, retention_policy, time_keeper
+from edge.events.bus import Event
+from edge.recording.recorder import Recording, retention_policy, time_keeper
+from edge.recording.store import ClipStore
 from edge.service.timesync import PERSIST_EVERY_S, STATE_NAME, hold_time, load_state
 from edge.types import Frame
+from tests.clips import write_test_clip
 from tests.recording.helpers import FPS, T0, make_config, video_frames
 
 DAY = 86400.0

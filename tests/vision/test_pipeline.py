@@ -90,7 +90,7 @@ def test_blank_frames_make_no_events(engine_int8: FaceEngine, tmp_path: Path) ->
 
 
 def test_face_events_pass_the_mqtt_payload_contract(data: Path, engine_int8: FaceEngine, tmp_path: Path) -> None:
-    from edge.mqtt.payload import check_event  # the publisher's gate for every event
+    from edge.events.guard import check_event  # the publisher's gate for every event
 
     clock = FakeClock()
     p = _pipeline(engine_int8, data, tmp_path, clock)

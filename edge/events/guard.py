@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from edge.events import Event
+from edge.events.bus import Event
 
 # Keys that would carry face data or footage. No event may hold them, whatever its type.
 FORBIDDEN_KEYS = frozenset(

@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from edge.button import Debouncer, GpioButton
 from edge.clock import FakeClock
 from edge.config import ButtonConfig
 from edge.errors import ConfigError
+from edge.service.button import Debouncer, GpioButton
 
 
 class FakeButton:

@@ -14,34 +14,31 @@ import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from edge.clock import Clock, rfc3339
 from edge.diskfaults import connect_readonly, is_read_only
-from edge.encoder import (
+from edge.errors import StorageError
+from edge.fsutil import fsync_dir
+from edge.permissions import PRIVATE_FILE, private_dir, private_file
+from edge.recording.codec import (
     CodecChoice,
     EncodedFrame,
     RawStreamWriter,
-    choose_codec,
     codec_by_name,
+    frame_offsets_us,
     frames_in_stream,
     from_us,
     last_duration_us,
-    make_encoder,
     probe,
     read_sidecar,
     remux,
     sidecar_header,
     to_us,
 )
-from edge.errors import StorageError
-from edge.fsutil import fsync_dir
-from edge.permissions import PRIVATE_FILE, private_dir, private_file
-from edge.retention import Deletion, RetentionPolicy, StoredClip, clip_class, plan
+from edge.recording.retention import Deletion, RetentionPolicy, StoredClip, clip_class, plan
 
 log = logging.getLogger(__name__)
 
@@ -776,7 +773,7 @@ class ClipStore:
         if codec is None:
             return None
         try:
-            offsets, tagged_us = _frame_offsets_us(path)
+            offsets, tagged_us = frame_offsets_us(path)
             digest, size = sha256_file(path), path.stat().st_size
         except (StorageError, OSError) as exc:
             log.error("clip file %s cannot be read (%s); not indexed", path, exc)
@@ -1070,60 +1067,5 @@ def _is_corrupt(exc: BaseException) -> bool:
     )
 
 
-def _frame_offsets_us(path: Path) -> tuple[builtins.list[int], int | None]:
-    """Each frame's time from the first, in microseconds, read from the container (no decoding), and the first
-    frame's capture time the recorder tagged the container with (None in files from before the tag)."""
-    import av
-
-    from edge.encoder import START_TAG
-
-    try:
-        with av.open(str(path)) as container:
-            tags = {str(k).lower(): str(v) for k, v in container.metadata.items()}
-            stream = container.streams.video[0]
-            pts = sorted(
-                int(packet.pts * packet.time_base * 1_000_000)
-                for packet in container.demux(stream)
-                if packet.size and packet.pts is not None and packet.time_base is not None
-            )
-    except (av.FFmpegError, IndexError) as exc:
-        raise StorageError(f"{path}: cannot read the stream: {exc}") from exc
-    comment = tags.get("comment", "")
-    tagged = int(comment[len(START_TAG):]) if comment.startswith(START_TAG) and comment[len(START_TAG):].isdigit() \
-        else None
-    return ([p - pts[0] for p in pts] if pts else []), tagged
-
-
 def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)[:80]
-
-
-def write_test_clip(
-    store: ClipStore,
-    camera: str,
-    start: datetime,
-    frames: builtins.list[np.ndarray],
-    fps: float,
-    events: Sequence[tuple[str, str]] = (),
-) -> ClipRef:
-    """Record a real clip (encoded through the project's encoder) from BGR frames, frame i at start + i/fps.
-    `events` are (event_id, type) pairs attached at `start`. For tests of modules built on the store."""
-    if not frames:
-        raise StorageError("write_test_clip needs at least one frame")
-    height, width = frames[0].shape[:2]
-    codec = choose_codec("auto")
-    encoder = make_encoder(codec, width, height, fps, 1.0, "medium")
-    writer = store.begin(camera, start, codec, width, height)
-    try:
-        for i, image in enumerate(frames):
-            ts = start + timedelta(seconds=i / fps)
-            for packet in encoder.encode(image, ts, float(i) / fps):
-                writer.write(packet)
-        for event_id, event_type in events:
-            writer.add_event(event_id, event_type, start)
-    finally:
-        encoder.close()
-    ref = writer.finish()
-    if ref is None:
-        raise StorageError("write_test_clip produced no playable frame")
-    return ref

@@ -14,8 +14,8 @@ import pytest
 
 from edge.cli import main
 from edge.errors import EdgeError
+from edge.evaluation.redaction import SubprocessReference, detect_near, iou, unchanged
 from edge.footage.redact import blur_boxes
-from edge.vision.redaction_eval import SubprocessReference, detect_near, iou, unchanged
 
 CLIP = Path("video") / "face_recognition_short_hamilton_clip.mp4"
 FRAMES = 6
@@ -191,8 +191,8 @@ def test_a_refusal_by_the_check_is_reported_and_the_redaction_still_measured(dat
     """A redactor that blurs nothing and a check that always fires: the device ships nothing (reported), and the
     eval exports again with the check off to count what that redaction leaves (every reference face)."""
     from edge.config import Config
+    from edge.evaluation.redaction import evaluate_video, fallback_reference
     from edge.footage.redact import ExportFinders
-    from edge.vision.redaction_eval import evaluate_video, fallback_reference
 
     finders = ExportFinders(lambda image: [], lambda image: [(10, 10, 30, 30)], ("nothing", "always"))
     reference = fallback_reference()

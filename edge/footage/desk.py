@@ -20,10 +20,10 @@ from edge.clock import Clock, SystemClock, rfc3339
 from edge.config import Config
 from edge.crashpoints import crash_point
 from edge.errors import RequestError, StorageError
-from edge.footage import export as exporting
+from edge.footage import exporter as exporting
 from edge.footage.audit import AuditLog
 from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64
-from edge.footage.notify import Emit, footage_event, head_event, outbox_emitter
+from edge.footage.notify import Emit, footage_event, head_event, journal_emitter
 from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, ClipLike, Decision, Policy, Reason, decide
 from edge.footage.redact import Box, ExportFinders, FaceLeak, FindFaces, Redactor, shipped_finders
 from edge.footage.request import Intake, parse_request
@@ -97,7 +97,7 @@ class FootageDesk:
 
     def clip_source(self, *, create: bool = True) -> Any:
         if self._clips is None:
-            from edge.clipstore import INDEX_NAME, ClipStore
+            from edge.recording.store import INDEX_NAME, ClipStore
 
             if not create and not (self.state_dir / INDEX_NAME).exists():
                 return None
@@ -121,7 +121,7 @@ class FootageDesk:
         return found
 
     def _publish(self, request: str, state: str, decision: Decision | None = None, **extra: Any) -> None:
-        emit = self._emit or outbox_emitter(self.config)
+        emit = self._emit or journal_emitter(self.config)
         seq, digest = self.audit.head()
         event = footage_event(
             self.clock.now(),
@@ -137,7 +137,7 @@ class FootageDesk:
 
     def _witness(self, record: dict[str, Any]) -> None:
         """Every new audit head goes out as an event (retained on MQTT as <prefix>/audit/head by the publisher)."""
-        (self._emit or outbox_emitter(self.config))(head_event(record))
+        (self._emit or journal_emitter(self.config))(head_event(record))
 
     def finders(self) -> ExportFinders:
         """The face finders exports use: those given to the desk (a bare callable chooses the blur boxes and has
@@ -277,7 +277,7 @@ class FootageDesk:
         crash_point("release-hold:after-audit")
         placed = [hid for hid in ids if not hid.startswith("none-")]
         if placed:
-            from edge.clipstore import UnknownHold
+            from edge.recording.store import UnknownHold
 
             source = self.clip_source()
             for hold_id in placed:

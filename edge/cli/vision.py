@@ -365,7 +365,7 @@ def cmd_eval_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_redaction(args: argparse.Namespace) -> int:
-    from edge.vision.redaction_eval import (
+    from edge.evaluation.redaction import (
         Reference,
         SubprocessReference,
         evaluate_video,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.camera.masks import Polygon, polygon_mask
 from edge.config import MotionConfig
-from edge.masks import Polygon, polygon_mask
 from edge.types import Image, MotionResult
 
 

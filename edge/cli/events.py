@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edge.events import EVENT_TYPES
+from edge.events.bus import EVENT_TYPES
 
 DAY = timedelta(days=1)
 DEFAULT_LIMIT = 1000
@@ -69,8 +69,8 @@ def _positive(text: str) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from edge.config_load import load_config
-    from edge.journal import read_history
-    from edge.journal_files import read_only_history
+    from edge.events.journal import read_history
+    from edge.events.journal_files import read_only_history
 
     config = load_config(args.config)
     window = ("newest", None, args.until) if args.since is None and args.limit is not None else (
@@ -108,7 +108,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def as_dict(row: Any) -> dict[str, Any]:
     """An event of the history as `--json` prints it: the wire form plus `delivery` per consumer."""
-    from edge.journal import CONSUMERS
+    from edge.events.journal import CONSUMERS
 
     body: dict[str, Any] = json.loads(row.payload)
     body["delivery"] = {c: ("waiting" if c in row.waiting_for else f"dropped ({row.undelivered[c]} limit)"

@@ -203,7 +203,7 @@ def register(subparsers: Any) -> None:
 
 def _desk(args: argparse.Namespace) -> Any:
     from edge.config_load import load_config
-    from edge.footage.service import FootageDesk
+    from edge.footage.desk import FootageDesk
 
     config = load_config(args.config)
     if getattr(args, "requests_command", None) in OWNER_COMMANDS:
@@ -468,7 +468,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _verify_bundle(args: argparse.Namespace) -> int:
     from edge.footage.bundle import summary_lines
-    from edge.footage.export import load_identity, verify_bundle
+    from edge.footage.exporter import load_identity, verify_bundle
 
     try:
         identity = load_identity(Path(args.identity).read_text()) if args.identity else None

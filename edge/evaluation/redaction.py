@@ -53,7 +53,7 @@ class Reference(Protocol):
 
 class SubprocessReference:
     """A reference detector in another Python (a venv with face_recognition/dlib, or OpenCV 4 for Haar),
-    running edge/vision/reference_faces.py as a line server; frames go over as .npy files."""
+    running edge/evaluation/reference_faces.py as a line server; frames go over as .npy files."""
 
     independent = True
 
@@ -114,7 +114,7 @@ class SubprocessReference:
 
 
 class InProcessReference:
-    """A detect function in this process (Haar from edge/vision/reference_faces.py, or the shipped detector)."""
+    """A detect function in this process (Haar from edge/evaluation/reference_faces.py, or the shipped detector)."""
 
     def __init__(self, name: str, detect: Callable[[Image], list[Box]], independent: bool) -> None:
         self.name = name
@@ -135,7 +135,7 @@ def fallback_reference() -> Reference:
     """Without another Python: OpenCV's Haar cascades when this OpenCV has them (OpenCV < 5), else the shipped
     BlazeFace detector at a low score, which is NOT independent of the redactor: it only shows leaks the
     redactor's own family would see, plus unchanged pixels. Both are labelled as such in every report."""
-    from edge.vision import reference_faces
+    from edge.evaluation import reference_faces
 
     try:
         label, detect = reference_faces.haar()
@@ -315,7 +315,7 @@ def read_video(path: Path, max_frames: int | None = None) -> tuple[float, Iterat
 
 def record(store: Any, start: datetime, frames: Iterable[Image], fps: float) -> Any:
     """Record frames into the clip store as the recorder would (the project's encoder), frame i at start + i/fps."""
-    from edge.encoder import choose_codec, make_encoder
+    from edge.recording.codec import choose_codec, make_encoder
 
     codec = choose_codec("auto")
     encoder = writer = None
@@ -375,12 +375,12 @@ def export_video(
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from nacl.public import PrivateKey
 
-    from edge.clipstore import ClipStore
-    from edge.footage.export import verify_bundle
+    from edge.footage.desk import FootageDesk
+    from edge.footage.exporter import verify_bundle
     from edge.footage.keys import device_key, public_key_b64
     from edge.footage.redact import ExportFinders, FaceLeak
     from edge.footage.request import public_b64, sign_document
-    from edge.footage.service import FootageDesk
+    from edge.recording.store import ClipStore
 
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(days=1)
@@ -464,7 +464,7 @@ def evaluate_video(
 ) -> VideoResult:
     """Export `video` through the real path and count the reference's faces that survive in the export, on every
     `every`th frame (the export itself always holds them all; dlib's CNN costs seconds of CPU per frame)."""
-    from edge.encoder import decode_frames
+    from edge.recording.codec import decode_frames
 
     workdir = Path(tempfile.mkdtemp(prefix="redaction-eval-", dir=keep))
     try:

@@ -21,10 +21,10 @@ from pathlib import Path
 from edge.clock import Clock, SystemClock, synchronized
 from edge.diskfaults import SpaceReserve, with_reserve
 from edge.errors import StorageError
-from edge.events import Event
+from edge.events.bus import Event
 
 # The privacy guard and the wire form still live with MQTT (issue 14 moves them to the events package).
-from edge.mqtt.payload import check_event, event_payload
+from edge.events.guard import check_event, event_payload
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 # Feature packages register their subcommands here: each module exposes register(subparsers), and every
 # parser it adds sets `func(args) -> int`. Add one line per module.
 COMMAND_MODULES: list[str] = [
-    "edge.footage.cli",
-    "edge.vision.cli",
-    "edge.clips_cli",
-    "edge.mqtt.cli",
-    "edge.events_cli",
+    "edge.cli.footage",
+    "edge.cli.vision",
+    "edge.cli.clips",
+    "edge.cli.mqtt",
+    "edge.cli.events",
 ]
 
 

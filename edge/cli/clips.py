@@ -11,9 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.clipstore import INDEX_NAME, ClipRef, ClipStore, sha256_file
 from edge.clock import SystemClock, rfc3339
 from edge.errors import StorageError
+from edge.recording.store import INDEX_NAME, ClipRef, ClipStore, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ AUDIO_NOTE = "audio: this device records no audio, so none is exported"
 
 
 class ClipSource(Protocol):
-    """The part of edge.clipstore.ClipStore an export reads."""
+    """The part of edge.recording.store.ClipStore an export reads."""
 
     def get(self, clip_id: str) -> Any: ...
     def frame_times(self, clip_id: str) -> list[datetime]: ...
@@ -119,7 +119,7 @@ def _stem(segment: Segment) -> str:
 def _clip_times(clips: ClipSource, segment: Segment) -> tuple[Path, list[datetime]]:
     """The segment's clip file and its frames' capture times, after checking the file is the one recorded and
     decodes to exactly that many frames (so frame i of the decoder is frame i of the list)."""
-    from edge.encoder import probe
+    from edge.recording.codec import probe
 
     ref = clips.get(segment.clip_id)
     if not clips.verify(segment.clip_id):
@@ -136,7 +136,7 @@ def _clip_times(clips: ClipSource, segment: Segment) -> tuple[Path, list[datetim
 def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
     """The decoded frames at the given (ascending) indices, one at a time: a long clip is never held in
     memory whole (five minutes of 640x480 would be 2.7 GB of frames). Frames between picked ones are skipped."""
-    from edge.encoder import decode_frames
+    from edge.recording.codec import decode_frames
 
     wanted, last = set(picked), picked[-1]
     for index, (_, image) in enumerate(decode_frames(path)):
@@ -177,7 +177,7 @@ def _redacted(
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
     """Encode frames (streamed) at their capture times into a finished, browser-playable file in `workdir`
     (never read into memory: the bundle streams it)."""
-    from edge.encoder import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
+    from edge.recording.codec import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
 
     codec = choose_codec("auto")
     fps = _fps(times)
@@ -271,7 +271,7 @@ def build_files(
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
                                     None, len(kept_times), blur, encoded))
         if "snapshots" in decision.data:
-            from edge.encoder import encode_jpeg
+            from edge.recording.codec import encode_jpeg
 
             if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
                 ahead = redact.carry_frames(fps) if redact is not None else 0

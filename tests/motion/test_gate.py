@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.camera.masks import apply_masks, polygon_mask
 from edge.config import MotionConfig
-from edge.masks import apply_masks, polygon_mask
-from edge.motion import MotionState, MotionTracker, score_motion
+from edge.motion.gate import MotionState, MotionTracker, score_motion
 
 CONFIG = MotionConfig(threshold=25, min_area=0.01, blur=1, background_alpha=0.05)
 

@@ -1,6 +1,6 @@
 """Reference face detectors for evaluation only, runnable in another Python (a venv with dlib) as a line server.
 
-    OTHER_PYTHON -I edge/vision/reference_faces.py dlib-cnn|haar
+    OTHER_PYTHON -I edge/evaluation/reference_faces.py dlib-cnn|haar
 
 It answers one JSON line on stdout first ({"ready": label} or {"error": text}), then for every line on stdin
 naming a .npy file (an RGB uint8 image) one line {"boxes": [[x, y, w, h], ...]} (or {"error": text}). It

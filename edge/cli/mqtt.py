@@ -67,8 +67,8 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _outbox_read_only(config: Config) -> dict[str, object]:
-    from edge.journal import MQTT
-    from edge.journal_files import read_only_history
+    from edge.events.journal import MQTT
+    from edge.events.journal_files import read_only_history
 
     path, db = read_only_history(config)
     report: dict[str, object] = {"path": str(path), "waiting": 0, "dropped": 0, "dropped_by": {}, "last_seq": 0,

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from edge.clock import Clock
 from edge.config import CameraConfig, MotionConfig
-from edge.events import Event
-from edge.motion import MotionState, MotionTracker, score_motion
+from edge.events.bus import Event
+from edge.motion.gate import MotionState, MotionTracker, score_motion
 from edge.queues import Closed, DropOldestQueue
 from edge.types import Frame, MotionFrame
 

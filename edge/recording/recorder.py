@@ -14,24 +14,24 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.clipstore import ClipRef, ClipStore, ClipWriter, WriterLock
+from edge.camera.masks import polygon_mask
+from edge.camera.picamera2_encoder import Picamera2Encoder
 from edge.clock import Clock
 from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
 from edge.diskfaults import SpaceReserve
-from edge.encoder import (
+from edge.errors import StorageError
+from edge.events.bus import Event, EventBus
+from edge.queues import Closed, DropOldestQueue
+from edge.recording.codec import (
     CodecChoice,
     EncodedFrame,
     FrameEncoder,
-    Picamera2Encoder,
     choose_codec,
     encode_jpeg,
     make_encoder,
 )
-from edge.errors import StorageError
-from edge.events import Event, EventBus
-from edge.masks import polygon_mask
-from edge.queues import Closed, DropOldestQueue
-from edge.retention import RetentionPolicy
+from edge.recording.retention import RetentionPolicy
+from edge.recording.store import ClipRef, ClipStore, ClipWriter, WriterLock
 from edge.service.timesync import TimeKeeper
 from edge.types import Frame, Image
 

@@ -14,7 +14,8 @@ from edge.config import Config
 from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly
 from edge.errors import StorageError
-from edge.journal import (
+from edge.events.bus import Event
+from edge.events.journal import (
     JOURNAL_FILE,
     MQTT,
     OLD_OUTBOX_FILE,
@@ -174,3 +175,14 @@ def read_only_history(config: Config) -> tuple[Path, sqlite3.Connection | None]:
         raise StorageError(f"event journal {path}: schema version {version}, this program reads {SCHEMA_VERSION}"
                            + (" (start the daemon once to convert it)" if version < SCHEMA_VERSION else ""))
     return path, db
+
+
+def emit(config: Config, event: Event) -> Event:
+    """Record an event from a separate process (a CLI command); the daemon's consumers (the MQTT publisher) deliver it.
+
+    Returns the event with its seq. Raises StorageError when the state directory cannot be used.
+    """
+    with open_journal(config) as journal:
+        stamped = journal.record(event)
+    log.info("recorded %s event %s seq=%s for the daemon's consumers", stamped.type, stamped.id, stamped.seq)
+    return stamped
