@@ -64,14 +64,14 @@ def main() -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from edge.agency.encodings import encryption_key_raw
-    from edge.clipstore import ClipStore
     from edge.clock import FakeClock
     from edge.config import Config
-    from edge.encoder import choose_codec, make_encoder
     from edge.footage.bundle import identity_of, open_bundle
+    from edge.footage.desk import FootageDesk
     from edge.footage.keys import device_key, public_raw
     from edge.footage.request import public_b64, sign_document
-    from edge.footage.service import FootageDesk
+    from edge.recording.codec import choose_codec, make_encoder
+    from edge.recording.store import ClipStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-memory-"))
     try:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.clock import SystemClock
 from edge.config import Config
-from edge.events import Event, EventBus
+from edge.events.bus import Event, EventBus
 from edge.mqtt.outbox import Outbox, OutboxBounds
 from edge.mqtt.service import build
 from edge.mqtt.topics import topics_for

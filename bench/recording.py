@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from edge.clock import SystemClock  # noqa: E402
 from edge.config import Config  # noqa: E402
-from edge.events import Event, EventBus  # noqa: E402
-from edge.motion import MotionState, score_motion  # noqa: E402
+from edge.events.bus import Event, EventBus  # noqa: E402
+from edge.motion.gate import MotionState, score_motion  # noqa: E402
 from edge.queues import Closed, DropOldestQueue  # noqa: E402
-from edge.recorder import build  # noqa: E402
+from edge.recording.recorder import build  # noqa: E402
 from edge.types import Frame  # noqa: E402
 
 VIDEO = Path("video") / "face_recognition_short_hamilton_clip.mp4"

@@ -78,12 +78,12 @@ def measure(source: Path, runs: int) -> dict[str, Any]:
     from nacl.public import PrivateKey
 
     import edge
-    from edge.clipstore import ClipStore
     from edge.clock import FakeClock
     from edge.config import Config
-    from edge.encoder import choose_codec, make_encoder
+    from edge.footage.desk import FootageDesk
     from edge.footage.request import public_b64, sign_document
-    from edge.footage.service import FootageDesk
+    from edge.recording.codec import choose_codec, make_encoder
+    from edge.recording.store import ClipStore
 
     work = Path(tempfile.mkdtemp(prefix="bench-redaction-"))
     now = datetime.now(UTC).replace(microsecond=0)
