@@ -3,6 +3,7 @@ anchored capture clock that stamps frames (monotonic time anchored to the wall c
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -122,3 +123,23 @@ def rfc3339(ts: datetime) -> str:
     if ts.tzinfo is None:
         raise ValueError("naive datetime: stored times must be timezone-aware UTC")
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """An RFC 3339 timestamp with a zone, as aware UTC; anything else is an error naming the value."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be an RFC 3339 timestamp string, not {type(value).__name__}")
+    if not _RFC3339.match(value):
+        raise ValueError(f"{value[:40]!r} is not an RFC 3339 timestamp with a zone (e.g. 2026-01-01T12:00:00Z)")
+    text = value.upper().replace("Z", "+00:00")
+    head, _, rest = text.partition(".")
+    if rest:  # Python keeps microseconds only
+        digits = rest[: len(rest) - 6]
+        text = f"{head}.{(digits + '000000')[:6]}{rest[-6:]}"
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"{value!r} is not a real date and time ({exc})") from exc

@@ -20,7 +20,8 @@ from pathlib import Path
 from edge.agency.check import check_request, template
 from edge.agency.encodings import spaced
 from edge.agency.keygen import KeygenError, keygen, load_secret_key
-from edge.footage.request import COURT_MINISIG_SUFFIX, MINISIG_SUFFIX, parse_rfc3339
+from edge.clock import parse_rfc3339
+from edge.footage.request import COURT_MINISIG_SUFFIX, MINISIG_SUFFIX
 
 PROG = "doorbell-edge-agency"
 EXTENSIONS = ("bundle",)

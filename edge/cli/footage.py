@@ -237,7 +237,7 @@ def _read(path: str) -> bytes:
 def _parse_now(text: str | None) -> datetime | None:
     if text is None:
         return None
-    from edge.footage.request import parse_rfc3339
+    from edge.clock import parse_rfc3339
 
     try:
         return parse_rfc3339(text)

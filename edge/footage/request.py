@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from edge import strictjson
+from edge.clock import parse_rfc3339
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_DEPTH = 16
@@ -37,28 +37,10 @@ DataKind = Literal["video", "audio", "snapshots", "event_metadata", "face_data"]
 LEGAL_BASES: tuple[str, ...] = ("consent_request", "preservation", "subpoena", "court_order", "warrant", "exigent")
 DATA_KINDS: tuple[str, ...] = ("video", "audio", "snapshots", "event_metadata", "face_data")
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 # A device is named by its signing key's fingerprint (edge.footage.keys.fingerprint: 16 hex digits), as
 # `doorbell-edge keys show` prints it; upper-case digits are accepted and compared in lower case.
 _DEVICE = r"^[0-9A-Fa-f]{16}$"
-
-
-def parse_rfc3339(value: object) -> datetime:
-    """An RFC 3339 timestamp with a zone, as aware UTC; anything else is an error naming the value."""
-    if not isinstance(value, str):
-        raise ValueError(f"must be an RFC 3339 timestamp string, not {type(value).__name__}")
-    if not _RFC3339.match(value):
-        raise ValueError(f"{value[:40]!r} is not an RFC 3339 timestamp with a zone (e.g. 2026-01-01T12:00:00Z)")
-    text = value.upper().replace("Z", "+00:00")
-    head, _, rest = text.partition(".")
-    if rest:  # Python keeps microseconds only
-        digits = rest[: len(rest) - 6]
-        text = f"{head}.{(digits + '000000')[:6]}{rest[-6:]}"
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"{value!r} is not a real date and time ({exc})") from exc
 
 
 Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]

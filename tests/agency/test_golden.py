@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 from edge.agency.encodings import encryption_key_raw, fingerprint, signing_key_raw
+from edge.clock import parse_rfc3339
 from edge.config import FootageRequestsConfig
 from edge.footage.policy import Policy, decide
-from edge.footage.request import parse_request, parse_rfc3339, read_request_file
+from edge.footage.request import parse_request, read_request_file
 
 from .tools import tool
 

@@ -16,11 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.cli import main
-from edge.clock import FakeClock
+from edge.clock import FakeClock, parse_rfc3339
 from edge.footage.desk import FootageDesk
 from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
-from edge.footage.request import parse_rfc3339
 from edge.recording.codec import decode_frames
 from edge.recording.store import ClipStore
 from tests.clips import write_test_clip
