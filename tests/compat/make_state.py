@@ -22,7 +22,8 @@ export's encryption differ from one run of this script to the next, the logical 
 Then the old CLI is run as subprocesses on an unpacked copy, in the order test_old_state.py runs them with the new
 code, and the outputs are saved in expected/ with the copy's root replaced by `<ROOT>`: `check-config`, `events
 list`, `clips list`, `faces list`, `requests list`, `requests show`, `audit verify`, `exports verify`, then a
-daemon run (`run --for 8`, demo camera) and `clips list` / `events list` / `audit verify` after it.
+daemon run (`run --for 8`, demo camera) and `clips list` / `events list` / `audit verify` / `clips show` (the held
+clip) after it.
 """
 
 from __future__ import annotations
@@ -69,9 +70,10 @@ class Pinned:
 
 def pin_the_clock() -> None:
     """SystemClock (every store, desk and journal of the old code) and the commands' own datetime.now calls."""
-    import edge.clock
     import edge.events_cli
     import edge.vision.cli
+
+    import edge.clock
     import edge.vision.gallery
 
     class PinnedDatetime(datetime):
@@ -149,10 +151,11 @@ def frames(seed: int) -> list[np.ndarray]:
 
 
 def write_events(config: Any) -> None:
-    from edge.clock import FakeClock
-    from edge.events import Event
     from edge.journal import MQTT
     from edge.journal_files import open_journal
+
+    from edge.clock import FakeClock
+    from edge.events import Event
 
     made = [
         ("system", None, T0 - timedelta(days=3), {"status": "started"}),
@@ -219,6 +222,7 @@ def old_cli(*argv: str) -> dict[str, Any]:
 
 def build(root: Path, shared_data: Path) -> None:
     from edge.clipstore import ClipStore, write_test_clip
+
     from edge.clock import SystemClock
     from edge.config_load import load_config
 
@@ -332,6 +336,8 @@ def record_expected(archive: Path) -> None:
         save("after-events-list", run_cli(root, "events", "list", "--json", "--since", EVENTS_SINCE, "--until",
                                           EVENTS_UNTIL, "--config", cfg))
         save("after-audit-verify", run_cli(root, "audit", "verify", "--config", cfg))
+        held = json.loads(json.loads((EXPECTED / "clips-list.json").read_text())["stdout"].splitlines()[0])["id"]
+        save("after-clips-show", run_cli(root, "clips", "show", held, "--json", "--config", cfg))
         (EXPECTED / "bundle.txt").write_text(f"{bundle}\n")
 
 
