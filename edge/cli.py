@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "edge.clips_cli",
     "edge.mqtt.cli",
     "edge.events_cli",
+    "edge.web.cli",
 ]
 
 
