@@ -100,8 +100,12 @@ class AuthStore:
 
     def _init(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with self._db() as db:
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
             db.executescript(_SCHEMA)
+        finally:
+            db.close()
+        self.path.chmod(0o600)
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
