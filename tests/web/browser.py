@@ -27,8 +27,8 @@ def require_chromium() -> str:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         missing = f"{CHROMIUM} is missing (apt-get install -y chromium)"
     try:
-        import playwright.sync_api  # noqa: F401
         import axe_playwright_python  # noqa: F401
+        import playwright.sync_api  # noqa: F401
     except ImportError as exc:
         missing = f"{exc} (pip install -e '.[dev]')"
     if missing:

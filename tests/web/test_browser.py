@@ -147,7 +147,7 @@ def test_a_form_from_another_origin_gets_403_and_changes_nothing(browser: Browse
 </form></body></html>""".encode()
 
     class Evil(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
