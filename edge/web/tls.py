@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from edge.config import Config
 from edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography is imported only when a certificate is issued: a restart with the names unchanged (every boot
+# after the first) does not load it, which keeps the page's share of the daemon's memory down.
 
 TLS_DIR = "tls"
 CA_NAME = "ca.crt"
@@ -60,8 +64,8 @@ def _is_ip(text: str) -> bool:
 
 def fingerprint(cert_pem: bytes) -> str:
     """SHA-256 of the certificate (DER), as browsers and `openssl x509 -fingerprint -sha256` show it."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    der = ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii"))
+    digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
@@ -89,6 +93,11 @@ def ensure_tls(config: Config, now: dt.datetime | None = None) -> TlsFiles:
 
 def issue(folder: Path, names: list[str], now: dt.datetime) -> None:
     """A new CA and a server certificate for `names`; the CA key only ever lives in this function's memory."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"doorbell-edge device CA {names[0]}"),
@@ -134,6 +143,8 @@ def issue(folder: Path, names: list[str], now: dt.datetime) -> None:
 
 
 def _subtrees(names: list[str]) -> list[x509.GeneralName]:
+    from cryptography import x509
+
     out: list[x509.GeneralName] = []
     for n in names:
         if _is_ip(n):
