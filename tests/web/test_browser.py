@@ -59,9 +59,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
         s.server.stop()
 
 
-def set_up_owner(page: Any, served: Served) -> None:
+def set_up_owner(page: Any, served: Served, check_axe: bool = False) -> None:
     page.goto(served.url("/requests"))
     assert page.url == served.url("/setup")
+    if check_axe:
+        assert serious(page) == [], "the setup page"
     page.get_by_label("Setup code").fill(served.auth.new_setup_code())
     page.get_by_label("Your user name").fill(OWNER)
     page.get_by_label("Password (at least").fill(PASSWORD)
@@ -80,7 +82,7 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     seen: list[str] = []
     context.on("request", lambda r: seen.append(r.url))
     page = context.new_page()
-    set_up_owner(page, served)
+    set_up_owner(page, served, check_axe=True)
 
     cookies = {c["name"]: c for c in context.cookies()}
     sid = cookies["__Host-doorbell_sid"]
@@ -98,6 +100,13 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
             problems[path] = found
     assert problems == {}
 
+    if kind == "phone":  # every button and link on the request, events and faces pages is a 44 px target
+        for path in (f"/requests/{served.request}", "/events", "/faces"):
+            page.goto(served.url(path))
+            small = page.evaluate("""[...document.querySelectorAll('main button, main a, nav a, header button')]
+                .map(e => [e.textContent.trim(), e.getBoundingClientRect()])
+                .filter(([, r]) => r.width < 44 || r.height < 44).map(([t, r]) => `${t} ${r.width}x${r.height}`)""")
+            assert small == [], (path, small)
     page.goto(served.url(f"/requests/{served.request}"))
     for name in ("Approve", "Narrow", "Deny"):
         box = page.get_by_role("button", name=name, exact=True).bounding_box()
@@ -117,8 +126,18 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
 
     page.get_by_role("button", name=f"Log out {OWNER}").click()
     page.wait_for_url(served.url("/login"))
+    assert serious(page) == [], "the login page"
     page.goto(served.url("/"))
     assert page.url == served.url("/login")
+    context.close()
+
+
+def test_plain_http_gives_no_page_and_no_session(browser: Browser, served: Served) -> None:
+    context = browser.context("phone")
+    page = context.new_page()
+    with pytest.raises(Exception, match="ERR_"):
+        page.goto(f"http://doorbell.test:{served.port}/setup")
+    assert context.cookies() == []
     context.close()
 
 

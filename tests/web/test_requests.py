@@ -137,3 +137,20 @@ def test_a_viewer_reads_the_request_without_controls_and_gets_403_on_deciding(tm
                                                              "confirm": "yes", "action": "approve", "clip": clips})
         assert r.status_code == 403
     assert actions(site, request) == []
+
+
+def test_a_blocking_result_takes_approve_away_and_says_why(tmp_path: Path) -> None:
+    from ..footage.factory import document, signed
+
+    site, _request, _clips = make(tmp_path)
+    doc = document("warrant", request_id="MPD-2026-0002")
+    doc["scope"]["cameras"] = ["back_yard"]
+    request, decision = FootageDesk(site.config, site.clock, emit=lambda e: None).submit(signed(doc))
+    assert decision.decision == "deny"
+    client = site.client()
+    setup_owner(site, client)
+    page = client.get(f"/requests/{request}").text
+    assert "BAD_CAMERA" in page and "Blocking:" in page and "a camera this device does not have" in page
+    assert 'value="approve"' not in page and "Approve is not offered: blocked by BAD_CAMERA" in page
+    rows = client.get("/requests").text
+    assert rows.index("Waiting for you") < rows.index("denied")  # pending first
