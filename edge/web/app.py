@@ -353,7 +353,8 @@ class WebApp:
         return RedirectResponse("/faces", status_code=303)
 
     def audit_page(self, request: Request, session: Session) -> Response:
-        return self.render(request, "audit.html", session=session, audit=self.backend.audit_status())
+        return self.render(request, "audit.html", session=session, audit=self.backend.audit_status(),
+                           report=self.backend.transparency())
 
     def account_page(self, request: Request, session: Session, status: int = 200, error: str | None = None
                      ) -> Response:

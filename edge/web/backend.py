@@ -76,7 +76,10 @@ class Backend:
         return AuditStatus(ok, checked.records if checked.ok else (checked.bad_record or 1) - 1, message,
                            list(reversed(records[-AUDIT_TAIL:])))
 
-    def transparency(self) -> dict[str, Any]:
+    def transparency(self) -> dict[str, Any] | None:
+        """The transparency report (`requests report`); None before any request arrived (nothing is created)."""
+        if not (self.config.state_dir / "footage").exists():
+            return None
         return dict(self._desk().report())
 
     # --- now and events -----------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ def test_approve_needs_password_and_confirm_then_rotates_the_session(tmp_path: P
     ok, message = desk.verify_audit()
     assert ok, message
     assert "OWNER_APPROVED" in client.get(f"/requests/{request}").text
+    audit = client.get("/audit").text
+    assert "1 request(s) received" in audit and "warrant: release" in audit and "Verified" in audit
 
 
 def test_a_request_that_changed_since_it_was_shown_gets_409_and_no_change(tmp_path: Path) -> None:
