@@ -58,6 +58,8 @@ case "$command" in
         # the agency side is checked with the standard tools an agency would use
         command -v minisign >/dev/null 2>&1 || missing="$missing minisign"
         command -v age >/dev/null 2>&1 || missing="$missing age"
+        # the owner's page is tested in Debian's Chromium through Playwright (tests/web; never `playwright install`)
+        command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
         # shellcheck disable=SC2086
         [ -z "$missing" ] || apt_install $missing
         exec "$VENV/bin/python" -m pytest "$@"

@@ -206,6 +206,10 @@ class App:
         # Footage requests: lapsed approvals and expired holds are audited by the daemon's housekeeping too,
         # not only when the owner next runs a footage command; the pending count feeds the state summary.
         self.components.append(Housekeeping(self, HOUSEKEEPING_INTERVAL_S))
+        if self.config.web.enabled:  # the owner's page: one thread, started last, stopped first
+            from edge.web.server import WebServer
+
+            self.components.append(WebServer(self.config, self.clock, self.snapshot_jpeg, self.bus.publish))
         self.state_providers.append(lambda: {"pending_requests": self._pending_requests})
 
     def _keep_latest(self, frame: Frame) -> None:

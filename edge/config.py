@@ -523,6 +523,47 @@ class FacesConfig(Section):
         return self
 
 
+class WebConfig(Section):
+    """The owner's page (edge/web): HTTPS served by the daemon itself, off unless enabled."""
+
+    enabled: bool = Field(False, description="Serve the owner's page (HTTPS) from the daemon.")
+    listen: str = Field("0.0.0.0", min_length=1, description="Address the page listens on (0.0.0.0: every interface).")
+    port: int = Field(8443, ge=1, le=65535, description="TCP port of the page (HTTPS).")
+    hostname: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        description="Name the owner types (default: this machine's host name); the generated certificate names "
+        "it, <hostname>.local and the device's addresses.",
+    )
+    extra_names: list[str] = Field(
+        default_factory=list, description="More DNS names or IP addresses for the generated certificate."
+    )
+    cert_file: Path | None = Field(
+        None, description="The owner's own PEM certificate (chain) instead of the generated one (relative: from "
+        "the config's folder)."
+    )
+    key_file: Path | None = Field(None, description="PEM private key of cert_file, mode 0600.")
+    setup_code_ttl_min: float = Field(
+        30, gt=0, le=24 * 60, description="Minutes a setup code from `doorbell-edge web setup-code` stays valid."
+    )
+    idle_timeout_min: float = Field(30, gt=0, le=24 * 60, description="A session unused this long is ended.")
+    absolute_timeout_h: float = Field(12, gt=0, le=24 * 30, description="Any session ends this long after login.")
+    login_max_failures: int = Field(
+        10, ge=1, le=100, description="Failed logins per client within login_window_s before it must wait (429)."
+    )
+    login_window_s: float = Field(300, gt=0, le=86400, description="Window over which failed logins are counted.")
+    argon2_memory_kib: int = Field(
+        65536, ge=19456, le=262144, description="argon2id memory per password hash, KiB (OWASP minimum 19456)."
+    )
+    argon2_time_cost: int = Field(3, ge=2, le=20, description="argon2id passes per password hash (OWASP minimum 2).")
+
+    @model_validator(mode="after")
+    def _check_cert(self) -> WebConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("@web.cert_file: cert_file and key_file go together")
+        return self
+
+
 def _default_cameras() -> dict[str, CameraConfig]:
     return {"front_door": CameraConfig()}
 
@@ -556,6 +597,7 @@ class Config(Section):
         default_factory=FootageRequestsConfig, description="Who may ask for footage and the rules their requests meet."
     )
     faces: FacesConfig = Field(default_factory=FacesConfig, description="Face detection and recognition.")
+    web: WebConfig = Field(default_factory=WebConfig, description="The owner's page (HTTPS, off by default).")
 
     @field_validator("cameras")
     @classmethod
@@ -622,6 +664,7 @@ def resolve_relative_paths(config: Config, base: Path, environ: typing.Mapping[s
     update: dict[str, Any] = {
         "mqtt": mqtt.model_copy(update={"password_file": fix(mqtt.password_file), "tls": tls}),
         "cameras": cameras,
+        "web": config.web.model_copy(update={n: fix(getattr(config.web, n)) for n in ("cert_file", "key_file")}),
     }
     if not env.get(STATE_DIR_ENV):
         update["storage"] = config.storage.model_copy(update={"state_dir": fix(config.storage.state_dir)})

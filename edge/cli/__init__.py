@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "edge.cli.clips",
     "edge.cli.mqtt",
     "edge.cli.events",
+    "edge.cli.web",
 ]
 
 

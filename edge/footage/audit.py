@@ -51,6 +51,14 @@ KINDS = frozenset(
         "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made
         "owner_copy_failed",  # that copy then failed (the error): no file was left at the destination
         "repair",  # a torn last record (a power cut mid-append) was moved aside into a kept file
+        # the owner's page (edge/web): who got in, who did not, and the account changes
+        "web_setup",  # the owner account was created with a one-time setup code
+        "web_login",
+        "web_login_failed",
+        "web_lockout",  # a client reached the failed-login limit and must wait
+        "web_logout",
+        "web_password",  # a password was changed (every session of that user ended)
+        "web_user",  # the owner added or removed a viewer
     }
 )
 

@@ -1,0 +1,201 @@
+"""The owner's page in a real browser (Debian's Chromium via Playwright) at 1280x800 and at a 390x844 touch
+phone, over HTTPS at https://doorbell.test (mapped to 127.0.0.1, so Secure cookies behave as on a LAN)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.clock import FakeClock
+from edge.footage.desk import FootageDesk
+from edge.web.auth import AuthStore
+from edge.web.server import WebServer
+
+from .browser import Browser, free_port, launch, serious
+from .conftest import NOW
+from .helpers import OWNER, PASSWORD
+from .seed import add_clip, seed_request, seeded_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    yield from launch(["doorbell.test", "evil.test"])
+
+
+class Served:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port)
+        self.clock = FakeClock(NOW)
+        self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
+        self.request = seed_request(self.config, self.clock)
+        ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
+        assert ok
+        self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
+        self.server.start()
+        assert self.server.started.wait(20), "the page did not start"
+        self.origin = f"https://doorbell.test:{self.port}"
+        self.auth = AuthStore(self.config.state_dir, self.config.web, lambda: self.clock.now().timestamp())
+
+    def url(self, path: str) -> str:
+        return self.origin + path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path)
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+def set_up_owner(page: Any, served: Served, check_axe: bool = False) -> None:
+    page.goto(served.url("/requests"))
+    assert page.url == served.url("/setup")
+    if check_axe:
+        assert serious(page) == [], "the setup page"
+    page.get_by_label("Setup code").fill(served.auth.new_setup_code())
+    page.get_by_label("Your user name").fill(OWNER)
+    page.get_by_label("Password (at least").fill(PASSWORD)
+    page.get_by_label("The same password again").fill(PASSWORD)
+    page.get_by_role("button", name="Create the owner account").click()
+    page.wait_for_url(served.url("/"))
+
+
+def no_sideways_scroll(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, served: Served, kind: str) -> None:
+    context = browser.context(kind)
+    seen: list[str] = []
+    context.on("request", lambda r: seen.append(r.url))
+    page = context.new_page()
+    set_up_owner(page, served, check_axe=True)
+
+    cookies = {c["name"]: c for c in context.cookies()}
+    sid = cookies["__Host-doorbell_sid"]
+    assert sid["secure"] and sid["httpOnly"] and sid["sameSite"] == "Strict" and sid["path"] == "/"
+    assert sid["domain"] == "doorbell.test"  # host-only: no Domain attribute was sent
+
+    with page.expect_request(lambda r: "/now.jpg?t=" in r.url):  # the Now picture refreshes itself
+        pass
+    problems: dict[str, list[str]] = {}
+    for path in ("/", "/events", "/requests", f"/requests/{served.request}", "/faces", "/audit", "/account"):
+        page.goto(served.url(path))
+        assert no_sideways_scroll(page), f"{path} scrolls sideways at {kind}"
+        found = serious(page)
+        if found:
+            problems[path] = found
+    assert problems == {}
+
+    if kind == "phone":  # every button and link on the request, events and faces pages is a 44 px target
+        for path in (f"/requests/{served.request}", "/events", "/faces"):
+            page.goto(served.url(path))
+            small = page.evaluate("""[...document.querySelectorAll('main button, main a, nav a, header button')]
+                .map(e => [e.textContent.trim(), e.getBoundingClientRect()])
+                .filter(([, r]) => r.width < 44 || r.height < 44).map(([t, r]) => `${t} ${r.width}x${r.height}`)""")
+            assert small == [], (path, small)
+    page.goto(served.url(f"/requests/{served.request}"))
+    for name in ("Approve", "Narrow", "Deny"):
+        box = page.get_by_role("button", name=name, exact=True).bounding_box()
+        assert box and box["width"] >= 44 and box["height"] >= 44, (name, box)
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    page.get_by_role("button", name="Approve", exact=True).click()
+    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    assert "OWNER_APPROVED" in page.content()
+    desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
+    assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
+    assert desk.verify_audit()[0]
+    page.goto(served.url("/audit"))
+    assert "Verified" in page.content()
+    assert seen and all(u.startswith(served.origin + "/") for u in seen), [u for u in seen
+                                                                           if not u.startswith(served.origin)]
+
+    page.get_by_role("button", name=f"Log out {OWNER}").click()
+    page.wait_for_url(served.url("/login"))
+    assert serious(page) == [], "the login page"
+    page.goto(served.url("/"))
+    assert page.url == served.url("/login")
+    context.close()
+
+
+def test_plain_http_gives_no_page_and_no_session(browser: Browser, served: Served) -> None:
+    context = browser.context("phone")
+    page = context.new_page()
+    with pytest.raises(Exception, match="ERR_"):
+        page.goto(f"http://doorbell.test:{served.port}/setup")
+    assert context.cookies() == []
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_with_javascript_off_login_and_deny_still_work(browser: Browser, served: Served, kind: str) -> None:
+    context = browser.context(kind, java_script_enabled=False)
+    page = context.new_page()
+    set_up_owner(page, served)
+    page.goto(served.url(f"/requests/{served.request}"))
+    page.get_by_label("Why you refuse").fill("Talk to me first")
+    page.get_by_role("button", name="Deny", exact=True).click()
+    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    assert "OWNER_DENIED" in page.content()
+    context.close()
+
+
+def test_a_form_from_another_origin_gets_403_and_changes_nothing(browser: Browser, served: Served) -> None:
+    context = browser.context("desktop")
+    page = context.new_page()
+    set_up_owner(page, served)
+    evil = f"""<!doctype html><html lang="en"><title>x</title><body>
+<form id="f" method="post" action="{served.origin}/login">
+<input name="csrf" value="guess"><input name="username" value="{OWNER}"><input name="password" value="x">
+</form><form id="g" method="post" action="{served.origin}/account/viewers">
+<input name="csrf" value="guess"><input name="username" value="mallory"><input name="password" value="mallory password">
+</form></body></html>""".encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        other = context.new_page()
+        other.goto(f"http://evil.test:{httpd.server_address[1]}/")
+        with other.expect_navigation():
+            other.evaluate("document.getElementById('f').submit()")
+        assert "another site" in other.content()
+        other.goto(f"http://evil.test:{httpd.server_address[1]}/")
+        with other.expect_response(lambda r: r.url.endswith("/account/viewers")) as response:
+            other.evaluate("document.getElementById('g').submit()")
+        assert response.value.status in (303, 403)  # SameSite=Strict: no session cookie went with it
+    finally:
+        httpd.shutdown()
+    assert [u.name for u in served.auth.users()] == [OWNER]
+    context.close()
+
+
+def test_the_accessibility_check_can_fail(browser: Browser) -> None:
+    context = browser.context("phone")
+    page = context.new_page()
+    page.set_content('<html><body><input type="text"><img src="data:,"></body></html>')
+    assert serious(page), "axe found nothing on a page with an unlabelled input and an image without alt"
+    context.close()
