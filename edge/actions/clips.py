@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -106,4 +107,6 @@ def _copy_private(ref: ClipRef, dest: Path) -> None:
     except OSError as exc:
         raise StorageError(f"cannot copy clip {ref.id} to {dest}: {exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        # Quietly: a cleanup error (the name taken by a folder) must not hide the copy's own error.
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)

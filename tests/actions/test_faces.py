@@ -54,7 +54,7 @@ def test_enrol_list_add_and_forget(tmp_path: Path, engine: FaceEngine, photos: d
     assert (person.name, person.consent_by, person.consent_date) == ("Barack Obama", "Barack Obama", "2026-02-01")
     assert household.whole_photos == ()
 
-    with pytest.raises(EdgeError, match="already enrolled .*use --replace .* or --add"):
+    with pytest.raises(EdgeError, match=r"already enrolled .*use --replace .* or --add"):
         enrol(cfg, clock, "Barack Obama", [photos["obama2"]], "Barack Obama", CONSENTED, engine=engine)
     added = enrol(cfg, clock, "Barack Obama", [photos["obama2"]], "his guardian", date(2026, 2, 20),
                   existing="add", engine=engine)
@@ -102,6 +102,6 @@ def test_the_daemons_quality_rules_and_the_consent_date_are_enforced(
               engine=engine)
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"not a jpeg")
-    with pytest.raises(EdgeError, match="junk.jpg: not a readable image"):
+    with pytest.raises(EdgeError, match=r"junk\.jpg: not a readable image"):
         enrol(config(tmp_path), clock, "Ada", [junk], "Ada", CONSENTED, engine=engine)
     assert files(tmp_path / "state" / "faces") == []
