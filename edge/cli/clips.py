@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
-import shutil
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.clock import SystemClock, rfc3339
-from edge.errors import StorageError
-from edge.recording.store import INDEX_NAME, ClipRef, ClipStore, sha256_file
+from edge.actions.clips import copy_clip, list_clips, open_store, show_clip
+from edge.clock import SystemClock, parse_rfc3339, rfc3339
+from edge.recording.store import ClipRef, ClipStore
 
-log = logging.getLogger(__name__)
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")  # a time without its zone
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,21 +47,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _time(text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_rfc3339(text)
     except ValueError as exc:
+        if _NAIVE.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z for UTC") from exc
         raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time such as 2026-03-01T12:00:00Z") from exc
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z for UTC")
-    return value
 
 
 def _store(args: argparse.Namespace) -> ClipStore:
     from edge.config_load import load_config
 
-    state_dir = load_config(args.config).state_dir
-    if not (state_dir / INDEX_NAME).exists():
-        raise StorageError(f"no clip store in {state_dir} (nothing recorded yet, or the wrong storage.state_dir)")
-    return ClipStore(state_dir, SystemClock())
+    return open_store(load_config(args.config).state_dir, SystemClock())
 
 
 def _summary(ref: ClipRef) -> dict[str, Any]:
@@ -84,7 +78,7 @@ def _summary(ref: ClipRef) -> dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    refs = _store(args).list(args.camera, args.since, args.until)
+    refs = list_clips(_store(args), args.camera, args.since, args.until)
     if args.json:
         for ref in refs:
             print(json.dumps(_summary(ref)))
@@ -109,21 +103,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args)
-    ref = store.get(args.clip_id)
+    detail = show_clip(_store(args), args.clip_id)
+    ref = detail.clip
     body = _summary(ref)
     body["path"] = str(ref.path)
     body["mime"] = ref.mime
     body["sha256"] = ref.sha256
-    body["sha256_ok"] = store.verify(ref.id)
-    body["snapshots"] = [
-        {"event": s.event_id, "ts": rfc3339(s.ts), "path": str(s.path)} for s in store.snapshots(ref.id)
-    ]
-    body["holds"] = [
-        {"id": h.id, "until": rfc3339(h.until), "reference": h.reference}
-        for h in store.holds()
-        if h.active and _covers(h, ref)
-    ]
+    body["sha256_ok"] = detail.sha256_ok
+    body["snapshots"] = [{"event": s.event_id, "ts": rfc3339(s.ts), "path": str(s.path)} for s in detail.snapshots]
+    body["holds"] = [{"id": h.id, "until": rfc3339(h.until), "reference": h.reference} for h in detail.holds]
     if args.json:
         print(json.dumps(body, indent=2))
     else:
@@ -161,55 +149,7 @@ def _print_clip(ref: ClipRef, body: dict[str, Any]) -> None:
     ])
 
 
-def _covers(hold: Any, ref: ClipRef) -> bool:
-    if ref.id in hold.clip_ids:
-        return True
-    if hold.window is None or (hold.cameras is not None and ref.camera not in hold.cameras):
-        return False
-    return bool(ref.start < hold.window[1] and ref.end > hold.window[0])
-
-
 def _cmd_copy(args: argparse.Namespace) -> int:
-    store = _store(args)
-    ref = store.get(args.clip_id)
-    dest: Path = args.dest / ref.path.name if args.dest.is_dir() else args.dest
-    if dest.exists() and not args.force:
-        raise StorageError(f"{dest} exists; use --force to overwrite it")
-    if not dest.parent.is_dir():
-        raise StorageError(f"destination folder {dest.parent} does not exist")
-    if not store.verify(ref.id):
-        raise StorageError(f"clip {ref.id} does not match its recorded sha256; not copying a damaged file")
-    # Footage leaving the store is audited before it leaves, like a footage-request export: no record, no copy.
-    from edge.footage.audit import AuditLog
-
-    audit = AuditLog(store.state_dir, SystemClock())
-    audit.append("owner_copy", clip=ref.id, camera=ref.camera, sha256=ref.sha256, dest=str(dest.resolve()))
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        try:
-            # Private like the store (0600, whatever the umask): footage is not for every account on the machine;
-            # the owner can chmod the copy.
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out, open(ref.path, "rb") as src:
-                os.fchmod(out.fileno(), 0o600)
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            if sha256_file(tmp) != ref.sha256:
-                raise StorageError(f"the copy of {ref.id} at {tmp} does not match the clip's sha256")
-            os.replace(tmp, dest)
-        except OSError as exc:
-            raise StorageError(f"cannot copy clip {ref.id} to {dest}: {exc}") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-    except StorageError as failure:
-        # The record above says a copy was made; say that it was not, so the log tells what left the store.
-        try:
-            audit.append("owner_copy_failed", clip=ref.id, dest=str(dest.resolve()), error=str(failure))
-        except Exception as exc:  # the copy's own error is the one to report
-            log.error("cannot record the failed copy of %s in the audit log: %s", ref.id, exc)
-        raise
-    log.info("owner copied clip %s (sha256 %s) to %s", ref.id, ref.sha256, dest)
-    print(f"copied {ref.id} to {dest} (sha256 {ref.sha256})")
+    done = copy_clip(_store(args), args.clip_id, args.dest, SystemClock(), force=args.force)
+    print(f"copied {done.clip.id} to {done.dest} (sha256 {done.clip.sha256})")
     return 0

@@ -6,14 +6,16 @@ import argparse
 import json
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from edge.actions.events import DEFAULT_LIMIT
+from edge.clock import parse_rfc3339, rfc3339
 from edge.events.bus import EVENT_TYPES
 
-DAY = timedelta(days=1)
-DEFAULT_LIMIT = 1000
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")  # a time without its zone
 _UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -42,19 +44,22 @@ def register(subparsers: Any) -> None:
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """RFC 3339 with a zone, a date (local midnight) or an age such as 12h; argparse-friendly errors."""
     now = now or datetime.now(UTC)
-    found = _AGO.match(text.strip())
+    text = text.strip()
+    found = _AGO.match(text)
     if found:
         return now - timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+    if _DATE.match(text):  # a date: midnight where the owner is
+        try:
+            return datetime.combine(date.fromisoformat(text), time(0)).astimezone()
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a date: {exc}") from exc
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_rfc3339(text)
     except ValueError as exc:
+        if _NAIVE.match(text):
+            raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z for UTC") from exc
         raise argparse.ArgumentTypeError(f"{text!r} is not a time: use RFC 3339 (2026-03-01T12:00:00Z), a date "
                                          "(2026-03-01) or an age (30m, 12h, 7d)") from exc
-    if value.tzinfo is None:
-        if len(text.strip()) == 10:  # a date: midnight where the owner is
-            return value.astimezone()
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z for UTC")
-    return value
 
 
 def _positive(text: str) -> int:
@@ -68,52 +73,33 @@ def _positive(text: str) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from edge.actions.events import read_events
+    from edge.clock import SystemClock
     from edge.config_load import load_config
-    from edge.events.journal import read_history
-    from edge.events.journal_files import read_only_history
 
-    config = load_config(args.config)
-    window = ("newest", None, args.until) if args.since is None and args.limit is not None else (
-        "first", args.since if args.since is not None else (args.until or datetime.now(UTC)) - DAY, args.until)
-    how, since, until = window
-    limit = args.limit or DEFAULT_LIMIT
-    path, db = read_only_history(config)
-    if db is None:
-        print(f"no events recorded yet ({path} does not exist)", file=sys.stderr)
+    page = read_events(load_config(args.config), SystemClock(), since=args.since, until=args.until,
+                       types=args.types or (), limit=args.limit)
+    if not page.found:
+        print(f"no events recorded yet ({page.journal} does not exist)", file=sys.stderr)
         return 0
-    try:
-        rows = read_history(db, since, until, args.types or (), limit + 1, newest=how == "newest")
-    finally:
-        db.close()
-    more = len(rows) > limit
-    rows = rows[1:] if more and how == "newest" else rows[:limit]
-    for row in rows:
-        body = as_dict(row)
+    for event in page.events:
+        body = event.as_dict()
         if args.json:
             print(json.dumps(body, sort_keys=True, ensure_ascii=False))
         else:
             print(_line(body))
+    rows, since, until = page.events, page.since, page.until
     what = "event" if len(rows) == 1 else "events"
-    span = f"the newest {len(rows)} {what}" if how == "newest" else (
+    span = f"the newest {len(rows)} {what}" if page.newest else (
         f"{len(rows)} {what} from {_when(since)}" + (f" until {_when(until)}" if until else ""))
-    if more:
-        nxt = f"--since {_rfc(rows[-1].ts)}"
-        hint = "older ones: --until TIME or a larger --limit" if how == "newest" else \
-            f"more follow: --limit {limit} {nxt} (events at that instant repeat) or a larger --limit"
+    if page.more:
+        nxt = f"--since {rfc3339(rows[-1].ts)}"
+        hint = "older ones: --until TIME or a larger --limit" if page.newest else \
+            f"more follow: --limit {page.limit} {nxt} (events at that instant repeat) or a larger --limit"
         print(f"{span}; {hint}", file=sys.stderr)
     elif not args.json:
         print(span if rows else f"no events from {_when(since)}" if since else "no events", file=sys.stderr)
     return 0
-
-
-def as_dict(row: Any) -> dict[str, Any]:
-    """An event of the history as `--json` prints it: the wire form plus `delivery` per consumer."""
-    from edge.events.journal import CONSUMERS
-
-    body: dict[str, Any] = json.loads(row.payload)
-    body["delivery"] = {c: ("waiting" if c in row.waiting_for else f"dropped ({row.undelivered[c]} limit)"
-                            if c in row.undelivered else "delivered") for c in CONSUMERS}
-    return body
 
 
 _ENVELOPE = ("v", "id", "seq", "type", "camera", "ts", "delivery")
@@ -127,12 +113,6 @@ def _line(body: dict[str, Any]) -> str:
     delivery = ", ".join(f"{c} {state}" for c, state in body["delivery"].items())
     return (f"{body['seq']:>7}  {human_time(body['ts'])}  {body['type']:<15} {body.get('camera') or '-':<12} "
             f"{fields}  [{delivery}]").rstrip()
-
-
-def _rfc(ts: datetime) -> str:
-    from edge.clock import rfc3339
-
-    return rfc3339(ts)
 
 
 def _when(ts: datetime | None) -> str:

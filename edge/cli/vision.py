@@ -8,9 +8,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from edge.errors import EdgeError
 
 
@@ -59,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     migrate = fsub.add_parser("migrate", help="replace whole photos an older version kept by the enrolled face's chip")
     add_config_arg(migrate)
     migrate.set_defaults(func=cmd_migrate)
+    _register_eval(sub)
+
+
+def _register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from edge.cli import add_config_arg
 
     ev = sub.add_parser("eval", help="measure accuracy: LFW verification, detector recall / false positives")
     esub = ev.add_subparsers(dest="eval_command", metavar="SET")
@@ -112,13 +114,9 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _engine(cfg, model: str | None = None):  # type: ignore[no-untyped-def]
-    from edge.vision.engine import FaceEngine
+    from edge.actions.faces import load_engine
 
-    return FaceEngine.load(
-        model="float" if (model or cfg.faces.model) == "float" else "int8",
-        threads=cfg.faces.threads,
-        detector_score=cfg.faces.detector_score,
-    )
+    return load_engine(cfg, model)
 
 
 def _consent_date(text: str) -> date:
@@ -128,97 +126,26 @@ def _consent_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _box(det) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    return {"x": round(det.x0), "y": round(det.y0), "w": round(det.width), "h": round(det.height),
-            "score": round(det.score, 2)}
-
-
-def _listing(dets) -> str:  # type: ignore[no-untyped-def]
-    return "\n".join(
-        "  face {i}: x={x} y={y} w={w} h={h} score {score:.2f}".format(i=i, **_box(d)) for i, d in enumerate(dets, 1)
-    )
-
-
-def _read_image(path: Path):  # type: ignore[no-untyped-def]
-    blob = path.read_bytes() if path.is_file() else None
-    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
-    if img is None:
-        raise EdgeError(f"{path}: not a readable image")
-    return img
-
-
-def _faces_in(engine, img):  # type: ignore[no-untyped-def]
-    """Detections left to right, so the listing's numbers follow the photo."""
-    return sorted(engine.detect(img), key=lambda d: (d.x0, d.y0))
-
-
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+    from edge.actions.faces import enrol
+    from edge.clock import SystemClock
+    from edge.vision.gallery import Existing
 
-    from edge.vision.gallery import Existing, Gallery, check_consent_date, legacy_chipper
-    from edge.vision.recognise import sharpness
-
-    check_consent_date(args.consent_date, datetime.now(UTC))  # before the models load
-    if args.face is not None and len(args.images) > 1:
-        raise EdgeError("--face N picks a face in one photo: enrol that photo on its own (then --add the others)")
-    cfg = _config(args)
-    gallery = Gallery(cfg.state_dir)
     existing: Existing = "replace" if args.replace else "add" if args.add else "refuse"
-    old = gallery.enrolled(args.name)
-    if old is not None and existing == "refuse":
-        raise EdgeError(
-            f"{old.name} is already enrolled ({old.photos} photo(s), consent by {old.consent_by} on "
-            f"{old.consent_date}): use --replace to replace that enrolment, or --add to add these photos"
-        )
-    engine = _engine(cfg)
-    chips, templates = [], []
-    for path in args.images:
-        img = _read_image(path)
-        dets = _faces_in(engine, img)
-        if not dets:
-            raise EdgeError(
-                f"{path}: no face found; use a photo with the face well lit, looking at the camera and at least "
-                f"{cfg.faces.min_face_px} px wide"
-            )
-        if args.face is not None:
-            if not 1 <= args.face <= len(dets):
-                raise EdgeError(f"{path}: there is no face {args.face}; the faces found are:\n{_listing(dets)}")
-            det = dets[args.face - 1]
-        elif args.largest:
-            det = max(dets, key=lambda d: d.width * d.height)
-        elif len(dets) > 1:
-            raise EdgeError(
-                f"{path}: {len(dets)} faces found; choose the one to enrol with --face N, or --largest:\n"
-                f"{_listing(dets)}\nonly the chosen face is kept (its aligned 150x150 chip), nothing of the others"
-            )
-        else:
-            det = dets[0]
-        if det.width < cfg.faces.min_face_px:
-            raise EdgeError(
-                f"{path}: face too small ({det.width:.0f} px wide < faces.min_face_px {cfg.faces.min_face_px}); "
-                "use a closer photo"
-            )
-        chip = engine.chip(img, det)  # only this leaves the photo: the aligned crop of the chosen face
-        if sharpness(chip) < cfg.faces.min_sharpness:
-            raise EdgeError(f"{path}: the face is too blurred (the device would not use it); use a sharper photo")
-        chips.append(chip)
-        templates.append(engine.embedder.embed(chip))
-    if gallery.whole_photos():  # an older version kept whole photos: now is a good moment to drop them
-        for line in gallery.migrate(legacy_chipper(engine, cfg.faces.unknown_distance)):
-            print(f"migrated {line}", file=sys.stderr)
-    person = gallery.enroll(
-        args.name, chips, np.stack(templates), args.consent_by, args.consent_date, engine.embedder_file,
-        existing=existing,
-    )
-    done = "added to" if old is not None and existing == "add" else "replaced" if old is not None else "enrolled"
+    done = enrol(_config(args), SystemClock(), args.name, args.images, args.consent_by, args.consent_date,
+                 face=args.face, largest=args.largest, existing=existing)
+    for line in done.migrated:
+        print(f"migrated {line}", file=sys.stderr)
+    person = done.person
     print(
-        f"{done} {person.name}: {person.photos} photo(s) (face chips only), consent by {person.consent_by} "
+        f"{done.outcome} {person.name}: {person.photos} photo(s) (face chips only), consent by {person.consent_by} "
         f"on {person.consent_date}"
     )
     return 0
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    from edge.actions.faces import box, faces_in, read_image
     from edge.vision import recognise as R
     from edge.vision.gallery import Gallery
     from edge.vision.pipeline import thresholds
@@ -234,11 +161,11 @@ def cmd_test(args: argparse.Namespace) -> int:
             templates[p.name] = gallery.reembed(p.name, engine)
     report = []
     for path in args.images:
-        img = _read_image(path)
+        img = read_image(path)
         faces = []
-        for i, det in enumerate(_faces_in(engine, img), 1):
+        for i, det in enumerate(faces_in(engine, img), 1):
             chip = engine.chip(img, det)
-            face: dict[str, object] = {"face": i, "box": _box(det), "name": None, "nearest": None, "distance": None}
+            face: dict[str, object] = {"face": i, "box": box(det), "name": None, "nearest": None, "distance": None}
             if not R.passes_quality(det.width, R.sharpness(chip), th):
                 face["result"] = "too small or blurred to recognise"
             else:
@@ -291,9 +218,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from edge.vision.gallery import Gallery
+    from edge.actions.faces import list_faces
 
-    people = Gallery(_config(args).state_dir).people()
+    household = list_faces(_config(args))
+    people = household.people
     if args.json:
         print(json.dumps([asdict(p) for p in people], indent=2))
     else:
@@ -304,17 +232,16 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
         if not people:
             print("nobody enrolled")
-    whole = [p.name for p in people if p.stored != "chips"]
-    if whole:  # an older version kept whole photos (bystanders included)
-        print(f"whole photos kept for {', '.join(whole)}: `doorbell-edge faces migrate` keeps only the enrolled "
-              "face", file=sys.stderr)
+    if household.whole_photos:  # an older version kept whole photos (bystanders included)
+        print(f"whole photos kept for {', '.join(household.whole_photos)}: `doorbell-edge faces migrate` keeps only "
+              "the enrolled face", file=sys.stderr)
     return 0
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from edge.vision.gallery import Gallery
+    from edge.actions.faces import forget
 
-    if not Gallery(_config(args).state_dir).forget(args.name):
+    if not forget(_config(args), args.name):
         print(f"{args.name}: not enrolled", file=sys.stderr)
         return 1
     print(f"forgot {args.name}: templates, photos and consent record deleted")

@@ -8,7 +8,6 @@ import base64
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,9 +23,18 @@ import numpy as np
 from edge.clock import FakeClock
 from edge.config import Config, FootageRequestsConfig
 from edge.errors import EdgeError
+from edge.evaluation.references import (
+    Box,
+    InProcessReference,
+    Reference,
+    SubprocessReference,
+    fallback_reference,
+)
 from edge.types import Image
 
-Box = tuple[int, int, int, int]  # x, y, w, h
+__all__ = ["Box", "InProcessReference", "Reference", "SubprocessReference", "VideoResult", "detect_near",
+           "evaluate_video", "export_video", "fallback_reference", "iou", "report_text", "unchanged"]
+
 FindFaces = Callable[[Image], Sequence[Box]]
 
 LEAK_IOU = 0.3  # a reference face counts as leaked when the reference still finds it in the export at this IoU
@@ -37,127 +45,6 @@ TARGET_LEAK_PCT = 1.0  # issue 13's acceptance: leaked faces per reference face,
 TARGET_BOX_PX = 40  # ... and no leaked face box this wide or wider
 TARGET_MIN_PER_MIN = 1.0  # ... and at most a minute of export processing per minute of video
 CAMERA = "front_door"
-SCRIPT = Path(__file__).with_name("reference_faces.py")
-
-
-# --- reference detectors -----------------------------------------------------------------------------------
-
-
-class Reference(Protocol):
-    name: str
-    independent: bool  # False: the same detector family as the redactor, so it cannot see what the redactor misses
-
-    def detect(self, image: Image) -> list[Box]: ...
-    def close(self) -> None: ...
-
-
-class SubprocessReference:
-    """A reference detector in another Python (a venv with face_recognition/dlib, or OpenCV 4 for Haar),
-    running edge/evaluation/reference_faces.py as a line server; frames go over as .npy files."""
-
-    independent = True
-
-    def __init__(self, python: Path, model: str = "dlib-cnn") -> None:
-        if not Path(python).is_file():
-            raise EdgeError(f"--reference-python {python}: no such file (make it: docs/redaction-eval.md)")
-        self._dir = Path(tempfile.mkdtemp(prefix="redaction-ref-"))
-        self._count = 0
-        try:
-            self._proc = subprocess.Popen(
-                [str(python), "-I", str(SCRIPT), model], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, text=True, bufsize=1,
-            )
-        except OSError as exc:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise EdgeError(f"--reference-python {python}: cannot run it: {exc}") from exc
-        first = self._reply()
-        if "ready" not in first:
-            self.close()
-            raise EdgeError(f"--reference-python {python}: reference {model} unavailable there: "
-                            f"{first.get('error', first)}")
-        self.name = f"{first['ready']} (in {python})"
-        self._python = python
-
-    def _reply(self) -> dict[str, Any]:
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            return {"error": f"the reference process ended (exit status {self._proc.wait()})"}
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    def detect(self, image: Image) -> list[Box]:
-        path = self._dir / f"{self._count % 2}.npy"
-        self._count += 1
-        np.save(path, np.ascontiguousarray(image[:, :, ::-1]))  # the server takes RGB
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(f"{path}\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # _reply names the exit status
-        reply = self._reply()
-        if "boxes" not in reply:
-            raise EdgeError(f"reference detector in {self._python}: {reply.get('error', reply)}")
-        return [(int(x), int(y), int(w), int(h)) for x, y, w, h in reply["boxes"]]
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class InProcessReference:
-    """A detect function in this process (Haar from edge/evaluation/reference_faces.py, or the shipped detector)."""
-
-    def __init__(self, name: str, detect: Callable[[Image], list[Box]], independent: bool) -> None:
-        self.name = name
-        self.independent = independent
-        self._detect = detect
-
-    def detect(self, image: Image) -> list[Box]:
-        return self._detect(image)
-
-    def close(self) -> None:
-        pass
-
-
-FALLBACK_NOTE = "weaker fallback reference, not the acceptance reference (dlib CNN: --reference-python)"
-
-
-def fallback_reference() -> Reference:
-    """Without another Python: OpenCV's Haar cascades when this OpenCV has them (OpenCV < 5), else the shipped
-    BlazeFace detector at a low score, which is NOT independent of the redactor: it only shows leaks the
-    redactor's own family would see, plus unchanged pixels. Both are labelled as such in every report."""
-    from edge.evaluation import reference_faces
-
-    try:
-        label, detect = reference_faces.haar()
-
-        def haar_bgr(image: Image) -> list[Box]:
-            return [(x, y, w, h) for x, y, w, h in detect(np.ascontiguousarray(image[:, :, ::-1]))]
-
-        return InProcessReference(f"{label} [{FALLBACK_NOTE}]", haar_bgr, True)
-    except RuntimeError:
-        pass
-    from edge.vision import runtime
-    from edge.vision.detector import FaceDetector
-    from edge.vision.engine import FILES
-
-    detector = FaceDetector(runtime.load(runtime.MODELS_DIR / FILES["float"]["detector"], 1), score_threshold=0.5)
-
-    def blazeface(image: Image) -> list[Box]:
-        return [(int(d.x0), int(d.y0), round(d.width), round(d.height)) for d in detector.detect(image)]
-
-    name = (f"shipped BlazeFace float, score 0.5 [{FALLBACK_NOTE}; this OpenCV {cv2.__version__} has no Haar "
-            "cascades; NOT independent of the redactor]")
-    return InProcessReference(name, blazeface, False)
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
@@ -365,6 +252,43 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _scratch_config(base: Config, state: Path, agency_key: str, court_key: str, box_key: str) -> Config:
+    """The evaluation's device: one camera, a scratch state dir, no MQTT, one agency and one court it trusts."""
+    rules = FootageRequestsConfig.model_validate({
+        "agencies": {"eval": {"name": "Redaction evaluation", "signing_key": agency_key, "encryption_key": box_key}},
+        "trusted_courts": {"eval-court": {"name": "Evaluation Court", "signing_key": court_key}},
+    })
+    return base.model_copy(update={
+        "cameras": {CAMERA: next(iter(base.cameras.values()))},
+        "storage": base.storage.model_copy(update={"state_dir": state}),
+        "mqtt": base.mqtt.model_copy(update={"enabled": False}),
+        "footage_requests": rules,
+    })
+
+
+def _warrant(stem: str, now: datetime, start: datetime, end: datetime) -> dict[str, Any]:
+    """The test warrant (unsigned): the clip recorded from `start` to `end`, video and snapshots."""
+    def z(ts: datetime) -> str:
+        return ts.isoformat().replace("+00:00", "Z")
+
+    return {
+        "request_id": f"EVAL-{stem[:40]}",
+        "agency": {"id": "eval", "name": "Redaction evaluation", "contact": "nobody@eval.invalid"},
+        "officer": {"name": "Evaluation", "badge": "0"},
+        "legal_basis": "warrant",
+        "case_number": "EVAL-1",
+        "incident": {"description": "redaction evaluation", "time": z(start)},
+        "issued_at": z(now - timedelta(hours=1)),
+        "expires_at": z(now + timedelta(days=1)),
+        "issued_by": {"court_id": "eval-court", "court": "Evaluation Court", "judge": "Evaluation"},
+        "scope": {
+            "cameras": [CAMERA],
+            "windows": [{"start": z(start - timedelta(seconds=1)), "end": z(end + timedelta(seconds=2))}],
+            "data": ["video", "snapshots"],
+        },
+    }
+
+
 def export_video(
     base: Config, video: Path, workdir: Path, *, max_frames: int | None = None, unblurred: bool = False,
     find_faces: FindFaces | None = None,
@@ -391,37 +315,9 @@ def export_video(
     clip = record(store, start, frames, fps)
 
     agency, court, box = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), PrivateKey.generate()
-    rules = FootageRequestsConfig.model_validate({
-        "agencies": {"eval": {"name": "Redaction evaluation", "signing_key": public_b64(agency),
-                              "encryption_key": base64.b64encode(bytes(box.public_key)).decode()}},
-        "trusted_courts": {"eval-court": {"name": "Evaluation Court", "signing_key": public_b64(court)}},
-    })
-    cfg = base.model_copy(update={
-        "cameras": {CAMERA: next(iter(base.cameras.values()))},
-        "storage": base.storage.model_copy(update={"state_dir": state}),
-        "mqtt": base.mqtt.model_copy(update={"enabled": False}),
-        "footage_requests": rules,
-    })
-
-    def z(ts: datetime) -> str:
-        return ts.isoformat().replace("+00:00", "Z")
-
-    document = {
-        "request_id": f"EVAL-{video.stem[:40]}",
-        "agency": {"id": "eval", "name": "Redaction evaluation", "contact": "nobody@eval.invalid"},
-        "officer": {"name": "Evaluation", "badge": "0"},
-        "legal_basis": "warrant",
-        "case_number": "EVAL-1",
-        "incident": {"description": "redaction evaluation", "time": z(start)},
-        "issued_at": z(now - timedelta(hours=1)),
-        "expires_at": z(now + timedelta(days=1)),
-        "issued_by": {"court_id": "eval-court", "court": "Evaluation Court", "judge": "Evaluation"},
-        "scope": {
-            "cameras": [CAMERA],
-            "windows": [{"start": z(start - timedelta(seconds=1)), "end": z(clip.end + timedelta(seconds=2))}],
-            "data": ["video", "snapshots"],
-        },
-    }
+    cfg = _scratch_config(base, state, public_b64(agency), public_b64(court),
+                          base64.b64encode(bytes(box.public_key)).decode())
+    document = _warrant(video.stem, now, start, clip.end)
     finders: Any = find_faces if find_faces is not None else export_finders()
     desk = FootageDesk(cfg, clock, clips=store, find_faces=finders, emit=lambda _event: None, actor="eval")
     raw = json.dumps(sign_document(document, agency, court)).encode()

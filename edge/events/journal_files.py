@@ -15,17 +15,8 @@ from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly
 from edge.errors import StorageError
 from edge.events.bus import Event
-from edge.events.journal import (
-    JOURNAL_FILE,
-    MQTT,
-    OLD_OUTBOX_FILE,
-    SCHEMA_VERSION,
-    EventJournal,
-    HistoryBounds,
-    QueueBounds,
-    copy_outbox,
-    create_private,
-)
+from edge.events.journal import JOURNAL_FILE, OLD_OUTBOX_FILE, EventJournal, HistoryBounds, QueueBounds
+from edge.events.journal_schema import MQTT, SCHEMA_VERSION, copy_outbox, create_private
 
 log = logging.getLogger(__name__)
 

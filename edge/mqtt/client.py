@@ -113,6 +113,37 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def build_client(s: LinkSettings, inflight: int) -> paho.Client:
+    """A fresh paho client for one connection attempt: protocol, last will, credentials, TLS (no callbacks yet)."""
+    protocol = PROTOCOLS.get(s.protocol)
+    if protocol is None:
+        raise ValueError(f"unknown MQTT protocol {s.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=s.client_id,
+        protocol=protocol,
+        clean_session=True if protocol == paho.MQTTv311 else None,
+        reconnect_on_failure=False,
+    )
+    if log.isEnabledFor(logging.DEBUG):  # paho logs an ordinary lost connection at ERROR; ours says it better
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+    client.max_inflight_messages_set(inflight)
+    client.max_queued_messages_set(0)
+    client.will_set(s.will_topic, s.will_payload, qos=1, retain=s.will_retain)
+    if s.username is not None:
+        password = s.password() if s.password is not None else None
+        client.username_pw_set(s.username, password)
+    if s.tls is not None:
+        if s.tls.insecure:
+            log.warning(
+                "MQTT: TLS VERIFICATION IS OFF (mqtt.tls.insecure): anyone between this device and %s can read "
+                "and forge events. Use it for testing only.", s.host
+            )
+        client.tls_set_context(tls_context(s.tls))
+        client.tls_insecure_set(s.tls.insecure)
+    return client
+
+
 class Link:
     """A broker connection kept alive by its own thread: connect, serve, and after any failure back off and retry.
 
@@ -325,33 +356,7 @@ class Link:
         log.log(level, "%s", message)
 
     def _make_client(self) -> paho.Client:
-        s = self.settings
-        protocol = PROTOCOLS.get(s.protocol)
-        if protocol is None:
-            raise ValueError(f"unknown MQTT protocol {s.protocol!r}; use one of {', '.join(PROTOCOLS)}")
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=protocol,
-            clean_session=True if protocol == paho.MQTTv311 else None,
-            reconnect_on_failure=False,
-        )
-        if log.isEnabledFor(logging.DEBUG):  # paho logs an ordinary lost connection at ERROR; ours says it better
-            client.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        client.max_inflight_messages_set(self._inflight)
-        client.max_queued_messages_set(0)
-        client.will_set(s.will_topic, s.will_payload, qos=1, retain=s.will_retain)
-        if s.username is not None:
-            password = s.password() if s.password is not None else None
-            client.username_pw_set(s.username, password)
-        if s.tls is not None:
-            if s.tls.insecure:
-                log.warning(
-                    "MQTT: TLS VERIFICATION IS OFF (mqtt.tls.insecure): anyone between this device and %s can read "
-                    "and forge events. Use it for testing only.", s.host
-                )
-            client.tls_set_context(tls_context(s.tls))
-            client.tls_insecure_set(s.tls.insecure)
+        client = build_client(self.settings, self._inflight)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish

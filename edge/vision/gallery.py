@@ -341,18 +341,7 @@ class Gallery:
         chips = self.chips(name)
         if chips:
             return np.stack([engine.embedder.embed(c) for c in chips]).astype(np.float32)
-        import cv2
-
-        out = []
-        for p in self.photos(name):  # a whole photo from before chips: the largest face, as it was enrolled
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                continue
-            dets = engine.detect(img)
-            if dets:
-                det = max(dets, key=lambda d: d.width * d.height)
-                out.append(engine.embed_face(img, det))
-        return np.stack(out) if out else np.zeros((0, 128), np.float32)
+        return embed_whole_photos(self.photos(name), engine)
 
     def people(self) -> list[Person]:
         """Everyone enrolled; a gallery this process cannot read is a StorageError, never an empty list."""
@@ -443,6 +432,22 @@ def legacy_chipper(engine: FaceEngine, max_distance: float) -> Callable[[bytes, 
         return best
 
     return chip_of
+
+
+def embed_whole_photos(photos: list[Path], engine: FaceEngine) -> F32:
+    """Templates from whole photos kept from before chips: the largest face of each, as it was enrolled."""
+    import cv2
+
+    out = []
+    for p in photos:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        dets = engine.detect(img)
+        if dets:
+            det = max(dets, key=lambda d: d.width * d.height)
+            out.append(engine.embed_face(img, det))
+    return np.stack(out) if out else np.zeros((0, 128), np.float32)
 
 
 def migrate_at_start(gallery: Gallery, engine: FaceEngine, max_distance: float) -> None:

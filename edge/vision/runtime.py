@@ -92,10 +92,6 @@ class Delegation:
     ops: int  # nodes of the original graph
     by_op: dict[str, int]
 
-    @property
-    def single_partition(self) -> bool:
-        return self.partitions == 1
-
 
 class Model:
     """One TFLite model behind an interpreter built once (XNNPACK, fixed thread count)."""

@@ -1,0 +1,147 @@
+"""The household's faces: enrol someone with their consent (one clear, sharp face per photo, only its aligned chip
+kept), list who is enrolled with their consent records, forget someone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.clock import Clock
+from edge.config import Config
+from edge.errors import EdgeError
+from edge.vision.gallery import CHIPS, Existing, Gallery, Person, check_consent_date, legacy_chipper
+
+if TYPE_CHECKING:
+    from edge.vision.detector import Detection
+    from edge.vision.engine import FaceEngine
+
+Image = npt.NDArray[Any]  # BGR, as OpenCV decodes it
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    person: Person
+    outcome: Literal["enrolled", "replaced", "added to"]
+    migrated: tuple[str, ...] = ()  # whole photos an older version kept, replaced by chips on the way
+
+
+@dataclass(frozen=True)
+class Household:
+    people: tuple[Person, ...]
+    whole_photos: tuple[str, ...]  # names whose enrolment (from before chips) still keeps whole photos
+
+
+def load_engine(config: Config, model: str | None = None) -> FaceEngine:
+    """The face models as the daemon runs them (faces.model unless `model` says int8 or float)."""
+    from edge.vision.engine import FaceEngine
+
+    return FaceEngine.load(model="float" if (model or config.faces.model) == "float" else "int8",
+                           threads=config.faces.threads, detector_score=config.faces.detector_score)
+
+
+def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], consent_by: str, consent_date: date, *,
+          face: int | None = None, largest: bool = False, existing: Existing = "refuse",
+          engine: FaceEngine | None = None) -> Enrolled:
+    """Enrol `name` from photos with the consent given by `consent_by` on `consent_date`. Each photo must show
+    one face (or `face` N of the listing, or the `largest`) at least faces.min_face_px wide and as sharp as the
+    daemon needs; nothing else of the photo is kept. `existing` says what to do when `name` is enrolled already.
+    The checks that need no model come first; `engine` is loaded from the config when not given."""
+    check_consent_date(consent_date, clock.now())
+    if face is not None and len(images) > 1:
+        raise EdgeError("--face N picks a face in one photo: enrol that photo on its own (then --add the others)")
+    gallery = Gallery(config.state_dir)
+    old = gallery.enrolled(name)
+    if old is not None and existing == "refuse":
+        raise EdgeError(
+            f"{old.name} is already enrolled ({old.photos} photo(s), consent by {old.consent_by} on "
+            f"{old.consent_date}): use --replace to replace that enrolment, or --add to add these photos"
+        )
+    engine = engine or load_engine(config)
+    chips = [_chip(config, engine, path, face, largest) for path in images]
+    templates = [engine.embedder.embed(chip) for chip in chips]
+    migrated: list[str] = []
+    if gallery.whole_photos():  # an older version kept whole photos: now is a good moment to drop them
+        migrated = gallery.migrate(legacy_chipper(engine, config.faces.unknown_distance))
+    person = gallery.enroll(name, chips, np.stack(templates), consent_by, consent_date, engine.embedder_file,
+                            existing=existing)
+    outcome: Literal["enrolled", "replaced", "added to"] = (
+        "added to" if old is not None and existing == "add" else "replaced" if old is not None else "enrolled")
+    return Enrolled(person, outcome, tuple(migrated))
+
+
+def _chip(config: Config, engine: FaceEngine, path: Path, face: int | None, largest: bool) -> Image:
+    """The aligned chip of the chosen face in one photo: the only thing that leaves the photo."""
+    from edge.vision.recognise import sharpness
+
+    img = read_image(path)
+    dets = faces_in(engine, img)
+    if not dets:
+        raise EdgeError(
+            f"{path}: no face found; use a photo with the face well lit, looking at the camera and at least "
+            f"{config.faces.min_face_px} px wide"
+        )
+    if face is not None:
+        if not 1 <= face <= len(dets):
+            raise EdgeError(f"{path}: there is no face {face}; the faces found are:\n{listing(dets)}")
+        det = dets[face - 1]
+    elif largest:
+        det = max(dets, key=lambda d: d.width * d.height)
+    elif len(dets) > 1:
+        raise EdgeError(
+            f"{path}: {len(dets)} faces found; choose the one to enrol with --face N, or --largest:\n"
+            f"{listing(dets)}\nonly the chosen face is kept (its aligned 150x150 chip), nothing of the others"
+        )
+    else:
+        det = dets[0]
+    if det.width < config.faces.min_face_px:
+        raise EdgeError(
+            f"{path}: face too small ({det.width:.0f} px wide < faces.min_face_px {config.faces.min_face_px}); "
+            "use a closer photo"
+        )
+    chip = engine.chip(img, det)
+    if sharpness(chip) < config.faces.min_sharpness:
+        raise EdgeError(f"{path}: the face is too blurred (the device would not use it); use a sharper photo")
+    return chip
+
+
+def list_faces(config: Config) -> Household:
+    """Everyone enrolled with their consent records (StorageError when the gallery cannot be read)."""
+    people = Gallery(config.state_dir).people()
+    return Household(tuple(people), tuple(p.name for p in people if p.stored != CHIPS))
+
+
+def forget(config: Config, name: str) -> bool:
+    """Delete the person's templates, face chips and consent record; False when `name` is not enrolled."""
+    return Gallery(config.state_dir).forget(name)
+
+
+def read_image(path: Path) -> Image:
+    import cv2
+
+    blob = path.read_bytes() if path.is_file() else None
+    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
+    if img is None:
+        raise EdgeError(f"{path}: not a readable image")
+    return img
+
+
+def faces_in(engine: FaceEngine, img: Image) -> list[Detection]:
+    """Detections left to right, so the listing's numbers follow the photo."""
+    return sorted(engine.detect(img), key=lambda d: (d.x0, d.y0))
+
+
+def box(det: Detection) -> dict[str, float]:
+    return {"x": round(det.x0), "y": round(det.y0), "w": round(det.width), "h": round(det.height),
+            "score": round(det.score, 2)}
+
+
+def listing(dets: Sequence[Detection]) -> str:
+    return "\n".join(
+        "  face {i}: x={x} y={y} w={w} h={h} score {score:.2f}".format(i=i, **box(d)) for i, d in enumerate(dets, 1)
+    )

@@ -1,0 +1,107 @@
+"""edge.actions.faces with the real models, the real gallery on disk and real photos from ../shared/data: enrol
+with consent (one face per photo, size and sharpness as the daemon needs), list with consent records, forget."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.actions.faces import enrol, forget, list_faces
+from edge.clock import FakeClock
+from edge.config import Config
+from edge.errors import EdgeError, StorageError
+from edge.vision.engine import FaceEngine
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO.parent / "shared" / "data" / "gallery" / "face_recognition" / "examples"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+CONSENTED = date(2026, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def engine() -> FaceEngine:
+    return FaceEngine.load(model="int8", threads=2)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Path]:
+    if not EXAMPLES.is_dir():  # fail loudly: CI lays shared/data beside the checkout
+        raise AssertionError(f"test data missing: {EXAMPLES}")
+    obama = sorted((EXAMPLES / "knn_examples" / "train" / "obama").glob("*.jpg"))
+    return {"obama1": obama[0], "obama2": obama[1], "two": EXAMPLES / "two_people.jpg"}
+
+
+def config(tmp_path: Path, **faces: Any) -> Config:
+    return Config.model_validate({"storage": {"state_dir": str(tmp_path / "state")},
+                                  "faces": {"model": "int8", "threads": 2, **faces}})
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_enrol_list_add_and_forget(tmp_path: Path, engine: FaceEngine, photos: dict[str, Path]) -> None:
+    cfg, clock = config(tmp_path), FakeClock(NOW)
+    done = enrol(cfg, clock, "Barack Obama", [photos["obama1"]], "Barack Obama", CONSENTED, engine=engine)
+    assert done.outcome == "enrolled" and done.person.photos == 1 and done.migrated == ()
+    assert files(cfg.state_dir / "faces" / "barack-obama") == ["person.json", "photos/000.jpg", "templates.npy"]
+
+    household = list_faces(cfg)
+    (person,) = household.people
+    assert (person.name, person.consent_by, person.consent_date) == ("Barack Obama", "Barack Obama", "2026-02-01")
+    assert household.whole_photos == ()
+
+    with pytest.raises(EdgeError, match=r"already enrolled .*use --replace .* or --add"):
+        enrol(cfg, clock, "Barack Obama", [photos["obama2"]], "Barack Obama", CONSENTED, engine=engine)
+    added = enrol(cfg, clock, "Barack Obama", [photos["obama2"]], "his guardian", date(2026, 2, 20),
+                  existing="add", engine=engine)
+    assert added.outcome == "added to" and added.person.photos == 2
+    assert list_faces(cfg).people[0].consent_by == "his guardian"  # the consent record becomes the newest
+    replaced = enrol(cfg, clock, "Barack Obama", [photos["obama1"]], "Barack Obama", CONSENTED, existing="replace",
+                     engine=engine)
+    assert replaced.outcome == "replaced" and replaced.person.photos == 1
+
+    assert forget(cfg, "Barack Obama") is True
+    assert list_faces(cfg).people == () and files(cfg.state_dir / "faces") == []
+    assert forget(cfg, "Barack Obama") is False
+
+
+def test_a_photo_of_two_people_needs_a_chosen_face(tmp_path: Path, engine: FaceEngine,
+                                                   photos: dict[str, Path]) -> None:
+    cfg, clock = config(tmp_path), FakeClock(NOW)
+    with pytest.raises(EdgeError, match=r"2 faces found; choose the one to enrol with --face N") as refused:
+        enrol(cfg, clock, "Visitor", [photos["two"]], "the person", CONSENTED, engine=engine)
+    assert "  face 1: x=242 y=55 w=160 h=160 score 0.83" in str(refused.value)
+    assert files(cfg.state_dir / "faces") == []
+    with pytest.raises(EdgeError, match="there is no face 3"):
+        enrol(cfg, clock, "Visitor", [photos["two"]], "the person", CONSENTED, face=3, engine=engine)
+    with pytest.raises(EdgeError, match="--face N picks a face in one photo"):
+        enrol(cfg, clock, "Visitor", [photos["two"], photos["obama1"]], "the person", CONSENTED, face=1,
+              engine=engine)
+    chosen = enrol(cfg, clock, "Visitor", [photos["two"]], "the person", CONSENTED, face=2, engine=engine)
+    assert chosen.person.photos == 1
+    largest = enrol(cfg, clock, "Other", [photos["two"]], "the person", CONSENTED, largest=True, engine=engine)
+    assert largest.person.photos == 1
+
+
+def test_the_daemons_quality_rules_and_the_consent_date_are_enforced(
+        tmp_path: Path, engine: FaceEngine, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(NOW)
+    with monkeypatch.context() as m:
+        m.setattr("edge.actions.faces.load_engine", lambda *a: pytest.fail("models loaded for a refused consent"))
+        with pytest.raises(StorageError, match=r"consent date 2026-03-05 is in the future"):
+            enrol(config(tmp_path), clock, "Ada", [photos["obama1"]], "Ada", date(2026, 3, 5))
+    with pytest.raises(EdgeError, match=r"face too small \(\d+ px wide < faces.min_face_px 2000\)"):
+        enrol(config(tmp_path, min_face_px=2000), clock, "Ada", [photos["obama1"]], "Ada", CONSENTED,
+              engine=engine)
+    with pytest.raises(EdgeError, match="the face is too blurred"):
+        enrol(config(tmp_path, min_sharpness=1e9), clock, "Ada", [photos["obama1"]], "Ada", CONSENTED,
+              engine=engine)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a jpeg")
+    with pytest.raises(EdgeError, match=r"junk\.jpg: not a readable image"):
+        enrol(config(tmp_path), clock, "Ada", [junk], "Ada", CONSENTED, engine=engine)
+    assert files(tmp_path / "state" / "faces") == []
