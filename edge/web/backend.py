@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import rfc8785
@@ -89,36 +89,20 @@ class Backend:
 
     def events(self, day: date, types: tuple[str, ...] = (), after_seq: int = 0) -> tuple[list[dict[str, Any]], bool]:
         """The events of one local calendar day (at most DAY_LIMIT from after_seq on) and whether more follow."""
-        from edge.cli.events import as_dict
-        from edge.events.journal import read_history
-        from edge.events.journal_files import read_only_history
+        from edge.actions.events import read_day
 
-        start = datetime.combine(day, time(0)).astimezone()
-        end = datetime.combine(day + timedelta(days=1), time(0)).astimezone()
-        _path, db = read_only_history(self.config)
-        if db is None:
-            return [], False
-        try:
-            rows = read_history(db, start, end, types, DAY_LIMIT + 1 if not after_seq else 1_000_000)
-        finally:
-            db.close()
-        if after_seq:
-            rows = [r for r in rows if r.seq > after_seq][:DAY_LIMIT + 1]
-        return [as_dict(r) for r in rows[:DAY_LIMIT]], len(rows) > DAY_LIMIT
+        page = read_day(self.config, self.clock, day, types=types, limit=1_000_000 if after_seq else DAY_LIMIT,
+                        footage=False)
+        if not after_seq:
+            return [e.as_dict() for e in page.events], page.more
+        rows = [e for e in page.events if e.seq > after_seq]
+        return [e.as_dict() for e in rows[:DAY_LIMIT]], len(rows) > DAY_LIMIT
 
     def latest(self, event_type: str) -> dict[str, Any] | None:
-        from edge.cli.events import as_dict
-        from edge.events.journal import read_history
-        from edge.events.journal_files import read_only_history
+        from edge.actions.events import read_events
 
-        _path, db = read_only_history(self.config)
-        if db is None:
-            return None
-        try:
-            rows = read_history(db, None, None, (event_type,), 1, newest=True)
-        finally:
-            db.close()
-        return as_dict(rows[0]) if rows else None
+        page = read_events(self.config, self.clock, types=(event_type,), limit=1)
+        return page.events[-1].as_dict() if page.events else None
 
     # --- footage requests ---------------------------------------------------------------------------------
 
