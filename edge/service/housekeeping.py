@@ -12,6 +12,7 @@ from edge.clock import Clock
 from edge.config import Config
 from edge.errors import StorageError
 from edge.events.bus import Event, EventBus
+from edge.layout import StateLayout
 from edge.stage import Feature, Host
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Housekeeping:
     def run_once(self) -> None:
         """Periodic chores that must happen even when nobody runs a command."""
         self.check_state_readable()
-        if not (self.config.state_dir / "footage").exists():
+        if not StateLayout.of(self.config.state_dir).footage.exists():
             return  # no request was ever submitted: nothing to sweep (and no need to load the footage code)
         from edge.footage.desk import FootageDesk, pending_requests
 
@@ -67,7 +68,8 @@ class Housekeeping:
         from edge.vision.gallery import Gallery
 
         checks: dict[str, Callable[[], object]] = {}
-        if os.path.lexists(self.config.state_dir / "audit"):  # no audit log yet: nothing to read (nor footage code)
+        # No audit log yet: nothing to read (nor footage code to load).
+        if os.path.lexists(StateLayout.of(self.config.state_dir).audit):
             from edge.footage.audit import AuditLog
 
             checks["audit_log"] = AuditLog(self.config.state_dir, self.clock).check_access
