@@ -200,12 +200,12 @@ class App:
         ring_camera = self.config.button.camera or first_camera
         # One ring limit per camera for every way of ringing (button, control socket): a flood is one ring per
         # button.ring_interval_s, and the refused presses are answered "rate limited".
-        self.ring_limiter = RateLimiter("ring on {key}", self.config.button.ring_interval_s, self.config.cameras,
+        limiter = RateLimiter("ring on {key}", self.config.button.ring_interval_s, self.config.cameras,
                                         self.clock.monotonic, "button.ring_interval_s")
         button = GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic,
-                            limiter=self.ring_limiter, camera=ring_camera)
+                            limiter=limiter, camera=ring_camera)
         self.control_handlers["ring"] = rate_limited(
-            self._handle_ring, self.ring_limiter, lambda request: str(request.get("camera") or first_camera)
+            self._handle_ring, limiter, lambda request: str(request.get("camera") or first_camera)
         )
         self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
         return [button, ControlServer(self.config.state_dir, self.control_handlers, self.config.control)]

@@ -36,7 +36,6 @@ class MotionStage:
         self.publish = publish
         self.forward = forward
         self.clock = clock
-        self.beat = beat
         self.state = MotionState()
         self.tracker = MotionTracker(config.end_after_s)
         self.peak_score = 0.0
