@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from edge import __version__
 from edge.camera.base import make_source
@@ -24,25 +24,65 @@ from edge.motion.stage import MotionStage
 from edge.permissions import make_state_private
 from edge.queues import Closed, DropOldestQueue
 from edge.ratelimit import RateLimiter
-from edge.recording.codec import encode_jpeg
+from edge.service import housekeeping
 from edge.service.button import GpioButton
 from edge.service.control import ControlServer, rate_limited
 from edge.service.health import Health
+from edge.service.housekeeping import Housekeeping
 from edge.service.logging import setup_logging
 from edge.service.memory import tune_malloc
 from edge.service.notify import Notifier
 from edge.service.preflight import check_modules
+from edge.service.snapshots import LatestFrames
+from edge.stage import Component, Feature, FeatureBuilder, Host
 from edge.types import Frame, MotionFrame
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_JPEG_QUALITY = 85
 STOP_TIMEOUT_S = 4.0  # SIGTERM must end the process with exit 0 within 5 s
 
 
-class Component(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
+def _mqtt(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature:
+    """The event journal becomes the bus's journal (seq shared with CLI processes); the publisher starts before
+    and stops after everything that emits events."""
+    from edge.mqtt.service import build
+
+    return Feature(build(config, bus, clock, host.state, host.snapshot))
+
+
+def _faces(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature | None:
+    from edge.vision.pipeline import build
+
+    return build(config, bus, clock, host)
+
+
+def _recording(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature:
+    """Started before the cameras (its start() recovers the clip store), stopped after them. Built even with
+    recording.enabled false: it then records nothing, but retention keeps deleting old clips."""
+    from edge.recording.recorder import build
+
+    pi_cameras = {
+        name: lambda name=name: host.camera_handle(name)
+        for name, cam in config.cameras.items()
+        if cam.source == "picamera2" and config.recording.pi_encoder
+    }
+    recording = build(config, bus, clock, pi_cameras=pi_cameras)
+    recording.attach_health(host.health.beater)
+    return Feature(recording, on_frame=recording.on_frame, on_event=recording.on_event, state=recording.state)
+
+
+def _web(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature | None:
+    """The owner's page (web.enabled): one thread, started last, stopped first; a crash of the page is logged and
+    the page restarted without touching capture or MQTT (edge/web/server.py)."""
+    if not config.web.enabled:
+        return None
+    from edge.web.server import WebServer
+
+    return Feature(WebServer(config, clock, host.snapshot, bus.publish))
+
+
+# Started in this order (after the snapshot keeper), stopped in reverse; each may also join the flows.
+FEATURES: tuple[FeatureBuilder, ...] = (_mqtt, _faces, _recording, housekeeping.build, _web)
 
 
 class StdoutSink:
@@ -83,33 +123,46 @@ class App:
         clock: Clock | None = None,
         stdout: TextIO | None = None,
         environ: dict[str, str] | None = None,
+        features: tuple[FeatureBuilder, ...] = FEATURES,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.stdout = stdout or sys.stdout
         self.environ = dict(os.environ if environ is None else environ)
+        self.feature_builders = features
         self.bus = EventBus()
         self.health = Health(config.pipeline.stall_after_s, self.clock.monotonic)
         self.notifier = Notifier(self.environ)
         self.stop_event = threading.Event()
         self.cameras: dict[str, CameraStage] = {}
         self.motion: dict[str, MotionStage] = {}
-        # Integration points, filled by build():
-        self.components: list[Component] = []  # started in order, stopped in reverse
-        self.frame_consumers: dict[str, list[Callable[[Frame], None]]] = {n: [] for n in config.cameras}
-        self.motion_consumers: list[Callable[[MotionFrame], None]] = []
-        self.state_providers: list[Callable[[], dict[str, Any]]] = []
+        self.latest = LatestFrames(config.button.camera or next(iter(config.cameras)))
+        self.features: list[Feature] = []  # built by build(); started in order, stopped in reverse
         self.control_handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._watchdog_thread: threading.Thread | None = None
-        self._pending_requests = 0
-        self._state_problems: dict[str, str] = {}  # what -> the reason it cannot be read (check_state_readable)
         self.storage_problem: str | None = None  # the state dir is read-only: running degraded (build())
-        self._latest: dict[str, Frame] = {}
         self._started_mono = self.clock.monotonic()
 
     # --- building ----------------------------------------------------------------------------------------
 
     def build(self) -> App:
+        self._prepare_state_dir()
+        if self.config.output.stdout_events:
+            self.bus.subscribe(StdoutSink(self.stdout))
+        host = Host(self.health, self.state, self.snapshot_jpeg, self._camera_handle)
+        self.features.append(Feature(self.latest, on_frame=self.latest.on_frame))
+        for builder in self.feature_builders:
+            feature = builder(self.config, self.bus, self.clock, host)
+            if feature is not None:
+                self.features.append(feature)
+                if feature.on_event is not None:
+                    self.bus.subscribe(feature.on_event)
+        for name in self.config.cameras:
+            self._build_camera(name)
+        self.features.extend(Feature(c) for c in self._build_controls())
+        return self
+
+    def _prepare_state_dir(self) -> None:
         try:
             ensure_state_dir(self.config.state_dir)
             # Migration: files an older version (UMask=0027) or a root-run tool left group- or world-readable
@@ -122,158 +175,54 @@ class App:
             # daemon runs on (ring, events, MQTT), records nothing, and says so (log, `system` event, state).
             self.storage_problem = f"{exc}: the daemon runs without recording, and events are not durable"
             log.error("%s", self.storage_problem)
-        if self.config.output.stdout_events:
-            self.bus.subscribe(StdoutSink(self.stdout))
-        self._build_features()
-        for name, cam_config in self.config.cameras.items():
-            queue: DropOldestQueue[Frame] = DropOldestQueue(self.config.pipeline.queue_size)
-            consumers = self.frame_consumers[name]
 
-            def emit(frame: Frame, queue: DropOldestQueue[Frame] = queue, consumers=consumers) -> None:
-                try:
-                    queue.put(frame)
-                except Closed:
-                    return
-                for consumer in consumers:
-                    consumer(frame)
+    def _build_camera(self, name: str) -> None:
+        """camera -> (every frame consumer, the motion queue) -> motion gate -> every motion consumer."""
+        cam_config = self.config.cameras[name]
+        queue: DropOldestQueue[Frame] = DropOldestQueue(self.config.pipeline.queue_size)
+        frame_consumers = [f.on_frame for f in self.features if f.on_frame is not None]
+        motion_consumers = [f.on_motion for f in self.features if f.on_motion is not None]
 
-            self.cameras[name] = CameraStage(
-                name,
-                cam_config,
-                make_source(name, cam_config),
-                emit,
-                self.clock,
-                beat=self._beater(f"camera:{name}"),
-                report=self._reporter(name),
-            )
-            self.motion[name] = MotionStage(
-                name,
-                cam_config,
-                self.config.motion,
-                queue,
-                self.bus.publish,
-                self._forward_motion,
-                self.clock,
-                beat=self._beater(f"motion:{name}"),
-            )
+        def emit(frame: Frame) -> None:
+            try:
+                queue.put(frame)
+            except Closed:
+                return
+            for consumer in frame_consumers:
+                consumer(frame)
+
+        def forward(item: MotionFrame) -> None:
+            for consumer in motion_consumers:
+                consumer(item)
+
+        self.cameras[name] = CameraStage(
+            name, cam_config, make_source(name, cam_config), emit, self.clock,
+            beat=self.health.beater(f"camera:{name}"), report=self._reporter(name),
+        )
+        self.motion[name] = MotionStage(
+            name, cam_config, self.config.motion, queue, self.bus.publish, forward, self.clock,
+            beat=self.health.beater(f"motion:{name}"),
+        )
+
+    def _build_controls(self) -> list[Component]:
+        """The ways to ring (button, control socket) and the socket's status command."""
         first_camera = next(iter(self.config.cameras))
         ring_camera = self.config.button.camera or first_camera
         # One ring limit per camera for every way of ringing (button, control socket): a flood is one ring per
         # button.ring_interval_s, and the refused presses are answered "rate limited".
-        self.ring_limiter = RateLimiter("ring on {key}", self.config.button.ring_interval_s, self.config.cameras,
+        limiter = RateLimiter("ring on {key}", self.config.button.ring_interval_s, self.config.cameras,
                                         self.clock.monotonic, "button.ring_interval_s")
-        self.components.append(
-            GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic,
-                       limiter=self.ring_limiter, camera=ring_camera)
-        )
+        button = GpioButton(self.config.button, lambda: self.ring(ring_camera, "button"), self.clock.monotonic,
+                            limiter=limiter, camera=ring_camera)
         self.control_handlers["ring"] = rate_limited(
-            self._handle_ring, self.ring_limiter, lambda request: str(request.get("camera") or first_camera)
+            self._handle_ring, limiter, lambda request: str(request.get("camera") or first_camera)
         )
         self.control_handlers["status"] = lambda _req: {"ok": True, "state": self.state()}
-        self.components.append(ControlServer(self.config.state_dir, self.control_handlers, self.config.control))
-        return self
+        return [button, ControlServer(self.config.state_dir, self.control_handlers, self.config.control)]
 
-    def _build_features(self) -> None:
-        """Feature packages (MQTT, vision, recording) add their components and consumers here."""
-        # First: the durable MQTT outbox becomes the bus's journal (seq shared with CLI processes), and the
-        # publisher starts before and stops after everything that emits events.
-        from edge.mqtt.service import build as build_mqtt
-
-        self.mqtt = build_mqtt(self.config, self.bus, self.clock, self.state, self.snapshot_jpeg)
-        for name in self.config.cameras:
-            self.frame_consumers[name].append(self._keep_latest)
-        self.components.append(self.mqtt)
-        if self.config.faces.enabled:
-            from edge.vision.pipeline import attach as attach_faces
-
-            attach_faces(self)  # loads the models once; consumes motion frames, publishes person/face
-        from edge.recording.recorder import build as build_recording
-
-        # Started before the cameras (its start() recovers the clip store), stopped after them. Built even
-        # with recording.enabled false: it then records nothing, but retention keeps deleting old clips.
-        pi_cameras = {
-            name: lambda name=name: getattr(getattr(self.cameras.get(name), "source", None), "camera", None)
-            for name, cam in self.config.cameras.items()
-            if cam.source == "picamera2" and self.config.recording.pi_encoder
-        }
-        recording = build_recording(self.config, self.bus, self.clock, pi_cameras=pi_cameras)
-        self.components.append(recording)
-        self.bus.subscribe(recording.on_event)
-        for name in self.config.cameras:
-            self.frame_consumers[name].append(recording.on_frame)
-        self.state_providers.append(recording.state)
-        recording.attach_health(self._beater)
-        # Footage requests: lapsed approvals and expired holds are audited by the daemon's housekeeping too,
-        # not only when the owner next runs a footage command; the pending count feeds the state summary.
-        self.components.append(Housekeeping(self, HOUSEKEEPING_INTERVAL_S))
-        if self.config.web.enabled:  # the owner's page: one thread, started last, stopped first
-            from edge.web.server import WebServer
-
-            self.components.append(WebServer(self.config, self.clock, self.snapshot_jpeg, self.bus.publish))
-        self.state_providers.append(lambda: {"pending_requests": self._pending_requests})
-
-    def _keep_latest(self, frame: Frame) -> None:
-        self._latest[frame.camera] = frame  # a reference only; frames are immutable
-
-    def snapshot_jpeg(self, camera: str | None = None) -> bytes | None:
-        """The newest frame of a camera (default: the doorbell's) as JPEG; privacy masks are already applied."""
-        name = camera or self.config.button.camera or next(iter(self.config.cameras))
-        frame = self._latest.get(name)
-        if frame is None:
-            return None
-        try:
-            return encode_jpeg(frame.image, SNAPSHOT_JPEG_QUALITY)
-        except StorageError:
-            return None
-
-    def housekeeping(self) -> None:
-        """Periodic chores that must happen even when nobody runs a command."""
-        self.check_state_readable()
-        if not (self.config.state_dir / "footage").exists():
-            return  # no request was ever submitted: nothing to sweep (and no need to load the footage code)
-        from edge.footage.desk import FootageDesk, pending_requests
-
-        try:
-            FootageDesk(self.config, self.clock, emit=self.bus.publish, actor="daemon").sweep()
-            self._pending_requests = pending_requests(self.config, self.clock)
-        except Exception:
-            log.exception("footage housekeeping failed")
-
-    def check_state_readable(self) -> None:
-        """Say loudly (WARNING + a `system` event over MQTT) when the face gallery or the audit log cannot be read,
-        e.g. files a root-run command left behind: "0 enrolled" would hide it. Said again only when it changes."""
-        from edge.vision.gallery import Gallery
-
-        checks: dict[str, Callable[[], object]] = {}
-        if os.path.lexists(self.config.state_dir / "audit"):  # no audit log yet: nothing to read (nor footage code)
-            from edge.footage.audit import AuditLog
-
-            checks["audit_log"] = AuditLog(self.config.state_dir, self.clock).check_access
-        if self.config.faces.enabled:
-            checks["face_gallery"] = Gallery(self.config.state_dir).templates
-        for what in ("audit_log", "face_gallery"):
-            problem = None
-            try:
-                checks.get(what, lambda: None)()
-            except StorageError as exc:
-                problem = str(exc)
-            if problem == self._state_problems.get(what):
-                continue
-            if problem is None:
-                del self._state_problems[what]
-                log.info("%s can be read again", what.replace("_", " "))
-                self.bus.publish(Event("system", None, self.clock.now(), {"status": "state_readable", "what": what}))
-                continue
-            self._state_problems[what] = problem
-            log.warning("%s: %s%s", what, problem, "" if "read-only file system" in problem
-                        else "; run owner commands as the service user (see README, Commands)")
-            self.bus.publish(
-                Event("system", None, self.clock.now(), {"status": "state_unreadable", "what": what, "error": problem})
-            )
-
-    def _beater(self, stage: str) -> Callable[[], None]:
-        self.health.register(stage)
-        return lambda: self.health.beat(stage)
+    def _camera_handle(self, name: str) -> Any:
+        """The open Picamera2 object of a picamera2 camera (None before its source opened it)."""
+        return getattr(getattr(self.cameras.get(name), "source", None), "camera", None)
 
     def _reporter(self, camera: str) -> Callable[[str, dict[str, object]], None]:
         def report(what: str, details: dict[str, object]) -> None:
@@ -281,9 +230,19 @@ class App:
 
         return report
 
-    def _forward_motion(self, item: MotionFrame) -> None:
-        for consumer in self.motion_consumers:
-            consumer(item)
+    def snapshot_jpeg(self, camera: str | None = None) -> bytes | None:
+        """The newest frame of a camera (default: the doorbell's) as JPEG; privacy masks are already applied."""
+        return self.latest.jpeg(camera)
+
+    def _housekeeping(self) -> Housekeeping:
+        return next(f.component for f in self.features if isinstance(f.component, Housekeeping))
+
+    def housekeeping(self) -> None:
+        """Periodic chores that must happen even when nobody runs a command (edge/service/housekeeping.py)."""
+        self._housekeeping().run_once()
+
+    def check_state_readable(self) -> None:
+        self._housekeeping().check_state_readable()
 
     # --- actions -----------------------------------------------------------------------------------------
 
@@ -315,22 +274,23 @@ class App:
             },
             "stalled": self.health.stalled(),
         }
-        for provider in self.state_providers:
-            state.update(provider())
+        for feature in self.features:
+            if feature.state is not None:
+                state.update(feature.state())
         return state
 
     # --- running -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._started_mono = self.clock.monotonic()
-        for component in self.components:
+        for feature in self.features:
             try:
-                component.start()
+                feature.component.start()
             except (StorageError, OSError) as exc:
                 if self.storage_problem is None:
                     raise
                 log.error("%s cannot start on the read-only state dir (%s); running without it",
-                          type(component).__name__, exc)
+                          type(feature.component).__name__, exc)
         for motion in self.motion.values():
             motion.start()
         for camera in self.cameras.values():
@@ -377,42 +337,16 @@ class App:
         for camera in self.cameras.values():
             camera.join(share / max(1, len(self.cameras)))
         for motion in self.motion.values():
-            motion.queue.close()
+            motion.stop()  # closes its queue: the frames in it are still scored
         for motion in self.motion.values():
             motion.join(share / max(1, len(self.motion)))
         self.bus.publish(Event("system", None, self.clock.now(), {"status": "stopping"}))
-        for component in reversed(self.components):
+        for feature in reversed(self.features):
             try:
-                component.stop()
+                feature.component.stop()
             except Exception:
-                log.exception("stopping %r failed", component)
+                log.exception("stopping %r failed", feature.component)
         self.notifier.close()
-
-
-HOUSEKEEPING_INTERVAL_S = 60.0
-
-
-class Housekeeping:
-    """A named thread that runs App.housekeeping() at start and then every `interval` seconds."""
-
-    def __init__(self, app: App, interval: float) -> None:
-        self.app = app
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.app.housekeeping()
-            if self._stop.wait(self.interval):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1.0)
 
 
 def run_daemon(config: Config, duration: float | None = None) -> int:

@@ -31,7 +31,15 @@ FORBIDDEN = (
     ("recording", "mqtt", "recording reports through the bus like every stage"),
     ("recording", "footage", "the clip store serves footage requests; it does not know them"),
 )
-CONFIG_MODULES = ("edge.config", "edge.config_load")
+CONFIG_MODULES = (
+    "edge.config",
+    "edge.config_base",
+    "edge.config_capture",
+    "edge.config_mqtt",
+    "edge.config_recording",
+    "edge.config_footage",
+    "edge.config_load",
+)
 CONFIG_MAY_IMPORT = ("edge.errors", *CONFIG_MODULES)
 
 # third-party module -> the one edge module (or package, ending in '.') allowed to import it

@@ -1,4 +1,4 @@
-"""Privacy masks and motion zones: normalised polygons rasterised onto images of any size."""
+"""Privacy masks and motion zones: normalised polygons rasterised onto any image size; built and applied only here."""
 
 from __future__ import annotations
 
@@ -35,10 +35,32 @@ def apply_masks(image: Image, polygons: Sequence[Polygon]) -> Image:
     """A copy of `image` black inside every privacy polygon (the input is never modified)."""
     if not polygons:
         return image
-    mask = _cached_mask(_freeze(polygons), image.shape[0], image.shape[1])
+    return blacken(image, _cached_mask(_freeze(polygons), image.shape[0], image.shape[1]))
+
+
+def blacken(image: Image, mask: np.ndarray) -> Image:
+    """A copy of `image` black wherever `mask` is set (the input is never modified)."""
     out = image.copy()
     out[mask > 0] = 0
     return out
+
+
+def storage_mask(polygons: Sequence[Polygon], height: int, width: int, margin_px: int) -> np.ndarray:
+    """The privacy mask for stored footage: the configured polygons grown by `margin_px`, so the ringing of
+    a lossy codec at the mask's edge lands in the margin, never inside the polygon itself."""
+    mask = polygon_mask(polygons, height, width)
+    if margin_px > 0 and mask.any():
+        size = 2 * margin_px + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return mask
+
+
+def watched_area(height: int, width: int, zones: Sequence[Polygon], masks: Sequence[Polygon]) -> np.ndarray:
+    """Pixels that count for motion: inside a zone (or everywhere without zones), never inside a mask."""
+    watch = polygon_mask(zones, height, width) if zones else np.full((height, width), 255, np.uint8)
+    if masks:
+        watch[polygon_mask(masks, height, width) > 0] = 0
+    return watch
 
 
 def _freeze(polygons: Sequence[Polygon]) -> tuple[tuple[tuple[float, float], ...], ...]:

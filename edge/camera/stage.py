@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import cv2
@@ -13,9 +12,13 @@ from edge.camera.masks import apply_masks
 from edge.clock import CaptureClock, Clock
 from edge.config import CameraConfig
 from edge.errors import SourceError
+from edge.queues import Closed
+from edge.stage import StageLoop
 from edge.types import Frame, Image
 
 log = logging.getLogger(__name__)
+
+Picture = tuple[Image, Image | None]  # (main, lores) as a source reads them
 
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -36,7 +39,10 @@ def lores_for(image: Image, config: CameraConfig) -> Image:
 
 
 class CameraStage:
-    """One thread per camera. `emit(frame)` must not block (it feeds drop-oldest queues)."""
+    """One thread per camera. `emit(frame)` must not block (it feeds drop-oldest queues).
+
+    The stage loop pulls the next picture from `_next`, which also opens the source and reconnects it with
+    back-off (reporting `camera_lost` / `camera_restored`); the end of a finite source ends the stage."""
 
     def __init__(
         self,
@@ -54,96 +60,100 @@ class CameraStage:
         self.source = source
         self.emit = emit
         self.clock = clock
-        self.beat = beat
         self.report = report  # (what, details) -> a `system` event
-        self.stop_event = threading.Event()
-        self.ended = threading.Event()
         self.frames = 0
         self.reconnects = 0
-        self.thread = threading.Thread(target=self.run, name=f"camera:{name}", daemon=True)
+        self._open = False
+        self._lost = False
+        self._delay = config.reconnect_initial_s
+        self._retry_at: float | None = None  # monotonic time of the next attempt to open the source
+        self._next_due = 0.0
+        self.loop: StageLoop[Picture] = StageLoop(f"camera:{name}", self._next, self._step, beat, on_end=self._close)
+        self.thread = self.loop.thread
+        self.stop_event = self.loop.stop_event
+        self.ended = self.loop.ended
         # Capture times: monotonic time anchored to the wall clock, never clamped or squeezed; a wall-clock
         # step re-anchors (the recorder sees the step in frame.ts - frame.mono and ends its clip there).
         self.capture_clock = CaptureClock(clock, step_s)
 
     def start(self) -> None:
-        self.thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
+        self.loop.stop()
 
     def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
+        self.loop.join(timeout)
 
-    def _wait(self, seconds: float) -> bool:
-        """Sleep in small steps, still beating; True if asked to stop."""
-        deadline = self.clock.monotonic() + seconds
-        while not self.stop_event.is_set():
-            self.beat()
-            left = deadline - self.clock.monotonic()
-            if left <= 0:
+    def _next(self, timeout: float) -> Picture | None:
+        """The next (main, lores) picture; None while connecting, backing off or waiting for the frame's turn;
+        Closed at the end of a finite source."""
+        if not self._open and not self._connect(timeout):
+            return None
+        if not self.source.paced:
+            wait = self._next_due - self.clock.monotonic()
+            if wait > 0:
+                self.stop_event.wait(min(wait, timeout))
+                return None
+            period = 1.0 / self.config.fps
+            self._next_due = max(self._next_due + period, self.clock.monotonic() - period)
+        try:
+            got = self.source.read()
+        except SourceError as exc:
+            log.warning("camera %s: %s; reconnecting in %.1f s", self.name, exc, self._delay)
+            self.report("camera_lost", {"error": str(exc)})
+            self._lost = True
+            self._close()
+            self._back_off()
+            return None
+        if got is None:
+            self.report("camera_ended", {"frames": self.frames})
+            raise Closed
+        return got
+
+    def _connect(self, timeout: float) -> bool:
+        """Try to open the source when its back-off has passed; True once it is open."""
+        if self._retry_at is not None:
+            left = self._retry_at - self.clock.monotonic()
+            if left > 0:
+                self.stop_event.wait(min(left, timeout))
                 return False
-            self.stop_event.wait(min(left, 0.5))
+        try:
+            self.source.open()
+        except SourceError as exc:
+            log.warning("camera %s: %s; retrying in %.1f s", self.name, exc, self._delay)
+            if not self._lost:
+                self.report("camera_lost", {"error": str(exc)})
+                self._lost = True
+            self._back_off()
+            return False
+        self._open = True
+        self._retry_at = None
+        self._next_due = self.clock.monotonic()
+        if self._lost:
+            self.reconnects += 1
+            log.info("camera %s: reconnected", self.name)
+            self.report("camera_restored", {"reconnects": self.reconnects})
+            self._lost = False
         return True
 
-    def run(self) -> None:
-        delay = self.config.reconnect_initial_s
-        lost = False
-        try:
-            while not self.stop_event.is_set():
-                try:
-                    self.source.open()
-                except SourceError as exc:
-                    log.warning("camera %s: %s; retrying in %.1f s", self.name, exc, delay)
-                    if not lost:
-                        self.report("camera_lost", {"error": str(exc)})
-                        lost = True
-                    if self._wait(delay):
-                        return
-                    delay = min(delay * 2, self.config.reconnect_max_s)
-                    continue
-                if lost:
-                    self.reconnects += 1
-                    log.info("camera %s: reconnected", self.name)
-                    self.report("camera_restored", {"reconnects": self.reconnects})
-                    lost = False
-                try:
-                    if self._pump():
-                        self.ended.set()
-                        self.report("camera_ended", {"frames": self.frames})
-                        return
-                    delay = self.config.reconnect_initial_s
-                except SourceError as exc:
-                    log.warning("camera %s: %s; reconnecting in %.1f s", self.name, exc, delay)
-                    self.report("camera_lost", {"error": str(exc)})
-                    lost = True
-                    if self._wait(delay):
-                        return
-                    delay = min(delay * 2, self.config.reconnect_max_s)
-                finally:
-                    self.source.close()
-        finally:
-            self.ended.set()
+    def _back_off(self) -> None:
+        self._retry_at = self.clock.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self.config.reconnect_max_s)
 
-    def _pump(self) -> bool:
-        """Read until stopped (False) or the end of a finite source (True); SourceError on failure."""
-        period = 1.0 / self.config.fps
-        next_due = self.clock.monotonic()
-        while not self.stop_event.is_set():
-            self.beat()
-            if not self.source.paced:
-                wait = next_due - self.clock.monotonic()
-                if wait > 0 and self.stop_event.wait(wait):
-                    return False
-                next_due = max(next_due + period, self.clock.monotonic() - period)
-            got = self.source.read()
-            if got is None:
-                return True
-            main, lores = got
-            stamp = self.capture_clock.stamp()
-            if stamp.step:
-                log.warning("camera %s: the wall clock stepped %+.3f s; frame times re-anchored", self.name, stamp.step)
-            image = prepare(main, self.config)
-            analysis = prepare(lores, self.config) if lores is not None else lores_for(image, self.config)
-            self.frames += 1
-            self.emit(Frame(self.name, self.frames, stamp.ts, stamp.mono, image, analysis))
-        return False
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self.source.close()
+
+    def _step(self, picture: Picture | None) -> None:
+        if picture is None:
+            return
+        main, lores = picture
+        stamp = self.capture_clock.stamp()
+        if stamp.step:
+            log.warning("camera %s: the wall clock stepped %+.3f s; frame times re-anchored", self.name, stamp.step)
+        image = prepare(main, self.config)
+        analysis = prepare(lores, self.config) if lores is not None else lores_for(image, self.config)
+        self.frames += 1
+        self.emit(Frame(self.name, self.frames, stamp.ts, stamp.mono, image, analysis))

@@ -4,81 +4,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from types import ModuleType
 
 import yaml
 
 from edge import __version__
+from edge.cli import clips, events, footage, mqtt, vision, web
+from edge.cli.common import add_config_arg, human_time, load_config_for, print_fields
 from edge.errors import EdgeError
 from edge.service.owner import act_as_state_owner
 
+__all__ = ["add_config_arg", "build_parser", "human_time", "load_config_for", "main", "print_fields"]
+
 log = logging.getLogger(__name__)
 
-# Feature packages register their subcommands here: each module exposes register(subparsers), and every
-# parser it adds sets `func(args) -> int`. Add one line per module.
-COMMAND_MODULES: list[str] = [
-    "edge.cli.footage",
-    "edge.cli.vision",
-    "edge.cli.clips",
-    "edge.cli.mqtt",
-    "edge.cli.events",
-    "edge.cli.web",
-]
 
-
-def add_config_arg(parser: argparse.ArgumentParser) -> None:
-    """The one `--config` every command takes, spelt and explained the same everywhere."""
-    parser.add_argument(
-        "--config",
-        "-c",
-        default=None,
-        metavar="FILE",
-        help="config file (default: $DOORBELL_EDGE_CONFIG, else /etc/doorbell-edge/config.yaml, else built-in "
-        "defaults)",
-    )
-
-
-# --- output for people (the `show` commands); --json output stays machine-shaped ---------------------------
-
-
-def human_time(value: datetime | str | None) -> str:
-    """Local time with UTC in brackets: `2026-03-01 13:00:05 CET (12:00:05 UTC)`; the UTC date is added when it
-    differs, and the bracket is left out where local time is UTC. Accepts aware datetimes or RFC 3339 text."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, str):
-        text = value
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return text
-    if value.tzinfo is None:
-        return value.isoformat(sep=" ")
-    local = value.astimezone()
-    utc = value.astimezone(UTC)
-    text = f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".rstrip()
-    if local.utcoffset() == utc.utcoffset():
-        return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
-    same_day = local.date() == utc.date()
-    return f"{text} ({utc:%H:%M:%S} UTC)" if same_day else f"{text} ({utc:%Y-%m-%d %H:%M:%S} UTC)"
-
-
-def print_fields(rows: Iterable[tuple[str, object]]) -> None:
-    """Aligned `field: value` lines; a value with several lines continues under the first."""
-    rows = list(rows)
-    width = max((len(name) for name, _ in rows), default=0) + 1
-    for name, value in rows:
-        lines = str(value).splitlines() or [""]
-        print(f"{name + ':':<{width}} {lines[0]}".rstrip())
-        for line in lines[1:]:
-            print(f"{'':<{width}} {line}".rstrip())
+# Every command group's module: each exposes register(subparsers), and every parser it adds sets
+# `func(args) -> int`. Add one line per module (and its import above).
+COMMAND_MODULES: tuple[ModuleType, ...] = (footage, vision, clips, mqtt, events, web)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,25 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("config-schema", help="print the JSON schema of the config file")
     schema.set_defaults(func=_cmd_schema)
 
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_daemon
-    from edge.config_load import load_config
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     return run_daemon(config, duration=args.duration)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from edge.config_check import check_files, pointed_files, service_user
-    from edge.config_load import load_config, masked_dump, resolve_config_path
+    from edge.config_load import masked_dump, resolve_config_path
     from edge.errors import ConfigError
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     path, _explicit = resolve_config_path(args.config)
     # Then what it points at (video, password and TLS files), as the user the daemon will run as.
     problems = check_files(config, path if path.exists() else None)
@@ -147,10 +95,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_ring(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
     from edge.service.control import send_command
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     camera = args.camera or next(iter(config.cameras))
     if camera not in config.cameras:
         raise EdgeError(f"no camera named {camera!r}; cameras: {', '.join(config.cameras)}")
@@ -170,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        act_as_state_owner(args, argv)  # as root: become the state dir's owner first (edge/service/owner.py)
+        # As root: become the state dir's owner first (edge/service/owner.py).
+        act_as_state_owner(args, lambda: load_config_for(args).state_dir, argv)
         _provide_export_finders()
         code = int(args.func(args))
         sys.stdout.flush()  # a reader that went away (`| head`) shows up here, inside the handlers below

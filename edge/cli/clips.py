@@ -17,7 +17,7 @@ _NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")  # 
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     clips = subparsers.add_parser("clips", help="list, inspect and copy recorded clips")
     sub = clips.add_subparsers(dest="clips_command", metavar="ACTION")
@@ -86,7 +86,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not refs:
         print("no clips")
         return 0
-    from edge.cli import human_time
+    from edge.cli.common import human_time
 
     starts = {ref.id: human_time(ref.start) for ref in refs}  # local time, UTC in brackets (README, Commands)
     width = max(len("START"), *(len(v) for v in starts.values()))
@@ -121,7 +121,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _print_clip(ref: ClipRef, body: dict[str, Any]) -> None:
     """`clips show` for people: local times, counts instead of id lists (the ids are in --json)."""
-    from edge.cli import human_time, print_fields
+    from edge.cli.common import human_time, print_fields
 
     flags = [
         f

@@ -20,7 +20,7 @@ _UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def register(subparsers: Any) -> None:
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     events = subparsers.add_parser("events", help="the device's own event history (the event journal)")
     sub = events.add_subparsers(dest="events_command", metavar="ACTION")
@@ -106,7 +106,7 @@ _ENVELOPE = ("v", "id", "seq", "type", "camera", "ts", "delivery")
 
 
 def _line(body: dict[str, Any]) -> str:
-    from edge.cli import human_time
+    from edge.cli.common import human_time
 
     fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(body.items())
                       if k not in _ENVELOPE)
@@ -116,6 +116,6 @@ def _line(body: dict[str, Any]) -> str:
 
 
 def _when(ts: datetime | None) -> str:
-    from edge.cli import human_time
+    from edge.cli.common import human_time
 
     return human_time(ts) if ts else "the start"

@@ -17,7 +17,7 @@ OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold",
 
 
 def register(subparsers: Any) -> None:
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     requests = subparsers.add_parser("requests", help="footage requests: evaluate, submit, approve, deny, report")
     rsub = requests.add_subparsers(dest="requests_command", metavar="ACTION")
@@ -349,7 +349,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from edge.cli import human_time
+    from edge.cli.common import human_time
 
     for row in rows:  # local time, UTC in brackets (README, Commands); --json keeps RFC 3339 UTC
         print(f"{row['id']}  {human_time(row['received_at'])}  {row['agency'] or '-'}  {row['request_id'] or '-'}  "
@@ -381,7 +381,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     """`requests show` for people: local times, counts per camera instead of clip id lists (--json has them)."""
     from collections import Counter
 
-    from edge.cli import human_time, print_fields
+    from edge.cli.common import human_time, print_fields
 
     doc = s.get("document") or {}
     scope = doc.get("scope") or {}
@@ -745,7 +745,7 @@ def _audit_show(args: argparse.Namespace) -> int:
     if not text:
         print(f"no audit records ({path} does not exist yet)")
         return 0
-    from edge.cli import human_time
+    from edge.cli.common import human_time
 
     lines = text.splitlines()
     width = len(str(len(lines)))

@@ -16,7 +16,7 @@ from edge.errors import StorageError
 
 
 def register(subparsers: Any) -> None:
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     mqtt = subparsers.add_parser("mqtt", help="MQTT: outbox status, discovery payloads, connection check")
     sub = mqtt.add_subparsers(dest="mqtt_command", metavar="ACTION")

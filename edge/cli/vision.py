@@ -12,7 +12,7 @@ from edge.errors import EdgeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), list, forget, test a photo")
     fsub = faces.add_subparsers(dest="faces_command", metavar="ACTION")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from edge.cli.common import add_config_arg, load_config_for
+
 
 def register(subparsers: Any) -> None:
-    from edge.cli import add_config_arg
-
     web = subparsers.add_parser("web", help="the owner's page (HTTPS): setup code, certificate fingerprint")
     sub = web.add_subparsers(dest="web_command", metavar="ACTION")
     sub.required = True
@@ -20,12 +20,11 @@ def register(subparsers: Any) -> None:
 
 def _setup_code(args: argparse.Namespace) -> int:
     from edge.clock import SystemClock
-    from edge.config_load import load_config
     from edge.errors import EdgeError
     from edge.web.auth import AuthStore
     from edge.web.tls import ensure_tls, fingerprint
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     clock = SystemClock()
     auth = AuthStore(config.state_dir, config.web, lambda: clock.now().timestamp())
     if auth.has_owner():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.camera.masks import Polygon, polygon_mask
+from edge.camera.masks import Polygon, watched_area
 from edge.config import MotionConfig
 from edge.types import Image, MotionResult
 
@@ -30,14 +30,6 @@ def luma(image: Image, width: int) -> np.ndarray:
     if image.ndim == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return image
-
-
-def watched_area(height: int, width: int, zones: Sequence[Polygon], masks: Sequence[Polygon]) -> np.ndarray:
-    """Pixels that count for motion: inside a zone (or everywhere without zones), never inside a mask."""
-    watch = polygon_mask(zones, height, width) if zones else np.full((height, width), 255, np.uint8)
-    if masks:
-        watch[polygon_mask(masks, height, width) > 0] = 0
-    return watch
 
 
 def score_motion(

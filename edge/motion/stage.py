@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -11,7 +10,8 @@ from edge.clock import Clock
 from edge.config import CameraConfig, MotionConfig
 from edge.events.bus import Event
 from edge.motion.gate import MotionState, MotionTracker, score_motion
-from edge.queues import Closed, DropOldestQueue
+from edge.queues import DropOldestQueue
+from edge.stage import StageLoop
 from edge.types import Frame, MotionFrame
 
 log = logging.getLogger(__name__)
@@ -36,47 +36,46 @@ class MotionStage:
         self.publish = publish
         self.forward = forward
         self.clock = clock
-        self.beat = beat
         self.state = MotionState()
         self.tracker = MotionTracker(config.end_after_s)
         self.peak_score = 0.0
         self.frames_in = 0
         self.frames_moving = 0
-        self.thread = threading.Thread(target=self.run, name=f"motion:{camera}", daemon=True)
+        # Ends once the camera side closed the queue and every frame in it was scored.
+        self.loop = StageLoop(f"motion:{camera}", queue.get, self._step, beat, on_end=self._close_period)
 
     @property
     def active(self) -> bool:
         return self.tracker.active
 
     def start(self) -> None:
-        self.thread.start()
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.queue.close()
 
     def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
+        self.loop.join(timeout)
 
-    def run(self) -> None:
-        while True:
-            self.beat()
-            try:
-                frame = self.queue.get(timeout=0.5)
-            except Closed:
-                break
-            if frame is None:
-                self._transition(False, self.clock.monotonic(), None)
-                continue
-            self.frames_in += 1
-            result = score_motion(
-                self.state,
-                frame.analysis,
-                self.config,
-                self.camera_config.analysis_width,
-                self.camera_config.motion_zones,
-                self.camera_config.privacy_masks,
-            )
-            self._transition(result.moving, frame.mono, frame, result.score)
-            if result.moving:
-                self.frames_moving += 1
-                self.forward(MotionFrame(frame, result))
+    def _step(self, frame: Frame | None) -> None:
+        if frame is None:
+            self._transition(False, self.clock.monotonic(), None)
+            return
+        self.frames_in += 1
+        result = score_motion(
+            self.state,
+            frame.analysis,
+            self.config,
+            self.camera_config.analysis_width,
+            self.camera_config.motion_zones,
+            self.camera_config.privacy_masks,
+        )
+        self._transition(result.moving, frame.mono, frame, result.score)
+        if result.moving:
+            self.frames_moving += 1
+            self.forward(MotionFrame(frame, result))
+
+    def _close_period(self) -> None:
         if self.tracker.active:  # close an open motion period on shutdown so consumers see its end
             self.tracker.active = False
             self._emit("motion_end", self.clock.now(), {"peak_score": round(self.peak_score, 4), "reason": "shutdown"})

@@ -6,15 +6,14 @@ import collections
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import cv2
 import numpy as np
 
-from edge.camera.masks import polygon_mask
+from edge.camera.masks import storage_mask
 from edge.camera.picamera2_encoder import Picamera2Encoder
 from edge.clock import Clock
 from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
@@ -58,16 +57,6 @@ def retention_policy(config: RetentionConfig) -> RetentionPolicy:
         max_bytes=config.max_usage_mb * MiB if config.max_usage_mb is not None else None,
         min_free_bytes=config.min_free_mb * MiB,
     )
-
-
-def storage_mask(polygons: Sequence[Sequence[Sequence[float]]], height: int, width: int, margin_px: int) -> np.ndarray:
-    """The privacy mask for stored footage: the configured polygons grown by `margin_px`, so the ringing of
-    a lossy codec at the mask's edge lands in the margin, never inside the polygon itself."""
-    mask = polygon_mask(polygons, height, width)
-    if margin_px > 0 and mask.any():
-        size = 2 * margin_px + 1
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    return mask
 
 
 def picamera2_encoder_factory(

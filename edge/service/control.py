@@ -13,13 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge import layout
 from edge.config import ControlConfig
 from edge.errors import EdgeError
+from edge.layout import StateLayout
 from edge.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
+SOCKET_NAME = layout.CONTROL_SOCKET
 MAX_REQUEST = 4096
 BACKLOG = 64  # connections the kernel queues before accept(); a burst of clients waits there, not refused
 
@@ -27,7 +29,7 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def socket_path(state_dir: Path) -> Path:
-    return Path(state_dir) / SOCKET_NAME
+    return StateLayout.of(state_dir).control_socket
 
 
 def send_command(state_dir: Path, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -16,9 +16,10 @@ class Health:
     def register(self, stage: str) -> None:
         self.beat(stage)
 
-    def unregister(self, stage: str) -> None:
-        with self._lock:
-            self._beats.pop(stage, None)
+    def beater(self, stage: str) -> Callable[[], None]:
+        """Register `stage` and return the heartbeat its thread calls while it is alive."""
+        self.register(stage)
+        return lambda: self.beat(stage)
 
     def beat(self, stage: str) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ import pwd
 import shlex
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge import permissions
@@ -52,14 +52,15 @@ def uses_state(args: argparse.Namespace) -> bool:
     return sub is None or getattr(args, sub[0], None) in sub[1]
 
 
-def act_as_state_owner(args: argparse.Namespace, argv: Sequence[str] | None = None) -> None:
+def act_as_state_owner(
+    args: argparse.Namespace, state_dir_of: Callable[[], Path], argv: Sequence[str] | None = None
+) -> None:
     """main() calls this before dispatching: switch to the state directory's owner when run by root, then
-    make sure this process can use the state directory. Raises StorageError (exit 1) with the command to use."""
+    make sure this process can use the state directory. Raises StorageError (exit 1) with the command to use.
+    `state_dir_of` loads the command's config (only for commands that use the state directory)."""
     if not uses_state(args):
         return
-    from edge.config_load import load_config
-
-    state_dir = Path(load_config(getattr(args, "config", None)).state_dir)
+    state_dir = Path(state_dir_of())
     command = invoked_as() + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     if os.geteuid() == 0:
         become_owner(state_dir, command)

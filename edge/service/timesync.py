@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.clock import Clock, rfc3339, synchronized
+from edge import layout
+from edge.clock import Clock, parse_rfc3339, rfc3339, synchronized
 from edge.fsutil import fsync_dir
+from edge.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
-STATE_NAME = "time.json"
+STATE_NAME = layout.TIME_STATE
 STEP_TOLERANCE_S = 2.0  # a frame this far behind the high-water mark was stamped by a clock that stepped back
 PERSIST_EVERY_S = 60.0  # the high-water mark is written at least this often (a restart within it is no jump)
 CHECK_EVERY_S = 10.0
@@ -171,17 +173,12 @@ def rfc3339_us(value: datetime) -> str:
 
 
 def _parse(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone")
-    return parsed
+    return None if value is None else parse_rfc3339(value)
 
 
 def load_state(state_dir: Path) -> TimeState | None:
     """The persisted state; None when there is none yet; `unreadable` set when the file is damaged."""
-    path = Path(state_dir) / STATE_NAME
+    path = StateLayout.of(state_dir).time_state
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -206,7 +203,7 @@ def load_state(state_dir: Path) -> TimeState | None:
 
 def save_state(state_dir: Path, state: TimeState) -> None:
     """Write atomically: temp file, fsync, rename, fsync the directory."""
-    path = Path(state_dir) / STATE_NAME
+    path = StateLayout.of(state_dir).time_state
     tmp = path.with_name(path.name + ".tmp")
     data = (json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n").encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state dir's files are private

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,10 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.clock import Clock
-from edge.config import FacesConfig
+from edge.config import Config, FacesConfig
 from edge.errors import StorageError
-from edge.events.bus import Event
+from edge.events.bus import Event, EventBus
 from edge.queues import Closed, DropOldestQueue
+from edge.stage import Feature, Host, StageLoop
 from edge.types import Frame, MotionFrame
 from edge.vision import recognise as R
 from edge.vision.detector import INPUT as DETECTOR_INPUT
@@ -254,10 +254,10 @@ class FaceStage:
         self.gallery = gallery
         self.clock = clock
         self.publish = publish
-        self.beat = beat or (lambda: None)
         self.queue: DropOldestQueue[MotionFrame] = DropOldestQueue(queue_size)
         self.pipelines: dict[str, FacePipeline] = {}
-        self.thread = threading.Thread(target=self.run, name="faces", daemon=True)
+        self.loop = StageLoop("faces", self.queue.get, self._step, beat or (lambda: None), on_error=self._failed)
+        self.thread = self.loop.thread
         self.errors = 0
         self.inference_ms: float | None = None  # smoothed time per analysed frame (detect + track + embed)
 
@@ -266,11 +266,11 @@ class FaceStage:
             self.queue.put(item)
 
     def start(self) -> None:
-        self.thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
         self.queue.close()
-        self.thread.join(4.0)
+        self.loop.join(4.0)
         for p in self.pipelines.values():
             p.clear()
 
@@ -288,35 +288,32 @@ class FaceStage:
     def state(self) -> dict[str, Any]:
         return {"inference_ms": None if self.inference_ms is None else round(self.inference_ms, 2)}
 
-    def run(self) -> None:
-        while True:
-            self.beat()
-            try:
-                item = self.queue.get(timeout=0.5)
-            except Closed:
-                break
-            mono = self.clock.monotonic()
-            if item is None:
-                for p in self.pipelines.values():
-                    p.tick(mono)
-                continue
-            try:
-                started = time.perf_counter()
-                events = self._pipeline(item.frame.camera).process(item.frame)
-                self._note_time(1000.0 * (time.perf_counter() - started))
-                for ev in events:
-                    self.publish(ev)
-            except Exception:  # one bad frame must not stop recognition
-                self.errors += 1
-                log.exception("face stage failed on frame %s", item.frame.seq)
+    def _step(self, item: MotionFrame | None) -> None:
+        mono = self.clock.monotonic()
+        if item is None:
+            for p in self.pipelines.values():
+                p.tick(mono)
+            return
+        try:
+            started = time.perf_counter()
+            events = self._pipeline(item.frame.camera).process(item.frame)
+            self._note_time(1000.0 * (time.perf_counter() - started))
+            for ev in events:
+                self.publish(ev)
+        finally:
             for cam, p in self.pipelines.items():
                 if cam != item.frame.camera:
                     p.tick(mono)
 
+    def _failed(self, item: MotionFrame | None, _exc: Exception) -> None:
+        # One bad frame must not stop recognition.
+        self.errors += 1
+        log.exception("face stage failed on frame %s", item.frame.seq if item is not None else None)
 
-def attach(app: Any) -> FaceStage | None:
-    """Wire the face stage into the daemon (called from App._build_features)."""
-    config = app.config
+
+def build(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature | None:
+    """The face stage as a daemon feature: loads the models once, consumes motion frames, publishes
+    person/face events; None when faces are off."""
     if not config.faces.enabled:
         return None
     engine = FaceEngine.load(
@@ -324,15 +321,5 @@ def attach(app: Any) -> FaceStage | None:
     )
     gallery = Gallery(config.state_dir)
     migrate_at_start(gallery, engine, config.faces.unknown_distance)  # an older version's whole photos -> chips
-    stage = FaceStage(
-        config.faces,
-        engine,
-        gallery,
-        app.clock,
-        app.bus.publish,
-        beat=app._beater("faces"),
-    )
-    app.components.append(stage)
-    app.motion_consumers.append(stage.submit)
-    app.state_providers.append(stage.state)
-    return stage
+    stage = FaceStage(config.faces, engine, gallery, clock, bus.publish, beat=host.health.beater("faces"))
+    return Feature(stage, on_motion=stage.submit, state=stage.state)
