@@ -1,7 +1,8 @@
 """The footage desk: the I/O shell around decide() - intake, owner decisions, holds, the sweep - audit first.
 
-Exports run in edge.footage.export_run, the read-only views (list, show, the transparency report) are in
-edge.footage.report; the desk hands both its store, audit log and clock."""
+A request is judged now by edge.footage.judge and an approval's scope checked by edge.footage.approval; exports
+run in edge.footage.export_run, the read-only views (list, show, the transparency report) are in
+edge.footage.report. The owner actions the command line and the web page call are in edge.actions.footage."""
 
 from __future__ import annotations
 
