@@ -6,6 +6,7 @@ EdgeError                    anything doorbell-edge raises on purpose (exit 1)
 ├── ModelError               a shipped model is missing or unusable
 ├── StorageError             the state directory or a database cannot be used
 └── RequestError             a footage-request document or command is unusable
+    └── RequestChanged       the request is not the one the owner was shown (its hash differs)
 """
 
 from __future__ import annotations
@@ -43,3 +44,7 @@ class StorageError(EdgeError):
 
 class RequestError(EdgeError):
     """A footage request or an owner command about one is unusable."""
+
+
+class RequestChanged(RequestError):
+    """The footage request the owner decided on is not the one they were shown: nothing was recorded."""

@@ -1,1 +1,1 @@
-"""The owner's actions, one function each: the command line calls them today, the owner's web page tomorrow."""
+"""The service layer: one function per owner action, for the command line now and the owner's web page next."""

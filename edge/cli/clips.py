@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.actions.clips import copy_clip, list_clips, open_store, show_clip
+from edge.cli.common import load_config_for
 from edge.clock import SystemClock, parse_rfc3339, rfc3339
 from edge.recording.store import ClipRef, ClipStore
 
@@ -55,9 +56,8 @@ def _time(text: str) -> datetime:
 
 
 def _store(args: argparse.Namespace) -> ClipStore:
-    from edge.config_load import load_config
 
-    return open_store(load_config(args.config).state_dir, SystemClock())
+    return open_store(load_config_for(args).state_dir, SystemClock())
 
 
 def _summary(ref: ClipRef) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from edge.actions.events import DEFAULT_LIMIT
+from edge.cli.common import load_config_for
 from edge.clock import parse_rfc3339, rfc3339
 from edge.events.bus import EVENT_TYPES
 
@@ -75,9 +76,8 @@ def _positive(text: str) -> int:
 def _list(args: argparse.Namespace) -> int:
     from edge.actions.events import read_events
     from edge.clock import SystemClock
-    from edge.config_load import load_config
 
-    page = read_events(load_config(args.config), SystemClock(), since=args.since, until=args.until,
+    page = read_events(load_config_for(args), SystemClock(), since=args.since, until=args.until,
                        types=args.types or (), limit=args.limit)
     if not page.found:
         print(f"no events recorded yet ({page.journal} does not exist)", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""`doorbell-edge requests | exports | audit` subcommands: the owner's local interface to footage requests."""
+"""`doorbell-edge requests ...`: the owner's local interface to footage requests (edge.actions.footage).
+
+`exports` and `keys` and `agencies` are in edge.cli.footage_keys, `audit` in edge.cli.footage_audit."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -11,17 +12,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edge.cli.common import load_config_for
 from edge.errors import RequestError
 
 OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold", "release-hold"})
 
 
 def register(subparsers: Any) -> None:
-    from edge.cli.common import add_config_arg
+    from edge.cli import footage_audit, footage_keys
 
+    _register_requests(subparsers)
+    footage_keys.register(subparsers)
+    footage_audit.register(subparsers)
+
+
+def _register_requests(subparsers: Any) -> None:
     requests = subparsers.add_parser("requests", help="footage requests: evaluate, submit, approve, deny, report")
     rsub = requests.add_subparsers(dest="requests_command", metavar="ACTION")
     rsub.required = True
+
+    _add_intake(rsub)
+    _add_decisions(rsub)
+    _add_reading(rsub)
+
+
+def _add_intake(rsub: Any) -> None:
+    from edge.cli.common import add_config_arg
 
     p = rsub.add_parser("evaluate", help="print the decision a request would get; records nothing")
     p.add_argument("file", metavar="FILE", help="request document (JSON or YAML; FILE.minisig and "
@@ -37,6 +53,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     add_config_arg(p)
     p.set_defaults(func=_submit)
+
+
+def _add_decisions(rsub: Any) -> None:
+    """The owner's commands (OWNER_COMMANDS: run as the state dir's owner or root)."""
+    from edge.cli.common import add_config_arg
 
     p = rsub.add_parser("approve", help="owner: approve a request under review (may narrow, never widen)")
     p.add_argument("id", metavar="ID", help="the request's local id (fr-..., as `requests list` shows it)")
@@ -90,6 +111,10 @@ def register(subparsers: Any) -> None:
     add_config_arg(p)
     p.set_defaults(func=_release_hold)
 
+
+def _add_reading(rsub: Any) -> None:
+    from edge.cli.common import add_config_arg
+
     p = rsub.add_parser("list", help="every request with its current decision")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_config_arg(p)
@@ -108,104 +133,14 @@ def register(subparsers: Any) -> None:
     add_config_arg(p)
     p.set_defaults(func=_report)
 
-    exports = subparsers.add_parser("exports", help="export bundles: verify (agency side), keygen")
-    esub = exports.add_subparsers(dest="exports_command", metavar="ACTION")
-    esub.required = True
-    p = esub.add_parser("verify", help="decrypt a bundle and check its signature and every file's hash")
-    p.add_argument("bundle", metavar="BUNDLE", help="the export bundle file")
-    p.add_argument("--identity", default=None, metavar="FILE",
-                   help="the agency's age identity file (AGE-SECRET-KEY-1..., from `doorbell-edge-agency keygen` or "
-                   "`age-keygen`; an older base64 X25519 private key file works too)")
-    p.add_argument("--device-key", default=None, metavar="KEY",
-                   help="the device's Ed25519 public key as the owner gave it to you in advance (base64, RW... "
-                   "minisign or PEM, or "
-                   "a file holding either; `doorbell-edge keys show` prints it); this or --device-fingerprint is "
-                   "required")
-    p.add_argument("--device-fingerprint", default=None, metavar="HEX",
-                   help="the device key's 16-hex-digit fingerprint, when you hold only that (weaker than the key)")
-    p.add_argument("--extract", default=None, metavar="DIR",
-                   help="after a clean check, write the files into this directory")
-    p.set_defaults(func=_verify_bundle)
-    p = esub.add_parser("keygen", help="agency side: make an X25519 identity file; prints its public key")
-    p.add_argument("identity", metavar="IDENTITY", help="where to write the private key (created with mode 0600)")
-    p.set_defaults(func=_keygen)
-
-    keys = subparsers.add_parser("keys", help="the device's signing key: what agencies check bundles against")
-    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
-    ksub.required = True
-    p = ksub.add_parser("show", help="print the device's public signing key (base64, PEM) and its fingerprint; "
-                                     "creates the key the first time")
-    p.add_argument("--json", action="store_true", help="print the key, PEM and fingerprint as JSON")
-    p.add_argument("--qr", action="store_true", help="also draw the fingerprint and key as a QR code in the "
-                   "terminal (needs segno: pip install 'doorbell-edge[qr]')")
-    add_config_arg(p)
-    p.set_defaults(func=_keys_show)
-
-    agencies = subparsers.add_parser("agencies", help="the agencies whose requests this doorbell considers")
-    gsub = agencies.add_subparsers(dest="agencies_command", metavar="ACTION")
-    gsub.required = True
-    p = gsub.add_parser("add", help="print (or --write into the config, keeping its comments) an agency's entry "
-                                    "and the key fingerprints to compare with the agency by phone")
-    p.add_argument("id", metavar="ID", help="the agency id its requests carry in agency.id (e.g. metro-pd)")
-    p.add_argument("--name", default=None, help="the agency's name as you know it (default: ID)")
-    p.add_argument("--signing-key", required=True, metavar="KEY",
-                   help="its signing public key: minisign (RW...), base64 of the raw 32 bytes or PEM, or a file "
-                   "holding it (signing.pub from `doorbell-edge-agency keygen`)")
-    p.add_argument("--encryption-key", required=True, metavar="KEY",
-                   help="its encryption public key: an age recipient (age1...) or base64 of the raw 32 bytes, or a "
-                   "file holding it (encryption.pub)")
-    p.add_argument("--write", action="store_true",
-                   help="add the entry to the config file (the one --config names) in place, keeping comments")
-    add_config_arg(p)
-    p.set_defaults(func=_agencies_add)
-
-    audit = subparsers.add_parser("audit", help="the footage audit log")
-    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
-    asub.required = True
-    p = asub.add_parser("verify", help="check the hash chain and that it agrees with the request store both ways; "
-                                       "non-zero exit naming the first bad record or disagreement")
-    p.add_argument("--against", action="append", default=[], metavar="CHECKPOINT_FILE|SEQ:HASH",
-                   help="a head witnessed earlier: a signed checkpoint file (`audit checkpoint`), the retained MQTT "
-                   "head saved as JSON, or SEQ:HASH (hex or base64); the log must hold that record with that hash, "
-                   "so a log cut back or a state dir restored from an older copy fails (repeatable)")
-    p.add_argument("--checkpoint-key", default=None, metavar="VKEY|FILE",
-                   help="the verifier key that checks a checkpoint's signature (the .pub file `audit checkpoint-key` "
-                   "wrote, or its one line; default /etc/doorbell-edge/audit-checkpoint.pub)")
-    add_config_arg(p)
-    p.set_defaults(func=_audit_verify)
-    p = asub.add_parser("checkpoint", help="sign the audit log's current head (record count and hash) with the "
-                                           "checkpoint key, as a C2SP signed note; run by root or the owner")
-    p.add_argument("--key", default=None, metavar="FILE",
-                   help="the checkpoint signing key (default /etc/doorbell-edge/audit-checkpoint.key; keep it where "
-                   "the daemon's user cannot read it)")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="write the checkpoint to this file (default: print it); keep it off the state dir")
-    add_config_arg(p)
-    p.set_defaults(func=_audit_checkpoint)
-    p = asub.add_parser("checkpoint-key", help="make the checkpoint signing key (mode 0600) and its verifier key "
-                                               "(FILE.pub, public)")
-    p.add_argument("key", metavar="FILE", help="where to write the signing key, e.g. "
-                   "/etc/doorbell-edge/audit-checkpoint.key (never overwritten)")
-    add_config_arg(p)
-    p.set_defaults(func=_audit_checkpoint_key)
-    p = asub.add_parser("repair", help="move a torn last record (a power cut mid-append) aside into a kept file "
-                                       "and record the repair; refuses any other damage")
-    add_config_arg(p)
-    p.set_defaults(func=_audit_repair)
-    p = asub.add_parser("show", help="the audit records, one line each (--json: the records as stored)")
-    p.add_argument("--json", action="store_true", help="print the records exactly as stored, one JSON object a line")
-    add_config_arg(p)
-    p.set_defaults(func=_audit_show)
-
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
 def _desk(args: argparse.Namespace) -> Any:
-    from edge.config_load import load_config
     from edge.footage.desk import FootageDesk
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     if getattr(args, "requests_command", None) in OWNER_COMMANDS:
         _check_owner(Path(config.state_dir))
     return FootageDesk(config)
@@ -267,17 +202,21 @@ def _print_decision(decision: Any, as_json: bool, request: str | None = None) ->
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
+
     desk = _desk(args)
-    _print_decision(desk.evaluate(_read(args.file), _parse_now(args.now)), args.json)
+    _print_decision(actions.evaluate(desk, _read(args.file), _parse_now(args.now)), args.json)
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
+
     desk = _desk(args)
-    request, decision = desk.submit(_read(args.file))
-    if decision.decision == "release":
+    submitted = actions.submit(desk, _read(args.file))
+    request, decision, result = submitted.request, submitted.decision, submitted.export
+    if result is not None:
         # Only an auto-released verified warrant is released at intake: the owner chose this in the config.
-        result = desk.export(request)
         if not args.json:
             _print_decision(decision, False, request)
             print(f"  exported: {result.path}")
@@ -289,9 +228,12 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
+    from edge.footage.approval import Narrowing
+
     desk = _desk(args)
-    decision = desk.approve(args.id, clips=args.clips, cameras=args.cameras, data=args.data, unblur=args.unblur,
-                            attest_original=args.attest_original)
+    decision = actions.approve(desk, args.id, narrowing=Narrowing(args.clips, args.cameras, args.data),
+                               unblur=args.unblur, attest_original=args.attest_original)
     _print_decision(decision, args.json, args.id)
     if decision.decision == "release" and not args.json:
         # The clip lines above are exactly what this approval releases (recorded with their sha256).
@@ -302,24 +244,29 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _deny(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
+
     desk = _desk(args)
-    _print_decision(desk.deny(args.id, args.reason), args.json, args.id)
+    _print_decision(actions.deny(desk, args.id, args.reason), args.json, args.id)
     return 0
 
 
 def _ratify(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
+
     desk = _desk(args)
-    _print_decision(desk.ratify(args.id, args.reference), False, args.id)
+    _print_decision(actions.ratify(desk, args.id, args.reference), False, args.id)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from edge.actions import footage as actions
     from edge.footage.redact import parse_region
 
     keep = parse_region(args.keep_region) if args.keep_region else None  # a typo fails before anything starts
     desk = _desk(args)
-    result = desk.export(args.id, Path(args.out) if args.out else None,
-                         include_untrusted=args.include_untrusted_time, keep=keep)
+    result = actions.export(desk, args.id, Path(args.out) if args.out else None,
+                            include_untrusted=args.include_untrusted_time, keep=keep)
     if args.json:
         print(json.dumps({"path": str(result.path), "sha256": result.sha256, "export_id": result.export_id,
                           "files": result.manifest["files"]}, indent=2))
@@ -329,23 +276,25 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _renew(args: argparse.Namespace) -> int:
-    desk = _desk(args)
-    hold = desk.renew_hold(args.id)
+    from edge.actions import footage as actions
+
+    hold = actions.renew_hold(_desk(args), args.id)
     print(f"{args.id}: hold renewed ({hold or 'no clips in scope'})")
     return 0
 
 
 def _release_hold(args: argparse.Namespace) -> int:
-    desk = _desk(args)
-    lifted = desk.release_hold(args.id, args.reason)
+    from edge.actions import footage as actions
+
+    lifted = actions.release_hold(_desk(args), args.id, args.reason)
     print(f"{args.id}: hold(s) lifted: {', '.join(lifted)}; the clips are subject to retention again")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    desk = _desk(args)
-    desk.sweep()
-    rows = desk.rows() if desk.store.exists() else []
+    from edge.actions import footage as actions
+
+    rows = [row.to_dict() for row in actions.list_requests(_desk(args))]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -360,12 +309,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    desk = _desk(args)
-    desk.sweep()
-    summary = desk.summary(args.id)
-    state = next((row.get("state") for row in desk.rows() if row["id"] == args.id), None)
-    if state is not None and "state" not in summary:
-        summary["state"] = state  # where it stands, as `requests list` says it
+    from edge.actions import footage as actions
+
+    summary = actions.show(_desk(args), args.id).summary  # with where it stands, as `requests list` says it
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -448,9 +394,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    desk = _desk(args)
-    desk.sweep()
-    report = desk.report(_parse_now(args.since))
+    from edge.actions import footage as actions
+
+    report = actions.report(_desk(args), _parse_now(args.since))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -465,318 +411,3 @@ def _report(args: argparse.Namespace) -> int:
     print(f"Preservation holds: {report['holds']} ({report['holds_active']} active)")
     return 0
 
-
-def _verify_bundle(args: argparse.Namespace) -> int:
-    from edge.footage.bundle import summary_lines
-    from edge.footage.exporter import load_identity, verify_bundle
-
-    try:
-        identity = load_identity(Path(args.identity).read_text()) if args.identity else None
-        if not Path(args.bundle).is_file():
-            raise RequestError(f"cannot read {args.bundle}: no such file")
-    except OSError as exc:
-        raise RequestError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    extract = Path(args.extract) if args.extract else None
-    check = verify_bundle(Path(args.bundle), identity, _device_key_arg(args.device_key),
-                          device_fingerprint=args.device_fingerprint, extract=extract)
-    if not check.ok:
-        for problem in check.problems:
-            print(f"{args.bundle}: {problem}", file=sys.stderr)
-        return 1
-    manifest = check.manifest or {}
-    from edge.footage.keys import fingerprint
-
-    signer = fingerprint(base64.b64decode(manifest["device"]["signing_key"]))
-    print(f"{args.bundle}: OK, signed by device {manifest['device']['id']} key {manifest['device']['signing_key']} "
-          f"(fingerprint {signer}), the key you gave; every file's sha256 matches")
-    for line in summary_lines(manifest):
-        print(f"  {line}")
-    if extract is not None:
-        print(f"extracted into {extract} (check it again with: cd {extract} && sha256sum -c SHA256SUMS)")
-    return 0
-
-
-def _device_key_arg(value: str | None) -> str | None:
-    """--device-key: the key itself (base64 or PEM), or a file holding it."""
-    if value is None or value.strip().startswith("-----BEGIN"):
-        return value
-    path = Path(value)
-    if path.is_file():  # base64 may contain "/", so only an existing file counts as one
-        try:
-            return path.read_text()
-        except OSError as exc:
-            raise RequestError(f"--device-key: cannot read {value}: {exc.strerror or exc}") from exc
-    return value
-
-
-def _keys_show(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
-    from edge.footage.bundle import minisign_public
-    from edge.footage.keys import device_key, key_fingerprint, key_path, public_key_b64, public_key_pem, public_raw
-
-    config = load_config(args.config)
-    key = device_key(Path(config.state_dir))
-    body = {"device": config.device.id, "public_key": public_key_b64(key), "pem": public_key_pem(key),
-            "fingerprint": key_fingerprint(key), "algorithm": "Ed25519",
-            "minisign": minisign_public(public_raw(key)),
-            "fingerprint_rule": "first 16 hex digits of SHA-256 of the raw 32-byte public key",
-            "path": str(key_path(Path(config.state_dir)))}
-    if args.json:
-        print(json.dumps(body, indent=2))
-        return 0
-    print(f"device:      {body['device']}")
-    print(f"fingerprint: {body['fingerprint']}")
-    print(f"public key:  {body['public_key']}  (Ed25519, base64 of the raw 32 bytes)")
-    print(f"minisign:    {body['minisign']}  (the same key as a minisign public key: `minisign -V -P`)")
-    print(body["pem"].rstrip())
-    print("Give the public key (or at least the fingerprint) to an agency before it asks for footage: it checks "
-          "bundles with `doorbell-edge exports verify BUNDLE --identity FILE --device-key KEY`.")
-    if args.qr:
-        _print_qr(f"doorbell-edge device {body['device']}\nfingerprint {body['fingerprint']}\n"
-                  f"Ed25519 {body['public_key']}")
-    return 0
-
-
-def _print_qr(text: str) -> None:
-    try:
-        import segno
-    except ImportError as exc:
-        raise RequestError("--qr needs the segno package: pip install segno (or 'doorbell-edge[qr]'); the key and "
-                           "fingerprint above are the same thing in text") from exc
-    sys.stdout.flush()
-    segno.make(text, error="m").terminal(out=sys.stdout, compact=True)
-
-
-def _agencies_add(args: argparse.Namespace) -> int:
-    from edge.agency.config_entry import AgencyEntry, EntryError, insert_entry, write_config
-    from edge.agency.encodings import age_recipient, spaced
-    from edge.config_load import load_config_text, resolve_config_path
-
-    try:
-        entry = AgencyEntry.parse(args.id, args.name or args.id, args.signing_key, args.encryption_key)
-    except EntryError as exc:
-        raise RequestError(str(exc)) from exc
-    print(f"agency {entry.agency_id} ({entry.name})")
-    print(f"  signing key fingerprint:    {spaced(entry.signing_fingerprint)}")
-    recipient = age_recipient(entry.encryption_raw)
-    print(f"  encryption key fingerprint: {spaced(entry.encryption_fingerprint)}   ({recipient})")
-    print("Before you trust these keys, call the agency on its published number (not one from the request or an "
-          "e-mail) and have them read both fingerprints to you; they must match digit for digit. Read them your "
-          "doorbell's fingerprint (`doorbell-edge keys show`) in the same call.")
-    if not args.write:
-        print("\nThe entry for your config file (or run again with --write):\n")
-        print(entry.block(), end="")
-        return 0
-    path, _explicit = resolve_config_path(args.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RequestError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
-    try:
-        new = insert_entry(text, entry)
-    except EntryError as exc:
-        raise RequestError(f"{path}: {exc}") from exc
-    config = load_config_text(new, str(path))  # a ConfigError here names the problem; nothing is written
-    added = config.footage_requests.agencies.get(entry.agency_id)
-    if added is None or base64.b64decode(added.signing_key) != entry.signing_raw:
-        raise RequestError(f"{path}: the entry did not read back as written; add it by hand")
-    write_config(path, new)
-    print(f"\nadded agency {entry.agency_id} to {path} (commands use it at once, the daemon at its next start)")
-    return 0
-
-
-def _keygen(args: argparse.Namespace) -> int:
-    from nacl.public import PrivateKey
-
-    key = PrivateKey.generate()
-    try:
-        fd = os.open(args.identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise RequestError(f"{args.identity} exists; not overwriting an identity") from exc
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(bytes(key)).decode() + "\n")
-    print(base64.b64encode(bytes(key.public_key)).decode())
-    return 0
-
-
-def _audit_verify(args: argparse.Namespace) -> int:
-    from edge.footage.audit import check_against
-
-    desk = _desk(args)
-    witnessed_ok = True
-    for spec in args.against:
-        seq, digest, what = _witnessed_head(spec, args.checkpoint_key, desk.config.device.id)
-        result = check_against(desk.audit.path, seq, digest)
-        if result.ok:
-            print(f"{desk.audit.path}: holds record {seq} with the hash {what} gives it")
-        else:
-            witnessed_ok = False
-            print(f"{result.message(desk.audit.path)} (against {what})", file=sys.stderr)
-    ok, message = desk.verify_audit()
-    ok = ok and witnessed_ok
-    print(message, file=sys.stdout if ok else sys.stderr)
-    if not ok and desk.audit.torn():
-        print("the last record is torn (a power cut while it was written): `doorbell-edge audit repair` moves it "
-              "aside and records the repair", file=sys.stderr)
-    return 0 if ok else 1
-
-
-def _witnessed_head(spec: str, vkey: str | None, device_id: str) -> tuple[int, str, str]:
-    """--against: (seq, hash, how to name it) from SEQ:HASH, a signed checkpoint file, or a saved MQTT head."""
-    import re
-
-    from edge.footage import checkpoint
-    from edge.footage.audit import normalise_hash, parse_head
-
-    if re.fullmatch(r"\d+:\S+", spec.strip()) and not Path(spec).exists():
-        try:
-            seq, digest = parse_head(spec)
-        except ValueError as exc:
-            raise RequestError(f"--against: {exc}") from exc
-        return seq, digest, f"the witnessed head {seq}:{digest[:16]}..."
-    try:
-        text = Path(spec).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RequestError(f"--against {spec}: neither SEQ:HASH nor a readable file ({exc})") from exc
-    if text.lstrip().startswith("{"):  # the retained <prefix>/audit/head payload, saved by a subscriber
-        try:
-            head = json.loads(text)
-            seq, digest = int(head["seq"]), normalise_hash(str(head["hash"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RequestError(f"--against {spec}: not an audit head ({{\"seq\": N, \"hash\": HEX}}): {exc}") from exc
-        return seq, digest, f"the witnessed head in {spec} ({seq}:{digest[:16]}...)"
-    key_text = vkey if vkey is not None else str(checkpoint.DEFAULT_VKEY)
-    if "+" not in key_text or Path(key_text).exists():
-        try:
-            key_text = Path(key_text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RequestError(f"--against {spec}: a checkpoint is checked with its verifier key, and "
-                               f"{key_text} cannot be read ({exc.strerror or exc}); give --checkpoint-key") from exc
-    try:
-        note = checkpoint.open_note(text, checkpoint.parse_vkey(key_text), checkpoint.origin_for(device_id))
-    except checkpoint.CheckpointError as exc:
-        raise RequestError(f"--against {spec}: {exc}") from exc
-    when = f", signed {note.time}" if note.time else ""
-    return note.size, note.head_hash, f"the checkpoint {spec} ({note.size}:{note.head_hash[:16]}...{when})"
-
-
-def _audit_checkpoint(args: argparse.Namespace) -> int:
-    from edge.clock import SystemClock
-    from edge.config_load import load_config
-    from edge.footage import checkpoint
-    from edge.footage.audit import AuditLog, verify_log
-
-    config = load_config(args.config)
-    log = AuditLog(Path(config.state_dir), SystemClock())
-    try:
-        result = verify_log(log.path, log.head_path)
-        records = log.records()
-    except OSError as exc:
-        raise RequestError(f"cannot read the audit log {log.path}: {exc.strerror or exc} (run as root or as the "
-                           "owner of the state dir)") from exc
-    if not result.ok:  # never vouch for a head whose chain does not hold
-        print(f"not signed: {result.message(log.path)}", file=sys.stderr)
-        return 1
-    signer = checkpoint.read_key(Path(args.key) if args.key else checkpoint.DEFAULT_KEY)
-    digest = str(records[-1]["hash"]) if records else "0" * 64
-    note = checkpoint.make(checkpoint.origin_for(config.device.id), result.records, digest, signer,
-                           SystemClock().now())
-    if args.out is None:
-        sys.stdout.write(note)
-        return 0
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_text(note, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise RequestError(f"cannot write the checkpoint to {out}: {exc.strerror or exc}") from exc
-    print(f"{out}: checkpoint of record {result.records} ({digest[:16]}...) signed by {signer.name}")
-    return 0
-
-
-def _audit_checkpoint_key(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
-    from edge.footage import checkpoint
-
-    config = load_config(args.config)
-    signer = checkpoint.generate(checkpoint.origin_for(config.device.id))
-    public = checkpoint.write_key(Path(args.key), signer)
-    print(f"{args.key}: checkpoint signing key (mode 0600; keep it where the daemon's user cannot read it)")
-    print(f"{public}: verifier key: {signer.verifier}")
-    return 0
-
-
-def _audit_repair(args: argparse.Namespace) -> int:
-    import logging
-
-    from edge.errors import StorageError
-
-    desk = _desk(args)
-    try:
-        record = desk.audit.repair(by=desk.actor)
-    except StorageError as exc:
-        print(f"not repaired: {exc}", file=sys.stderr)
-        return 1
-    if record is None:
-        print(f"{desk.audit.path}: no torn record; nothing to repair")
-    else:
-        data = record["data"]
-        logging.getLogger(__name__).warning("audit repair: record %s, %s torn byte(s) kept in %s", record["seq"],
-                                            data["torn_bytes"], data["kept"])
-        print(f"{desk.audit.path}: {data['torn_bytes']} torn byte(s) after record {data['after_record']} moved to "
-              f"{desk.audit.dir / data['kept']} (sha256 {data['torn_sha256']}); repair recorded as record "
-              f"{record['seq']}")
-    ok, message = desk.verify_audit()
-    print(message, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
-
-
-def _audit_show(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
-    from edge.footage.audit import LOG_NAME
-
-    config = load_config(args.config)
-    path = Path(config.state_dir) / "audit" / LOG_NAME
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    if args.json:
-        sys.stdout.write(text)
-        return 0
-    if not text:
-        print(f"no audit records ({path} does not exist yet)")
-        return 0
-    from edge.cli.common import human_time
-
-    lines = text.splitlines()
-    width = len(str(len(lines)))
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-            data = record["data"]
-            print(f"#{record['seq']:<{width}}  {human_time(record['ts'])}  {record['kind']:<15} "
-                  f"{data.get('request') or '-':<12} {_audit_details(data)}".rstrip())
-        except (ValueError, KeyError, TypeError, AttributeError):
-            print(f"line {number}: not a readable record (run `doorbell-edge audit verify`)")
-    print(f"{len(lines)} record(s) in {path}; `doorbell-edge audit verify` checks the chain")
-    return 0
-
-
-def _audit_details(data: dict[str, Any]) -> str:
-    """A record's data on one line: short values as key=value, lists as counts, hashes shortened."""
-    parts = []
-    for key, value in data.items():
-        if key in ("request", "policy_hash") or value is None or value == [] or value == "":
-            continue
-        if isinstance(value, list) and len(value) <= 3 and all(isinstance(v, str) and len(v) <= 20 for v in value):
-            parts.append(f"{key}={','.join(value)}")  # a few short words (data kinds), not ids
-        elif isinstance(value, list):
-            parts.append(f"{key}={len(value)}")
-        elif isinstance(value, dict):
-            parts.append(f"{key}={{{len(value)}}}")
-        elif isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-            parts.append(f"{key}={value[:12]}...")
-        elif isinstance(value, str) and len(value) > 60:
-            parts.append(f"{key}={value[:57]!r}...")
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from edge import __version__
+from edge.cli.common import load_config_for
 from edge.config import Config
 from edge.errors import StorageError
 
@@ -39,10 +40,9 @@ def register(subparsers: Any) -> None:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
     from edge.mqtt.outbox import open_outbox
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     if os.access(config.state_dir, os.W_OK):
         with open_outbox(config) as outbox:
             stats = outbox.stats()
@@ -91,11 +91,10 @@ def _outbox_read_only(config: Config) -> dict[str, object]:
 
 
 def _discovery(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
     from edge.mqtt.discovery import DeviceInfo, discovery_payloads
     from edge.mqtt.topics import topics_for
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     info = DeviceInfo(topics_for(config), config.device.name, __version__, config.mqtt.snapshot)
     for topic, payload in discovery_payloads(info):
         print(topic)
@@ -104,11 +103,10 @@ def _discovery(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edge.config_load import load_config
     from edge.mqtt.client import Link
     from edge.mqtt.service import link_settings
 
-    config = load_config(args.config)
+    config = load_config_for(args)
     connected = threading.Event()
     link = Link(link_settings(config), on_connected=connected.set)
     link.start()

@@ -8,6 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from edge.cli.common import load_config_for
 from edge.errors import EdgeError
 
 
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from edge.cli import add_config_arg
+    from edge.cli.common import add_config_arg
 
     ev = sub.add_parser("eval", help="measure accuracy: LFW verification, detector recall / false positives")
     esub = ev.add_subparsers(dest="eval_command", metavar="SET")
@@ -108,9 +109,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from edge.config_load import load_config
 
-    return load_config(args.config)
+    return load_config_for(args)
 
 
 def _engine(cfg, model: str | None = None):  # type: ignore[no-untyped-def]

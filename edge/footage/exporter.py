@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import pyrage
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.clock import rfc3339
+from edge.clock import parse_rfc3339, rfc3339
 from edge.errors import RequestError, StorageError
 from edge.footage import bundle as fmt
 from edge.footage.bundle import FORMAT, MANIFEST, NO_DEVICE_KEY, BundleError  # noqa: F401 (re-exported)
@@ -215,7 +215,6 @@ def build_files(
     clips: ClipSource,
     find_faces: FindFaces | Redactor | None,
     workdir: Path,
-    events_for: Any = None,
     include_untrusted: bool = False,
 ) -> tuple[list[ExportFile], list[str]]:
     """Every file the decision allows, and notes for the manifest. Faces are blurred unless the owner
@@ -232,69 +231,88 @@ def build_files(
     if "audio" in decision.data:
         notes.append(AUDIO_NOTE)
     workdir.mkdir(parents=True, exist_ok=True)
-    untrusted = {s.clip_id for s in decision.segments if not getattr(clips.get(s.clip_id), "trusted", True)}
-    if untrusted and not include_untrusted:
-        notes.extend(untrusted_note(clip_id) for clip_id in sorted(untrusted))
-        decision = replace(decision, segments=tuple(s for s in decision.segments if s.clip_id not in untrusted))
-    elif untrusted:
-        notes.extend(f"{c}: recorded while the device clock was not trusted; included by the owner"
-                     for c in sorted(untrusted))
+    decision = _trusted_only(decision, clips, include_untrusted, notes)
     for segment in decision.segments:
         if not wants_images:
             break
-        path, times = _clip_times(clips, segment)
-        picked = select_frames(times, segment.start, segment.end)
-        if not picked:
-            span = f"{rfc3339(segment.start)}..{rfc3339(segment.end)}"
-            notes.append(f"{segment.clip_id}: no frame captured inside {span}")
-            continue
-        blur = segment.clip_id not in decision.unblur
-        kept_times = [times[i] for i in picked]
-        redact = redactor if blur else None
-        start, end = covered_range(times, picked, segment)
-        stem = _stem(segment)
-        fps = _fps(kept_times)
-        first: Image | None = None  # the snapshot: the video's first redacted (and checked) frame
-        if "video" in decision.data:
-            shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
-
-            def keep_first(images: Iterator[Image]) -> Iterator[Image]:
-                nonlocal first
-                for image in images:
-                    if first is None:
-                        first = image
-                    yield image
-
-            encoded = _encode_video(keep_first(shown), kept_times, workdir, stem)
-            with open(encoded, "rb") as fh:
-                suffix = ".mp4" if fh.read(8)[4:8] == b"ftyp" else ".webm"
-            files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
-                                    None, len(kept_times), blur, encoded))
-        if "snapshots" in decision.data:
-            from edge.recording.codec import encode_jpeg
-
-            if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
-                ahead = redact.carry_frames(fps) if redact is not None else 0
-                first = next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot"))
-            first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
-            files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
-                                    kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))
+        files.extend(_segment_files(decision, segment, clips, redactor, workdir, notes))
     if "event_metadata" in decision.data and decision.segments:
-        entries = []
-        for segment in decision.segments:
-            entry: dict[str, Any] = segment.to_dict()
-            ref = clips.get(segment.clip_id)
-            # Event ids are only listed when the whole clip lies inside the window: a clip's events carry no
-            # times here, so one from a partly covered clip could be from outside the window.
-            inside = ref.start >= segment.start and ref.end <= segment.end
-            entry["events"] = list(ref.events) if inside else None
-            entries.append(entry)
-        body = json.dumps({"segments": entries}, indent=2, sort_keys=True).encode()
-        starts = [s.start for s in decision.segments]
-        ends = [s.end for s in decision.segments]
-        files.append(ExportFile("event_metadata.json", "event_metadata", None, None, min(starts), max(ends), body,
-                                0, True))
+        files.append(_event_metadata(decision, clips))
     return files, notes
+
+
+def _trusted_only(decision: Decision, clips: ClipSource, include_untrusted: bool, notes: list[str]) -> Decision:
+    """The decision without the clips recorded while the clock was not trusted (unless the owner included them),
+    with a note for each."""
+    untrusted = {s.clip_id for s in decision.segments if not getattr(clips.get(s.clip_id), "trusted", True)}
+    if untrusted and not include_untrusted:
+        notes.extend(untrusted_note(clip_id) for clip_id in sorted(untrusted))
+        return replace(decision, segments=tuple(s for s in decision.segments if s.clip_id not in untrusted))
+    if untrusted:
+        notes.extend(f"{c}: recorded while the device clock was not trusted; included by the owner"
+                     for c in sorted(untrusted))
+    return decision
+
+
+def _segment_files(decision: Decision, segment: Segment, clips: ClipSource, redactor: Redactor | None,
+                   workdir: Path, notes: list[str]) -> list[ExportFile]:
+    """One segment's video (its frames inside the window, redacted and checked) and snapshot."""
+    path, times = _clip_times(clips, segment)
+    picked = select_frames(times, segment.start, segment.end)
+    if not picked:
+        span = f"{rfc3339(segment.start)}..{rfc3339(segment.end)}"
+        notes.append(f"{segment.clip_id}: no frame captured inside {span}")
+        return []
+    files: list[ExportFile] = []
+    blur = segment.clip_id not in decision.unblur
+    kept_times = [times[i] for i in picked]
+    redact = redactor if blur else None
+    start, end = covered_range(times, picked, segment)
+    stem = _stem(segment)
+    fps = _fps(kept_times)
+    first: Image | None = None  # the snapshot: the video's first redacted (and checked) frame
+    if "video" in decision.data:
+        shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
+
+        def keep_first(images: Iterator[Image]) -> Iterator[Image]:
+            nonlocal first
+            for image in images:
+                if first is None:
+                    first = image
+                yield image
+
+        encoded = _encode_video(keep_first(shown), kept_times, workdir, stem)
+        with open(encoded, "rb") as fh:
+            suffix = ".mp4" if fh.read(8)[4:8] == b"ftyp" else ".webm"
+        files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
+                                None, len(kept_times), blur, encoded))
+    if "snapshots" in decision.data:
+        from edge.recording.codec import encode_jpeg
+
+        if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
+            ahead = redact.carry_frames(fps) if redact is not None else 0
+            first = next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot"))
+        first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
+        files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
+                                kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))
+    return files
+
+
+def _event_metadata(decision: Decision, clips: ClipSource) -> ExportFile:
+    """event_metadata.json: the released segments and the events of the clips wholly inside them."""
+    entries = []
+    for segment in decision.segments:
+        entry: dict[str, Any] = segment.to_dict()
+        ref = clips.get(segment.clip_id)
+        # Event ids are only listed when the whole clip lies inside the window: a clip's events carry no
+        # times here, so one from a partly covered clip could be from outside the window.
+        inside = ref.start >= segment.start and ref.end <= segment.end
+        entry["events"] = list(ref.events) if inside else None
+        entries.append(entry)
+    body = json.dumps({"segments": entries}, indent=2, sort_keys=True).encode()
+    starts = [s.start for s in decision.segments]
+    ends = [s.end for s in decision.segments]
+    return ExportFile("event_metadata.json", "event_metadata", None, None, min(starts), max(ends), body, 0, True)
 
 
 def build_manifest(
@@ -328,7 +346,7 @@ def build_manifest(
 def _comment(manifest: dict[str, Any]) -> str:
     """minisign's trusted comment (signed, printed by `minisign -V`): when, which export, which device."""
     device = manifest["device"]
-    stamp = int(datetime.fromisoformat(manifest["created_at"]).timestamp())
+    stamp = int(parse_rfc3339(manifest["created_at"]).timestamp())
     text = f"timestamp:{stamp}\tdoorbell-edge export {manifest['export_id']}\tdevice:{device['id']}"
     return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
 
@@ -348,7 +366,7 @@ def seal_bundle_file(
 
     members = _members(manifest, files, device_key)
     recipient = fmt.recipient_of(agency_public)
-    mtime = int(datetime.fromisoformat(manifest["created_at"]).timestamp())
+    mtime = int(parse_rfc3339(manifest["created_at"]).timestamp())
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -46,7 +46,7 @@ def footage_event(ts: Any, **fields: Any) -> Event:
 def head_event(record: dict[str, Any]) -> Event:
     """The audit log's new head, after every append: a `system` event the MQTT publisher also keeps retained on
     <prefix>/audit/head, so a subscriber (Home Assistant's recorder) witnesses every head the log ever had."""
-    from datetime import datetime
+    from edge.clock import parse_rfc3339
 
-    return Event("system", None, datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")),
+    return Event("system", None, parse_rfc3339(str(record["ts"])),
                  {"status": "audit_appended", "audit_seq": int(record["seq"]), "audit_hash": str(record["hash"])})

@@ -343,31 +343,46 @@ def decide(
     )
 
     basis = doc.legal_basis
-    if basis == "preservation" and active_holds >= policy.rules.max_active_holds_per_agency:
+    if basis == "preservation":
+        return _preservation(base, doc, policy, unbound, active_holds)
+    head = (_review_reason(basis, court_ok, court_why), *unbound)
+    auto = (court_ok is True and basis in COURT_BASES and policy.rules.auto_release_verified_warrants
+            and not unbound)
+    return _owner_word(base, head, consents, policy, now, auto=auto, exigent=basis == "exigent")
+
+
+def _preservation(base: Decision, doc: FootageRequest, policy: Policy, unbound: tuple[Reason, ...],
+                  active_holds: int) -> Decision:
+    """A preservation request: held (nothing disclosed), unless the agency already has its limit of holds."""
+    if active_holds >= policy.rules.max_active_holds_per_agency:
         limit = policy.rules.max_active_holds_per_agency
-        return _deny(request_id, policy, [Reason(
+        return _deny(base.request_id, policy, [Reason(
             "HOLD_LIMIT", f"agency {doc.agency.id!r} already has {active_holds} preservation hold(s) in force "
             f"(footage_requests.max_active_holds_per_agency: {limit}); the owner can lift one with "
             "`doorbell-edge requests release-hold ID`")])
-    if basis == "preservation":
-        reason = Reason("PRESERVATION_HOLD", f"{len({s.clip_id for s in segments})} clip(s) held {HOLD_DAYS} days")
-        return _replace(base, decision="hold", reasons=(reason, *unbound), data=())
-    if basis in COURT_BASES:
-        review = Reason("VERIFIED_WARRANT" if court_ok else "UNVERIFIED_WARRANT", court_why)
-    elif basis == "consent_request":
-        review = Reason("CONSENT_REQUIRED", "released only if the owner approves")
-    elif basis == "subpoena":
-        review = Reason("SUBPOENA_METADATA_ONLY", "event metadata only, if the owner approves")
-    else:
-        review = Reason("EXIGENT_REVIEW", "emergency: the owner decides")
+    reason = Reason("PRESERVATION_HOLD", f"{len({s.clip_id for s in base.segments})} clip(s) held {HOLD_DAYS} days")
+    return _replace(base, decision="hold", reasons=(reason, *unbound), data=())
 
-    head = (review, *unbound)
+
+def _review_reason(basis: str, court_ok: bool | None, court_why: str) -> Reason:
+    """Why a disclosing request waits for (or needs) the owner: one code per legal basis."""
+    if basis in COURT_BASES:
+        return Reason("VERIFIED_WARRANT" if court_ok else "UNVERIFIED_WARRANT", court_why)
+    if basis == "consent_request":
+        return Reason("CONSENT_REQUIRED", "released only if the owner approves")
+    if basis == "subpoena":
+        return Reason("SUBPOENA_METADATA_ONLY", "event metadata only, if the owner approves")
+    return Reason("EXIGENT_REVIEW", "emergency: the owner decides")
+
+
+def _owner_word(base: Decision, head: tuple[Reason, ...], consents: Sequence[OwnerAction], policy: Policy,
+                now: datetime, *, auto: bool, exigent: bool) -> Decision:
+    """An authenticated, valid, disclosing request judged by the owner's last word: denied, waiting (never
+    approved, approval used or lapsed, unlisted or changed clips), or released as the approval says."""
     owner = _latest(consents, {"approve", "deny"})
     if owner is not None and owner.kind == "deny":
         return _replace(base, decision="deny", reasons=(*head, Reason("OWNER_DENIED", owner.note or "refused")),
                         segments=(), data=())
-    auto = (court_ok is True and basis in COURT_BASES and policy.rules.auto_release_verified_warrants
-            and not unbound)
     if owner is None:
         if auto:
             return _replace(base, decision="release", reasons=(*head, Reason("AUTO_RELEASED", "policy allows")))
@@ -385,11 +400,12 @@ def decide(
     if owner.shown is None:
         return _replace(base, reasons=(*head, Reason("APPROVAL_UNLISTED", f"approval {owner.seq} does not list the "
                                                      "clips you saw (an older version recorded it); approve again")))
+    segments = base.segments
     kept, problem = _approved_parts(segments, owner)
     if problem is not None:
         return _replace(base, reasons=(*head, problem))
 
-    kept_data = tuple(k for k in data if owner.data is None or k in owner.data)
+    kept_data = tuple(k for k in base.data if owner.data is None or k in owner.data)
     unblur = frozenset(owner.unblur) & {s.clip_id for s in kept}
     detail = "approved" + (" after checking the paper original" if owner.attest_original else "")
     reasons: tuple[Reason, ...] = (*head, Reason("OWNER_APPROVED", detail))
@@ -398,7 +414,7 @@ def decide(
         reasons += (Reason("CLIPS_NOT_APPROVED", f"{len(later)} clip(s) in scope are not part of approval "
                                                  f"{owner.seq} and are not released under it: {', '.join(later[:5])}"
                                                  + (", ..." if len(later) > 5 else "")),)
-    if basis == "exigent":
+    if exigent:
         ratified = _latest(consents, {"ratify"})
         reasons += (
             (Reason("RATIFIED", ratified.note or "confirmed"),)

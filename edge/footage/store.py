@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge.clock import rfc3339
+from edge.clock import parse_rfc3339, rfc3339
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import OwnerAction, Segment
@@ -79,7 +79,7 @@ class StoredRequest:
 
 
 def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_rfc3339(value)
 
 
 class RequestStore:
@@ -171,10 +171,6 @@ class RequestStore:
             raise StorageError(f"{self.path}: {exc}") from exc
         finally:
             db.close()
-
-    def set_decision(self, request: str, decision: str, reasons: list[dict[str, str]]) -> None:
-        with self._db() as db:
-            db.execute("UPDATE requests SET decision=?, reasons=? WHERE id=?", (decision, json.dumps(reasons), request))
 
     def get(self, request: str) -> StoredRequest:
         with self._db() as db:

@@ -38,7 +38,7 @@ def recorded(tmp_path: Path, **rules: Any) -> tuple[FakeClock, ClipStore, Footag
 
 
 def bundles(desk: FootageDesk) -> list[Path]:
-    folder = desk.exports_dir()
+    folder = desk.exporter.exports_dir()
     return sorted(p for p in folder.glob("*.bundle")) if folder.exists() else []
 
 

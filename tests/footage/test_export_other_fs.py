@@ -19,7 +19,8 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.errors import RequestError, StorageError
-from edge.footage.desk import FootageDesk, bundle_part
+from edge.footage.desk import FootageDesk
+from edge.footage.export_run import bundle_part
 from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
 from edge.recording.store import ClipStore

@@ -109,7 +109,7 @@ def test_weakened_redaction_is_refused_by_the_check(shared_data: Path, shipped: 
     assert record["request"] == request and record["clip"] == clip and record["frame"] == 0
     assert record["reason"] == "face_after_redaction" and record["boxes"] and record["check"] == shipped.names[1]
     assert desk.audit.verify().ok
-    exports = desk.exports_dir()
+    exports = desk.exporter.exports_dir()
     assert not [p for p in exports.iterdir() if p.name != ".partial"]  # no bundle
     assert not any((exports / ".partial").iterdir())  # and no remains
     assert desk.summary(request)["now"]["decision"] == "release"  # the approval is not used up: retry possible
