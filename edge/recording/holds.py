@@ -231,17 +231,19 @@ class HoldStore:
         reason: str,
         reference: str,
         empty: bool = False,
+        within: tuple[sqlite3.Connection, str] | None = None,
     ) -> str:
-        """Place a hold without checking its clips exist (ClipStore.hold checks them); `empty`: a hold naming no
-        clip and no window (a preservation request with nothing in its window: it keeps only its time). Returns
-        its id (starting "none-" when empty)."""
+        """Place a hold without checking its clips exist (ClipStore.hold checks them, `within` its transaction:
+        a connection with the hold tables under the given schema name); `empty`: a hold naming no clip and no
+        window (a preservation request with nothing in its window: it keeps only its time). Returns its id
+        (starting "none-" when empty)."""
         now = self.clock.now()
         check_hold(now, clip_ids=clip_ids, cameras=cameras, window=window, until=until, reason=reason,
                    reference=reference, empty=empty)
         hold_id = new_hold_id(empty and not clip_ids and window is None)
-        with self._write() as db:
-            insert_hold(db, "main", hold_id, now, clip_ids=clip_ids, cameras=cameras, window=window, until=until,
-                        reason=reason, reference=reference)
+        with contextlib.nullcontext(within[0]) if within else self._write() as db:
+            insert_hold(db, within[1] if within else "main", hold_id, now, clip_ids=clip_ids, cameras=cameras,
+                        window=window, until=until, reason=reason, reference=reference)
         log.info("hold %s placed until %s (reference %s)", hold_id, rfc3339(until), reference)
         return hold_id
 

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from edge.camera.picamera2_encoder import Picamera2Encoder
 from edge.clock import Clock
-from edge.config import CameraConfig, Config, RecordingConfig, RetentionConfig
+from edge.config import CameraConfig, Config, RecordingConfig
 from edge.diskfaults import SpaceReserve
 from edge.events.bus import Event, EventBus
-from edge.recording.camera_recorder import (
-    EncoderFactory,
-    FreeBytes,
-    MiB,
-    Recorder,
-    RecorderStats,
-    retention_policy,
-    storage_mask,
-)
+from edge.recording.camera_recorder import FreeBytes, Recorder, RecorderStats, retention_policy
 from edge.recording.codec import CodecChoice, FrameEncoder, make_encoder
+from edge.recording.encoding import EncoderFactory, storage_mask
 from edge.recording.store import ClipStore, WriterLock
+from edge.recording.sweeper import RetentionSweeper
 from edge.service.timesync import TimeKeeper
 from edge.types import Frame
 
@@ -47,43 +40,6 @@ def picamera2_encoder_factory(
         return Picamera2Encoder(get_camera, mask, fps, keyframe_interval_s, quality, clock.now)
 
     return factory
-
-
-class RetentionSweeper:
-    """Expires legal holds and applies retention every sweep_interval_s on its own thread."""
-
-    def __init__(self, store: ClipStore, config: RetentionConfig, clock: Clock, free_bytes: FreeBytes) -> None:
-        self.store = store
-        self.config = config
-        self.policy = retention_policy(config)
-        self.clock = clock
-        self._free_bytes = free_bytes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sweep_once(self) -> None:
-        self.store.expire_holds()
-        report = self.store.apply_retention(self.policy, self._free_bytes())
-        if report.deleted:
-            log.info("retention deleted %d clips", len(report.deleted))
-        if report.shortfall_bytes:
-            log.warning("retention cannot meet its targets: %d MiB short (held clips)", report.shortfall_bytes // MiB)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.sweep_interval_s):
-            try:
-                self.sweep_once()
-            except Exception:
-                log.exception("retention sweep failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
 
 
 class Recording:

@@ -69,7 +69,7 @@ def recover(store: ClipStore) -> RecoveryReport:
     known.update(s.path for s in store.snapshots())
     unknown = [p for p in sorted(store.root.rglob("*")) if p.is_file() and p.resolve() not in known]
     if not rows and unknown and index_problem is None:
-        index_problem = (f"clip index {store.index_path} is empty but {len(unknown)} file(s) are in {store.root} "
+        index_problem = (f"clip index {store.index.path} is empty but {len(unknown)} file(s) are in {store.root} "
                          "(deleted or zeroed?)")
         log.error("%s: rebuilding it from the clip files, deleting nothing", index_problem)
     rebuilt: list[str] = []
@@ -137,9 +137,10 @@ def _holds_on(store: ClipStore, clip_ids: Sequence[str]) -> tuple[str, ...]:
 def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
     """An index SQLite cannot read (a corrupt header or pages) is renamed aside, with its -wal and -shm,
     and a fresh one created; returns (problem, where the bad one went)."""
-    from edge.recording.store import INDEX_NAME, is_corrupt
+    from edge.recording.index import is_corrupt
+    from edge.recording.store import INDEX_NAME
 
-    path = store.index_path
+    path = store.index.path
     problem = store.index_problem
     if problem is None and path.exists():
         try:
@@ -166,8 +167,8 @@ def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
     except OSError as exc:
         raise StorageError(f"cannot move the unreadable clip index aside: {exc}") from exc
     log.error("%s: kept as %s; starting a fresh index and rebuilding it from the clip files", problem, kept)
-    store.index_problem = None
-    store.open_index()
+    store.index.problem = None
+    store.index.open()
     if store.index_problem is not None:
         raise StorageError(f"a fresh clip index cannot be created: {store.index_problem}")
     return problem, kept

@@ -6,20 +6,21 @@ import builtins
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.clock import Clock, rfc3339
-from edge.diskfaults import connect_readonly, is_read_only
+from edge.diskfaults import is_read_only
 from edge.errors import StorageError
-from edge.permissions import private_dir, private_file
+from edge.permissions import private_dir
 from edge.recording.codec import CodecChoice, codec_by_name
-from edge.recording.holds import Hold, HoldStore, UnknownHold, check_hold, held_sql, insert_hold, new_hold_id, schema
+from edge.recording.holds import Hold, HoldStore, UnknownHold, held_sql
+from edge.recording.index import HOLDS_AS, IndexFile
 from edge.recording.rawstream import from_us, to_us
 from edge.recording.refs import ClipRef, RetentionReport, Snapshot, TimeGuard, UnknownClip
-from edge.recording.retention import RetentionPolicy, StoredClip, clip_class, plan
+from edge.recording.retention import RetentionPolicy, clip_class
 from edge.recording.writer import ClipWriter, WriterLock, begin_clip, sha256_file
 
 if TYPE_CHECKING:
@@ -34,55 +35,7 @@ CLIPS_DIR = "clips"
 INDEX_NAME = "clips.sqlite3"
 LOCK_NAME = "clips.lock"
 QUARANTINE_DIR = "quarantine"  # <state_dir>/quarantine/<when>/: files recovery did not know, kept, never deleted
-_H = "h"  # the hold store's file, attached to every index connection under this name
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS clips (
-    id TEXT PRIMARY KEY,
-    camera TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('recording', 'complete')),
-    start_us INTEGER NOT NULL,
-    end_us INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    codec TEXT NOT NULL,
-    sha256 TEXT,
-    size INTEGER NOT NULL DEFAULT 0,
-    frames INTEGER NOT NULL DEFAULT 0,
-    truncated INTEGER NOT NULL DEFAULT 0,
-    klass TEXT NOT NULL DEFAULT 'motion',
-    created_us INTEGER NOT NULL,
-    trusted INTEGER NOT NULL DEFAULT 1,
-    age_from_us INTEGER
-);
-CREATE INDEX IF NOT EXISTS clips_by_time ON clips (camera, start_us);
-CREATE TABLE IF NOT EXISTS clip_frames (
-    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    ts_us INTEGER NOT NULL,
-    PRIMARY KEY (clip_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS clip_events (
-    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
-    event_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    ts_us INTEGER NOT NULL,
-    PRIMARY KEY (clip_id, event_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    event_id TEXT PRIMARY KEY,
-    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
-    camera TEXT NOT NULL,
-    ts_us INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
-"""
-# Holds live in their own file (edge.recording.holds); an index written before keeps its old hold tables,
-# moved from and never read again.
-
-_HELD = held_sql(_H)
+_HELD = held_sql(HOLDS_AS)
 
 _CLIP_COLUMNS = (
     "c.id, c.camera, c.start_us, c.end_us, c.path, c.sha256, c.size, c.truncated, c.klass, c.frames, c.codec, "
@@ -107,11 +60,8 @@ class ClipStore:
 
             time_guard = FileTimeGuard(self.state_dir, clock)
         self.time_guard = time_guard  # when holds are judged and whether retention may delete (docs/time.md)
-        self.index_path = self.state_dir / INDEX_NAME
         # On a read-only mount the store only reads (`clips list` still works); nothing records.
         self.readonly = is_read_only(self.state_dir)
-        # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside.
-        self.index_problem: str | None = None
         if self.readonly:
             log.error("clip store %s is on a read-only file system: reading only, nothing is recorded", self.root)
         else:
@@ -122,81 +72,26 @@ class ClipStore:
                 raise StorageError(f"cannot create clip directory {self.root}: {exc}") from exc
         # Its first open moves the holds older versions kept in the index and the request store.
         self.hold_store = HoldStore(self.state_dir, clock, time_guard, readonly=self.readonly)
+        # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside.
+        self.index = IndexFile(self.state_dir / INDEX_NAME, self.hold_store.path, self.state_dir, self.readonly,
+                               clock.now)
         if not self.readonly:
-            self.open_index()
+            self.index.open()
 
-    def open_index(self) -> None:
-        """Create the index (or add what an older one lacks); an unreadable one is noted in index_problem."""
-        try:
-            private_file(self.index_path)  # 0600 before SQLite makes it (its -wal/-shm copy the mode)
-            db = sqlite3.connect(self.index_path, timeout=30, isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                _migrate(db)
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as exc:
-            if not is_corrupt(exc):
-                raise StorageError(f"cannot open clip index {self.index_path}: {exc}") from exc
-            self.index_problem = f"clip index {self.index_path} is unreadable: {exc}"
-            log.error("%s; the recorder keeps it aside and rebuilds the index from the clip files", self.index_problem)
+    # -- plumbing (the file itself is edge.recording.index's) ---------------------------------------------------
 
-    # -- plumbing --------------------------------------------------------------------------------------------
+    @property
+    def index_problem(self) -> str | None:
+        """Why the index cannot be read (the daemon's recovery moves it aside), or None."""
+        return self.index.problem
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            if self.readonly:
-                db = connect_readonly(self.index_path)
-            else:
-                db = sqlite3.connect(self.index_path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open clip index {self.index_path}: {exc}") from exc
-        try:
-            self._attach_holds(db)
-            if not self.readonly:
-                db.execute("PRAGMA foreign_keys=ON")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute(f"PRAGMA {_H}.synchronous=FULL")
-            yield db
-        except sqlite3.Error as exc:
-            hint = " (the daemon moves an unreadable index aside at its next start)" if is_corrupt(exc) else ""
-            raise StorageError(f"clip index {self.index_path}: {exc}{hint}") from exc
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self.index.connect()
 
-    def _attach_holds(self, db: sqlite3.Connection) -> None:
-        path = self.hold_store.path
-        if not self.readonly:
-            db.execute(f"ATTACH DATABASE ? AS {_H}", (str(path),))
-        elif path.exists():  # as connect_readonly: mode=ro, else immutable (a WAL file's -shm cannot be made)
-            try:
-                db.execute(f"ATTACH DATABASE ? AS {_H}", (f"{path.resolve().as_uri()}?mode=ro",))
-                db.execute(f"SELECT count(*) FROM {_H}.sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                with contextlib.suppress(sqlite3.OperationalError):
-                    db.execute(f"DETACH DATABASE {_H}")
-                db.execute(f"ATTACH DATABASE ? AS {_H}", (f"{path.resolve().as_uri()}?immutable=1",))
-        else:  # a read-only state dir of an older version: its holds, read where that version kept them
-            from edge.recording.holds_move import fill
-
-            db.execute(f"ATTACH DATABASE ':memory:' AS {_H}")
-            db.executescript(schema(_H))
-            fill(db, _H, self.state_dir, self.clock.now())
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock of the index and of the hold file, so a
         hold and a deletion never cross."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        return self.index.write()
 
     def _hold_now_us(self) -> int:
         """The time holds are judged at: the wall clock, except during a clock-jump grace period (docs/time.md)."""
@@ -270,10 +165,9 @@ class ClipStore:
     def verify(self, clip_id: str) -> bool:
         """True when the clip's file exists and its sha256 matches the index."""
         ref = self.get(clip_id)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             return sha256_file(ref.path) == ref.sha256
-        except FileNotFoundError:
-            return False
+        return False
 
     def snapshots(self, clip_id: str | None = None) -> builtins.list[Snapshot]:
         sql = "SELECT event_id, clip_id, camera, ts_us, path, sha256, size FROM snapshots"
@@ -288,36 +182,21 @@ class ClipStore:
     def usage_bytes(self) -> int:
         """Bytes used by finished clips and snapshots."""
         with self._connect() as db:
-            clips = db.execute("SELECT coalesce(sum(size), 0) FROM clips WHERE status = 'complete'").fetchone()[0]
-            snaps = db.execute("SELECT coalesce(sum(size), 0) FROM snapshots").fetchone()[0]
-        return int(clips) + int(snaps)
+            return int(db.execute("SELECT (SELECT coalesce(sum(size), 0) FROM clips WHERE status = 'complete') + "
+                                  "(SELECT coalesce(sum(size), 0) FROM snapshots)").fetchone()[0])
 
     # -- legal holds (kept by the hold store) ----------------------------------------------------------------
 
-    def hold(
-        self,
-        *,
-        clip_ids: builtins.list[str] | None = None,
-        cameras: builtins.list[str] | None = None,
-        window: tuple[datetime, datetime] | None = None,
-        until: datetime,
-        reason: str,
-        reference: str,
-    ) -> str:
+    def hold(self, *, clip_ids: builtins.list[str] | None = None, cameras: builtins.list[str] | None = None,
+             window: tuple[datetime, datetime] | None = None, until: datetime, reason: str, reference: str) -> str:
         """Keep clips from deletion until `until`: the listed clips, and/or every clip (on `cameras`, default
         all) overlapping `window`, including clips recorded later inside it. Returns the hold id."""
-        now = self.clock.now()
-        check_hold(now, clip_ids=clip_ids, cameras=cameras, window=window, until=until, reason=reason,
-                   reference=reference)
-        hold_id = new_hold_id()
         with self._write() as db:  # the clips are checked and held in one transaction: none is deleted between
             for cid in clip_ids or []:
                 if db.execute("SELECT 1 FROM clips WHERE id = ?", (cid,)).fetchone() is None:
                     raise UnknownClip(f"cannot hold unknown clip {cid!r}")
-            insert_hold(db, _H, hold_id, now, clip_ids=clip_ids, cameras=cameras, window=window, until=until,
-                        reason=reason, reference=reference)
-        log.info("hold %s placed until %s (reference %s)", hold_id, rfc3339(until), reference)
-        return hold_id
+            return self.hold_store.place(clip_ids=clip_ids, cameras=cameras, window=window, until=until,
+                                         reason=reason, reference=reference, within=(db, HOLDS_AS))
 
     def release(self, hold_id: str) -> None:
         self.hold_store.release(hold_id)
@@ -427,14 +306,16 @@ class ClipStore:
 
     # -- retention -------------------------------------------------------------------------------------------
 
-    def retention_candidates(self) -> builtins.list[StoredClip]:
+    def apply_retention(self, policy: RetentionPolicy, free_bytes: int) -> RetentionReport:
+        """Delete what retention chooses, holds re-checked per clip (edge.recording.sweeper.apply_retention)."""
+        from edge.recording.sweeper import apply_retention
+
+        return apply_retention(self, policy, free_bytes)
+
+    def snapshot_bytes(self) -> dict[str, int]:
+        """Bytes of snapshots per clip id."""
         with self._connect() as db:
-            snaps = dict(db.execute("SELECT clip_id, sum(size) FROM snapshots GROUP BY clip_id").fetchall())
-        return [
-            StoredClip(c.id, c.start, c.end, c.klass, c.size + int(snaps.get(c.id) or 0), c.held, c.trusted,
-                       c.age_from)
-            for c in self.list()
-        ]
+            return {str(c): int(n) for c, n in db.execute("SELECT clip_id, sum(size) FROM snapshots GROUP BY clip_id")}
 
     def settle_untrusted_ages(self, now: datetime) -> int:
         """Clips recorded while the clock was not trusted are aged from the first trusted time after them
@@ -448,19 +329,6 @@ class ClipStore:
         if count:
             log.info("%d clips recorded while the clock was untrusted are aged from %s", count, rfc3339(now))
         return int(count)
-
-    def apply_retention(self, policy: RetentionPolicy, free_bytes: int) -> RetentionReport:
-        """Delete what retention.plan() chooses (re-checking each clip's holds as it goes); nothing during a
-        clock-jump grace period (docs/time.md)."""
-        allowed, trusted, now = self.time_guard.retention()
-        if trusted:
-            self.settle_untrusted_ages(now)
-        if not allowed:
-            log.info("retention paused: the clock jumped and has not yet been stable long enough (docs/time.md)")
-            return RetentionReport((), 0, paused=True)
-        result = plan(self.retention_candidates(), policy, now, free_bytes)
-        deleted = tuple(d for d in result.deletions if self.delete(d.clip_id, d.reason))
-        return RetentionReport(deleted, result.shortfall_bytes)
 
     def delete(self, clip_id: str, reason: str) -> bool:
         """Delete a finished clip and its snapshots unless a hold covers it now; True when deleted."""
@@ -478,20 +346,3 @@ class ClipStore:
             self.abs_path(rel).unlink(missing_ok=True)
         log.info("clip %s deleted (%s)", clip_id, reason)
         return True
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Columns added since the first index format; an old index file gains them (its clips count as trusted)."""
-    have = {row[1] for row in db.execute("PRAGMA table_info(clips)")}
-    if "trusted" not in have:
-        db.execute("ALTER TABLE clips ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1")
-    if "age_from_us" not in have:
-        db.execute("ALTER TABLE clips ADD COLUMN age_from_us INTEGER")
-
-
-def is_corrupt(exc: BaseException) -> bool:
-    """SQLite says the file is not a database or is malformed (not: busy, locked, read-only)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
-        type(exc) is sqlite3.DatabaseError and ("not a database" in str(exc) or "malformed" in str(exc))
-    )
