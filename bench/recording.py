@@ -63,17 +63,20 @@ def load_frames(data: Path, width: int, height: int, limit: int = 50) -> list[np
     return frames
 
 
+def bench_config(width: int, height: int, fps: float) -> Config:
+    """One camera, a fresh state dir, one clip for the whole run, no free-space floor."""
+    state_dir = Path(tempfile.mkdtemp(prefix="bench-recording-"))
+    return Config.model_validate({
+        "cameras": {"front": {"width": width, "height": height, "fps": fps}},
+        "storage": {"state_dir": str(state_dir)},
+        "recording": {"max_clip_s": 3600},
+        "retention": {"min_free_mb": 0},
+    })
+
+
 def run_mode(mode: str, data: Path, width: int, height: int, fps: float, seconds: float) -> dict[str, object]:
     frames = load_frames(data, width, height)
-    state_dir = Path(tempfile.mkdtemp(prefix="bench-recording-"))
-    config = Config.model_validate(
-        {
-            "cameras": {"front": {"width": width, "height": height, "fps": fps}},
-            "storage": {"state_dir": str(state_dir)},
-            "recording": {"max_clip_s": 3600},
-            "retention": {"min_free_mb": 0},
-        }
-    )
+    config = bench_config(width, height, fps)
     clock = SystemClock()
     bus = EventBus()
     recording = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from edge.footage.redact import Box, ExportFinders, FindFaces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
 from edge.permissions import real_user
+from edge.recording.holds import HoldStore, UnknownHold
 from edge.service.timesync import hold_time
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,15 @@ class FootageDesk:
         self.audit = AuditLog(self.state_dir, self.clock, on_append=self._witness)
         self.exporter = ExportRunner(self, find_faces)
         self._emit = emit
+        self._holds: HoldStore | None = None
         self.actor = actor or _local_user()
+
+    @property
+    def holds(self) -> HoldStore:
+        """Every legal hold (edge.recording.holds); the request store keeps which request placed which."""
+        if self._holds is None:
+            self._holds = HoldStore(self.state_dir, self.clock)
+        return self._holds
 
     @property
     def store(self) -> RequestStore:
@@ -151,10 +159,13 @@ class FootageDesk:
         self.audit.append("hold_renew" if renewal else "hold", request=request, clips=clip_ids, until=rfc3339(until),
                           renewal=renewal)
         hold_id = None
-        if clip_ids:
+        if clip_ids:  # the clip store checks the clips exist and holds them in one transaction
             hold_id = self.clip_source().hold(clip_ids=clip_ids, until=until, reason="preservation request",
                                               reference=reference)
-        self.store.add_hold(request, hold_id or f"none-{secrets.token_hex(4)}", until, renewal, clip_ids)
+            placed = hold_id
+        else:  # nothing to hold: the hold keeps only its time (the agency's limit, its expiry)
+            placed = self.holds.place(until=until, reason="preservation request", reference=reference, empty=True)
+        self.store.link_hold(request, placed, renewal)
         self._publish(request, "held", decision, hold=hold_id, clips=len(clip_ids))
         return hold_id
 
@@ -173,7 +184,7 @@ class FootageDesk:
     # --- owner actions -------------------------------------------------------------------------------------
 
     def release_hold(self, request: str, reason: str = "") -> list[str]:
-        """The owner lifts a request's preservation hold: audited first, then the clip store's holds end (its
+        """The owner lifts a request's preservation hold: audited first, then the holds end in the hold store (its
         clips are subject to retention again) and the request store records the release. Running it again after
         a crash finishes what is left (both releases are idempotent). Returns the hold ids lifted."""
         stored = self.store.get(request)
@@ -187,16 +198,11 @@ class FootageDesk:
         clip_ids = sorted({c for h in holds for c in json.loads(h["clips"])})
         self.audit.append("hold_release", request=request, holds=ids, clips=clip_ids, reason=reason, by=self.actor)
         crash_point("release-hold:after-audit")
-        placed = [hid for hid in ids if not hid.startswith("none-")]
-        if placed:
-            from edge.recording.store import UnknownHold
-
-            source = self.clip_source()
-            for hold_id in placed:
-                try:
-                    source.release(hold_id)
-                except UnknownHold:  # a rebuilt index without it: nothing holds the clips there anyway
-                    log.warning("hold %s of %s is not in the clip index; nothing to release there", hold_id, request)
+        for hold_id in ids:
+            try:
+                self.holds.release(hold_id)
+            except UnknownHold:  # a lost hold store: nothing holds the clips anyway
+                log.warning("hold %s of %s is not in the hold store; nothing to release there", hold_id, request)
         crash_point("release-hold:after-clips")
         self.store.release_holds(request, self.clock.now(), {"reason": reason, "by": self.actor})
         self._publish(request, "hold_released", hold=",".join(ids), clips=len(clip_ids))
@@ -303,10 +309,12 @@ class FootageDesk:
                     log.warning("placing the preservation hold of %s that an interrupted submit left out", item.id)
                     self._hold(item.id, intake, decision, renewal=0)
                     done.append(f"{item.id}: hold placed")
-        hold_now = hold_time(self.state_dir, self.clock)  # frozen during a clock-jump grace period (docs/time.md)
+        # The one expiry sweep (judged at the hold time: frozen during a clock-jump grace period, docs/time.md);
+        # then each request's hold that expired, there or in an earlier sweep, is audited once.
+        self.holds.expire_holds()
+        expired = {h.id for h in self.holds.holds() if h.expired is not None}
         for hold in self.store.holds():
-            until = datetime.fromisoformat(hold["until"].replace("Z", "+00:00"))
-            if hold["expired_at"] is None and until <= hold_now:
+            if hold["expired_at"] is None and hold["hold_id"] in expired:
                 self.audit.append("hold_expired", request=hold["request"], hold=hold["hold_id"], until=hold["until"])
                 self.store.expire_hold(hold["hold_id"], now)
                 self._publish(hold["request"], "hold_expired", hold=hold["hold_id"])

@@ -177,7 +177,8 @@ def _redacted(
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
     """Encode frames (streamed) at their capture times into a finished, browser-playable file in `workdir`
     (never read into memory: the bundle streams it)."""
-    from edge.recording.codec import RawStreamWriter, choose_codec, make_encoder, read_sidecar, remux
+    from edge.recording.codec import choose_codec, make_encoder, remux
+    from edge.recording.rawstream import RawStreamWriter, read_sidecar
 
     codec = choose_codec("auto")
     fps = _fps(times)

@@ -1,9 +1,10 @@
-"""Requests, owner actions, exports and holds in one SQLite file under <state_dir>/footage/."""
+"""Requests, owner actions, exports and the links to their holds in one SQLite file under <state_dir>/footage/."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -13,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.clock import parse_rfc3339, rfc3339
+from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import OwnerAction, Segment
 from edge.permissions import private_file
+from edge.recording.holds import Hold, HoldStore
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -53,15 +58,18 @@ CREATE TABLE IF NOT EXISTS exports (
     path TEXT,
     sha256 TEXT
 );
-CREATE TABLE IF NOT EXISTS holds (
+-- Which request placed which hold: the hold itself (until, clips) lives in the hold store (edge.recording.holds).
+-- ended_at: when the end of the hold (its expiry, or the owner's release) was audited for the request.
+CREATE TABLE IF NOT EXISTS hold_links (
     request TEXT NOT NULL REFERENCES requests(id),
-    hold_id TEXT NOT NULL,
-    until TEXT NOT NULL,
+    hold_id TEXT NOT NULL PRIMARY KEY,
     renewal INTEGER NOT NULL,
-    clips TEXT NOT NULL,
-    expired_at TEXT
+    ended_at TEXT
 );
+CREATE TABLE IF NOT EXISTS moved (what TEXT PRIMARY KEY);
 """
+# Before the hold store, a table `holds` (request, hold_id, until, renewal, clips, expired_at) kept a copy of each
+# hold here; its rows become hold_links once (_move_hold_links) and the table is left as it was.
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,8 @@ class RequestStore:
     """Thin SQLite shell; every method is one transaction."""
 
     def __init__(self, state_dir: Path, *, create: bool = True) -> None:
-        self.dir = Path(state_dir) / "footage"
+        self.state_dir = Path(state_dir)
+        self.dir = self.state_dir / "footage"
         self.path = self.dir / "requests.sqlite3"
         # A read-only mount (a failing SD card remounted ro) still lets `requests list` and `audit verify` read.
         self.readonly = not create or is_read_only(Path(state_dir))
@@ -98,6 +107,7 @@ class RequestStore:
                 raise StorageError(f"cannot create {self.dir}: {exc}") from exc
             with self._db() as db:
                 db.executescript(SCHEMA)
+            self._move_hold_links()
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -162,7 +172,7 @@ class RequestStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                yield IntakeTxn(db)
+                yield IntakeTxn(db, self.state_dir)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -229,7 +239,7 @@ class RequestStore:
             )
         return out
 
-    # --- exports and holds ---------------------------------------------------------------------------------
+    # --- exports -------------------------------------------------------------------------------------------
 
     def start_export(self, export_id: str, request: str, approval_seq: int | None, at: datetime) -> None:
         with self._db() as db:
@@ -269,38 +279,63 @@ class RequestStore:
             query = "SELECT * FROM exports" + (" WHERE request=?" if request else "") + " ORDER BY rowid"
             return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
 
-    def add_hold(self, request: str, hold_id: str, until: datetime, renewal: int, clips: list[str]) -> None:
+    # --- holds: the links; the holds themselves are in the hold store ------------------------------------------
+
+    def _move_hold_links(self) -> None:
+        """The first open after the hold store came: the old hold table's rows become links, in one transaction
+        (after the hold store holds their until and clips durably: HoldStore's first open moved them)."""
+        HoldStore(self.state_dir)
         with self._db() as db:
-            db.execute(
-                "INSERT INTO holds VALUES (?,?,?,?,?,NULL)",
-                (request, hold_id, rfc3339(until), renewal, json.dumps(clips)),
-            )
+            if db.execute("SELECT 1 FROM moved WHERE what = 'holds'").fetchone() is not None:
+                return
+            if _has_old_holds(db):
+                db.execute("INSERT OR IGNORE INTO hold_links (request, hold_id, renewal, ended_at) "
+                           "SELECT request, hold_id, renewal, expired_at FROM holds ORDER BY rowid")
+            crash_point("holds-move:links-before-commit")
+            db.execute("INSERT INTO moved (what) VALUES ('holds')")
+
+    def link_hold(self, request: str, hold_id: str, renewal: int) -> None:
+        """Record that `request` placed hold `hold_id` (its `renewal`th renewal; 0 the first)."""
+        with self._db() as db:
+            db.execute("INSERT INTO hold_links (request, hold_id, renewal, ended_at) VALUES (?,?,?,NULL)",
+                       (request, hold_id, renewal))
 
     def holds(self, request: str | None = None) -> list[dict[str, Any]]:
+        """Each request's holds as {request, hold_id, until, renewal, clips (JSON), expired_at (when its end was
+        audited)}, by until: the link from here, until and clips from the hold store."""
         if not self.path.exists():
             return []
         with self._db() as db:
-            db.row_factory = sqlite3.Row
-            query = "SELECT * FROM holds" + (" WHERE request=?" if request else "") + " ORDER BY until"
-            return [dict(r) for r in db.execute(query, (request,) if request else ()).fetchall()]
+            links = _links(db, request)
+        found = _holds_by_id(self.state_dir, [h for _, h, _, _ in links], self.readonly)
+        rows = []
+        for req, hold_id, renewal, ended in links:
+            hold = found.get(hold_id)
+            if hold is None:
+                log.error("hold %s of request %s is not in the hold store (lost?)", hold_id, req)
+            rows.append({"request": req, "hold_id": hold_id, "until": rfc3339(hold.until) if hold else None,
+                         "renewal": renewal, "clips": json.dumps(list(hold.clip_ids) if hold else []),
+                         "expired_at": ended})
+        return sorted(rows, key=lambda r: r["until"] or "")
 
     def expire_hold(self, hold_id: str, at: datetime) -> None:
+        """The hold's expiry was audited for its request."""
         with self._db() as db:
-            db.execute("UPDATE holds SET expired_at=? WHERE hold_id=?", (rfc3339(at), hold_id))
+            db.execute("UPDATE hold_links SET ended_at=? WHERE hold_id=?", (rfc3339(at), hold_id))
 
     def active_holds(self, agency_id: str, now: datetime) -> int:
         if not self.path.exists():
             return 0
         with self._db() as db:
-            return _active_holds(db, agency_id, now)
+            return _active_holds(db, self.state_dir, agency_id, now, self.readonly)
 
     def release_holds(self, request: str, at: datetime, data: dict[str, Any]) -> list[str]:
-        """The owner lifted the request's holds: every hold still in force ends now (expired_at, so a rebuilt clip
-        index never places it again) and the release is recorded as an action, in one transaction."""
+        """The owner lifted the request's holds: every link still open ends now and the release is recorded as an
+        action, in one transaction (the hold store released the holds themselves before)."""
         with self._db() as db:
             ids = [str(r[0]) for r in db.execute(
-                "SELECT hold_id FROM holds WHERE request=? AND expired_at IS NULL ORDER BY rowid", (request,))]
-            db.execute("UPDATE holds SET expired_at=? WHERE request=? AND expired_at IS NULL", (rfc3339(at), request))
+                "SELECT hold_id FROM hold_links WHERE request=? AND ended_at IS NULL ORDER BY rowid", (request,))]
+            db.execute("UPDATE hold_links SET ended_at=? WHERE request=? AND ended_at IS NULL", (rfc3339(at), request))
             db.execute("INSERT INTO actions (request, kind, at, data) VALUES (?,?,?,?)",
                        (request, "release_hold", rfc3339(at), json.dumps({**data, "holds": ids}, sort_keys=True)))
         return ids
@@ -309,8 +344,9 @@ class RequestStore:
 class IntakeTxn:
     """The submission transaction's view of the store (see RequestStore.intake)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, state_dir: Path) -> None:
         self._db = db
+        self._state_dir = state_dir
 
     def was_seen(self, agency_id: str, request_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM seen WHERE agency_id=? AND request_id=?", (agency_id, request_id))
@@ -325,18 +361,55 @@ class IntakeTxn:
     def active_holds(self, agency_id: str, now: datetime) -> int:
         """How many of this agency's preservation requests have a hold in force at `now` (placed and neither
         expired, released nor past its `until`; or judged a hold and not placed yet, after a crash)."""
-        return _active_holds(self._db, agency_id, now)
+        return _active_holds(self._db, self._state_dir, agency_id, now)
 
 
-def _active_holds(db: sqlite3.Connection, agency_id: str, now: datetime) -> int:
-    rows = db.execute(
-        "SELECT r.id, h.until, h.expired_at FROM requests r LEFT JOIN holds h ON h.request = r.id "
-        "WHERE r.agency_id=? AND r.decision='hold'", (agency_id,)).fetchall()
+def _active_holds(db: sqlite3.Connection, state_dir: Path, agency_id: str, now: datetime,
+                  readonly: bool = False) -> int:
+    if _has_links(db):
+        query = ("SELECT r.id, l.hold_id, l.ended_at FROM requests r LEFT JOIN hold_links l ON l.request = r.id "
+                 "WHERE r.agency_id=? AND r.decision='hold'")
+        rows = db.execute(query, (agency_id,)).fetchall()
+        found = _holds_by_id(state_dir, [h for _, h, _ in rows if h is not None], readonly)
+        untils = {h: found[h].until if h in found else None for _, h, _ in rows}
+    else:  # a read-only store from before the hold store: its own copy of each hold
+        query = ("SELECT r.id, h.hold_id, h.expired_at, h.until FROM requests r LEFT JOIN holds h ON h.request = r.id "
+                 "WHERE r.agency_id=? AND r.decision='hold'")
+        old = db.execute(query, (agency_id,)).fetchall()
+        rows = [(r, h, e) for r, h, e, _ in old]
+        untils = {h: _ts(u) for _, h, _, u in old if h is not None}
     placed: dict[str, bool] = {}
-    for request, until, expired_at in rows:
-        in_force = until is None or (expired_at is None and _ts(until) > now)  # None: judged, not placed yet
+    for request, hold_id, ended in rows:
+        until = untils.get(hold_id) if hold_id is not None else None
+        # No link: judged a hold and not placed yet (after a crash), so in force.
+        in_force = hold_id is None or (ended is None and until is not None and until > now)
         placed[request] = placed.get(request, False) or in_force
     return sum(placed.values())
+
+
+def _has_old_holds(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='holds'").fetchone() is not None
+
+
+def _has_links(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='hold_links'").fetchone() is not None
+
+
+def _links(db: sqlite3.Connection, request: str | None) -> list[tuple[str, str, int, str | None]]:
+    """(request, hold_id, renewal, ended_at) of every link (or one request's), in the order they were made; from
+    the old hold table in a read-only store the hold store has not been opened on yet."""
+    table, ended = ("hold_links", "ended_at") if _has_links(db) else ("holds", "expired_at")
+    if table == "holds" and not _has_old_holds(db):
+        return []
+    query = f"SELECT request, hold_id, renewal, {ended} FROM {table}" + (" WHERE request=?" if request else "")
+    return [(str(r), str(h), int(n), e) for r, h, n, e in db.execute(query + " ORDER BY rowid",
+                                                                      (request,) if request else ())]
+
+
+def _holds_by_id(state_dir: Path, ids: list[str], readonly: bool) -> dict[str, Hold]:
+    if not ids:
+        return {}
+    return {h.id: h for h in HoldStore(state_dir, readonly=readonly).holds(ids)}
 
 
 def _shown(value: Any) -> tuple[Segment, ...] | None:

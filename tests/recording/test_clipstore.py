@@ -11,9 +11,11 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.errors import StorageError
-from edge.recording.codec import choose_codec, make_encoder, probe, read_sidecar
+from edge.recording.codec import choose_codec, make_encoder, probe
+from edge.recording.rawstream import read_sidecar
 from edge.recording.retention import RetentionPolicy
 from edge.recording.store import ClipStore, UnknownClip, UnknownHold
+from edge.recording.writer import finalize
 from tests.clips import write_test_clip
 from tests.recording.helpers import T0
 
@@ -201,7 +203,7 @@ def test_recovery_after_a_kill_between_rename_and_index(store: ClipStore, monkey
 
     monkeypatch.setattr(module.ClipStore, "_write", write_then_die)
     with pytest.raises(SystemExit):
-        store._finalize(clip_id, final, choose_codec("auto"), truncated=False)
+        finalize(store, clip_id, final, choose_codec("auto"), truncated=False)
     monkeypatch.undo()
     assert final.exists() and store.list() == []
     store.recover()

@@ -12,19 +12,8 @@ import numpy as np
 import pytest
 
 from edge.errors import StorageError
-from edge.recording.codec import (
-    EncodedFrame,
-    RawStreamWriter,
-    choose_codec,
-    decode_frames,
-    frames_in_stream,
-    from_us,
-    make_encoder,
-    probe,
-    read_sidecar,
-    remux,
-    to_us,
-)
+from edge.recording.codec import EncodedFrame, choose_codec, decode_frames, make_encoder, probe, remux
+from edge.recording.rawstream import RawStreamWriter, frames_in_stream, from_us, read_sidecar, to_us
 from tests.recording.helpers import T0
 
 

@@ -1,5 +1,6 @@
 """A lost or damaged clip index never deletes footage: recovery rebuilds rows from the files, keeps the bad index,
-quarantines what it cannot index, and places the request store's preservation holds again."""
+quarantines what it cannot index, and the holds (in their own file, edge.recording.holds) stay in force on the
+rebuilt clips."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from edge.footage.store import RequestStore
 from edge.recording.codec import choose_codec
 from edge.recording.retention import RetentionPolicy
 from edge.recording.store import INDEX_NAME, QUARANTINE_DIR, ClipStore
+from edge.recording.writer import write_snapshot
 from edge.service.timesync import TimeKeeper
 from tests.clips import write_test_clip
 from tests.recording.helpers import T0
@@ -67,11 +69,13 @@ def test_a_lost_index_deletes_nothing_and_is_rebuilt_with_its_holds(state_dir: P
     writer = store.begin("front", T0 + timedelta(minutes=12), choose_codec("auto"), 160, 120)
     writer.abandon()  # the parts of a clip the index will forget, as a kill mid-clip leaves them
     snap_jpeg = b"\xff\xd8 a snapshot \xff\xd9"
-    snapshot = store._add_snapshot(held.id, "front", held.path, "r1", held.start, snap_jpeg)
-    # The footage desk's way of holding: a hold in the clip store, recorded in the request store too.
+    snapshot = write_snapshot(held.path, "r1", snap_jpeg)
+    store.add_snapshot("r1", held.id, "front", held.start, snapshot, hashlib.sha256(snap_jpeg).hexdigest(),
+                       len(snap_jpeg))
+    # The footage desk's way of holding: a hold in the hold store, linked to its request in the request store.
     until = T0 + 90 * DAY
     hold_id = store.hold(clip_ids=[held.id], until=until, reason="preservation request", reference="AG:1 case 7")
-    RequestStore(state_dir).add_hold("fr-1", hold_id, until, 0, [held.id])
+    RequestStore(state_dir).link_hold("fr-1", hold_id, 0)
     before = _files(store.root)
     assert len(before) == 6  # three clips, a snapshot, two part files
     frame_times = {ref.id: store.frame_times(ref.id) for ref in (old, held, side)}

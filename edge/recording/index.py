@@ -1,0 +1,168 @@
+"""The clip index's SQLite file: its schema and additions, and connections with the hold file attached."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from edge.diskfaults import connect_readonly
+from edge.errors import StorageError
+from edge.permissions import private_file
+from edge.recording.holds import schema
+
+log = logging.getLogger(__name__)
+
+HOLDS_AS = "h"  # the hold store's file, attached to every index connection under this name
+_H = HOLDS_AS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clips (
+    id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('recording', 'complete')),
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    codec TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    frames INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    klass TEXT NOT NULL DEFAULT 'motion',
+    created_us INTEGER NOT NULL,
+    trusted INTEGER NOT NULL DEFAULT 1,
+    age_from_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS clips_by_time ON clips (camera, start_us);
+CREATE TABLE IF NOT EXISTS clip_frames (
+    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    ts_us INTEGER NOT NULL,
+    PRIMARY KEY (clip_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clip_events (
+    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ts_us INTEGER NOT NULL,
+    PRIMARY KEY (clip_id, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    event_id TEXT PRIMARY KEY,
+    clip_id TEXT NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
+    camera TEXT NOT NULL,
+    ts_us INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+"""
+# Holds live in their own file (edge.recording.holds); an index written before keeps its old hold tables,
+# moved from and never read again.
+
+
+
+class IndexFile:
+    """Opens the index (creating or extending it) and hands out connections, one per call (SQLite WAL), each with
+    the hold file attached as `h`; an unreadable index is noted in `problem`, not raised, so the daemon starts."""
+
+    def __init__(self, path: Path, holds_path: Path, state_dir: Path, readonly: bool,
+                 now: Callable[[], datetime]) -> None:
+        self.path = path
+        self.holds_path = holds_path
+        self.state_dir = state_dir
+        self.readonly = readonly
+        self._now = now
+        self.problem: str | None = None
+
+    def open(self) -> None:
+        """Create the index (or add what an older one lacks); an unreadable one is noted in index_problem."""
+        try:
+            private_file(self.path)  # 0600 before SQLite makes it (its -wal/-shm copy the mode)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                _migrate(db)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise StorageError(f"cannot open clip index {self.path}: {exc}") from exc
+            self.problem = f"clip index {self.path} is unreadable: {exc}"
+            log.error("%s; the recorder keeps it aside and rebuilds the index from the clip files", self.problem)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            if self.readonly:
+                db = connect_readonly(self.path)
+            else:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open clip index {self.path}: {exc}") from exc
+        try:
+            self._attach_holds(db)
+            if not self.readonly:
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA {_H}.synchronous=FULL")
+            yield db
+        except sqlite3.Error as exc:
+            hint = " (the daemon moves an unreadable index aside at its next start)" if is_corrupt(exc) else ""
+            raise StorageError(f"clip index {self.path}: {exc}{hint}") from exc
+        finally:
+            db.close()
+
+    def _attach_holds(self, db: sqlite3.Connection) -> None:
+        path = self.holds_path
+        if not self.readonly:
+            db.execute(f"ATTACH DATABASE ? AS {_H}", (str(path),))
+        elif path.exists():  # as connect_readonly: mode=ro, else immutable (a WAL file's -shm cannot be made)
+            try:
+                db.execute(f"ATTACH DATABASE ? AS {_H}", (f"{path.resolve().as_uri()}?mode=ro",))
+                db.execute(f"SELECT count(*) FROM {_H}.sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    db.execute(f"DETACH DATABASE {_H}")
+                db.execute(f"ATTACH DATABASE ? AS {_H}", (f"{path.resolve().as_uri()}?immutable=1",))
+        else:  # a read-only state dir of an older version: its holds, read where that version kept them
+            from edge.recording.holds_move import fill
+
+            db.execute(f"ATTACH DATABASE ':memory:' AS {_H}")
+            db.executescript(schema(_H))
+            fill(db, _H, self.state_dir, self._now())
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock of the index and of the hold file, so a
+        hold and a deletion never cross."""
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since the first index format; an old index file gains them (its clips count as trusted)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(clips)")}
+    if "trusted" not in have:
+        db.execute("ALTER TABLE clips ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1")
+    if "age_from_us" not in have:
+        db.execute("ALTER TABLE clips ADD COLUMN age_from_us INTEGER")
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """SQLite says the file is not a database or is malformed (not: busy, locked, read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
+        type(exc) is sqlite3.DatabaseError and ("not a database" in str(exc) or "malformed" in str(exc))
+    )
