@@ -6,7 +6,8 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from edge.clock import rfc3339
 from edge.errors import RequestChanged, RequestError
@@ -14,6 +15,9 @@ from edge.footage.audit import AuditLog
 from edge.footage.policy import Decision
 from edge.footage.request import FootageRequest
 from edge.footage.store import RequestStore, StoredRequest
+
+if TYPE_CHECKING:
+    from edge.footage.desk import FootageDesk
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -122,3 +126,19 @@ def approval_summary(store: RequestStore, request: str, decision: Decision) -> d
             return {"seq": seq, "at": rfc3339(at), "attest_original": bool(data.get("attest_original")),
                     "unblurred": sorted(decision.unblur)}
     return None
+
+
+def lapse_approvals(desk: FootageDesk, now: datetime) -> list[str]:
+    """Audit each approval that lapsed unused (once): the sweep's first step."""
+    done: list[str] = []
+    valid = timedelta(hours=desk.policy.rules.approval_valid_hours)
+    for item in desk.store.all():
+        noted = {d.get("approval") for _, k, _, d in desk.store.actions(item.id) if k == "expiry"}
+        for action in desk.store.owner_actions(item.id):
+            if action.kind != "approve" or action.used or action.seq in noted or now < action.at + valid:
+                continue
+            desk.audit.append("expiry", request=item.id, approval=action.seq, lapsed_at=rfc3339(action.at + valid))
+            desk.store.add_action(item.id, "expiry", now, {"approval": action.seq})
+            desk._publish(item.id, "approval_lapsed")
+            done.append(f"{item.id}: approval {action.seq} lapsed")
+    return done

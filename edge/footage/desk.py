@@ -18,7 +18,7 @@ from edge.config import Config
 from edge.crashpoints import crash_point
 from edge.errors import RequestError, StorageError
 from edge.footage import report as reporting
-from edge.footage.approval import Narrowing, approval_body, check_seen
+from edge.footage.approval import Narrowing, approval_body, check_seen, lapse_approvals
 from edge.footage.audit import AuditLog
 from edge.footage.crosscheck import verify_with_store
 from edge.footage.export_run import ExportResult, ExportRunner
@@ -286,20 +286,7 @@ class FootageDesk:
             return []
         self.recover_exports()
         now = self.clock.now()
-        done: list[str] = []
-        valid = timedelta(hours=self.policy.rules.approval_valid_hours)
-        for item in self.store.all():
-            actions = self.store.actions(item.id)
-            noted = {d.get("approval") for _, k, _, d in actions if k == "expiry"}
-            for action in self.store.owner_actions(item.id):
-                if action.kind != "approve" or action.used or action.seq in noted:
-                    continue
-                if now >= action.at + valid:
-                    self.audit.append("expiry", request=item.id, approval=action.seq,
-                                      lapsed_at=rfc3339(action.at + valid))
-                    self.store.add_action(item.id, "expiry", now, {"approval": action.seq})
-                    self._publish(item.id, "approval_lapsed")
-                    done.append(f"{item.id}: approval {action.seq} lapsed")
+        done = lapse_approvals(self, now)
         held = {h["request"] for h in self.store.holds()}
         for item in self.store.all():
             if item.decision == "hold" and item.id not in held:
