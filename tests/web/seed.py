@@ -14,8 +14,8 @@ from edge.config import Config, WebConfig
 from edge.events.bus import Event
 from edge.events.journal import EventJournal, HistoryBounds
 from edge.events.journal_files import journal_path
-from edge.recording.codec import choose_codec, make_encoder
 from edge.footage.desk import FootageDesk
+from edge.recording.codec import choose_codec, make_encoder
 from edge.recording.store import ClipStore
 from tests.clips import write_test_clip
 
