@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.footage.desk import FootageDesk
+from edge.recording.store import ClipStore
 from edge.web.auth import AuthStore
 from edge.web.server import WebServer
 
 from .browser import Browser, free_port, launch, serious
 from .conftest import NOW
 from .helpers import OWNER, PASSWORD
-from .seed import add_clip, seed_request, seeded_config
+from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,9 @@ class Served:
         self.clock = FakeClock(NOW)
         self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
         self.request = seed_request(self.config, self.clock)
+        rang = NOW - timedelta(minutes=30)
+        self.ring, self.ring_clip = seed_ring_with_clip(self.config, self.clock, rang)
+        self.day = f"/events?day={rang.astimezone().date()}"
         ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
         assert ok
         self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
@@ -92,7 +97,8 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     with page.expect_request(lambda r: "/now.jpg?t=" in r.url):  # the Now picture refreshes itself
         pass
     problems: dict[str, list[str]] = {}
-    for path in ("/", "/events", "/requests", f"/requests/{served.request}", "/faces", "/audit", "/account"):
+    for path in ("/", "/events", served.day, "/requests", f"/requests/{served.request}", "/faces", "/audit",
+                 "/account"):
         page.goto(served.url(path))
         assert no_sideways_scroll(page), f"{path} scrolls sideways at {kind}"
         found = serious(page)
@@ -101,7 +107,7 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert problems == {}
 
     if kind == "phone":  # every button and link on the request, events and faces pages is a 44 px target
-        for path in (f"/requests/{served.request}", "/events", "/faces"):
+        for path in (f"/requests/{served.request}", served.day, "/faces"):
             page.goto(served.url(path))
             small = page.evaluate("""[...document.querySelectorAll('main button, main a, nav a, header button')]
                 .map(e => [e.textContent.trim(), e.getBoundingClientRect()])
@@ -129,6 +135,30 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert serious(page) == [], "the login page"
     page.goto(served.url("/"))
     assert page.url == served.url("/login")
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_an_event_shows_its_snapshot_and_its_clip_plays_in_place(browser: Browser, served: Served, kind: str
+                                                                 ) -> None:
+    context = browser.context(kind)
+    page = context.new_page()
+    set_up_owner(page, served)
+    page.goto(served.url(served.day))
+    snap = page.get_by_role("img", name="Snapshot of this ring event")
+    snap.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth === 160", arg=snap.element_handle())
+    mime = ClipStore(served.config.state_dir, served.clock).get(served.ring_clip).mime
+    assert page.evaluate(f"document.createElement('video').canPlayType({mime!r})") != ""
+    page.get_by_text("Play the clip").click()
+    video = page.locator(f'video[src="/clips/{served.ring_clip}"]')
+    assert video.is_visible()
+    before = page.url
+    video.evaluate("v => v.play()")
+    page.wait_for_function("v => v.currentTime > 1.0", arg=video.element_handle(), timeout=15000)
+    state = video.evaluate("v => ({error: v.error && v.error.code, width: v.videoWidth, t: v.currentTime})")
+    assert state["error"] is None and state["width"] == 160, state
+    assert page.url == before  # played in place: the list stays where it was
     context.close()
 
 
