@@ -9,20 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
-from edge.actions import audit as audit_actions
-from edge.actions import clips as clips_actions
-from edge.actions import events as events_actions
-from edge.actions import faces, footage
 from edge.clock import Clock, SystemClock
 from edge.config import Config
-from edge.footage.approval import Narrowing
-from edge.footage.desk import FootageDesk
-from edge.footage.export_run import ExportResult
-from edge.vision.gallery import Existing, Person
+
+if TYPE_CHECKING:
+    from edge.actions.faces import Enrolled
+    from edge.actions.footage import RequestRow
+    from edge.footage.desk import FootageDesk
+    from edge.footage.export_run import ExportResult
+    from edge.vision.gallery import Existing, Person
+
+# The service layer is imported when a page first needs it, not when the page starts: an idle page must add
+# little to the daemon's memory (bench/web_memory.py, issue 16: <= 20 MB).
 
 FrameSource = Callable[[], bytes | None]
 DAY_LIMIT = 200  # events shown per page of one day; the page links to the rest
@@ -79,6 +81,8 @@ class Backend:
 
     def desk(self, user: str | None = None) -> FootageDesk:
         """The footage desk as a CLI command opens it; decisions are recorded as by `web:<user>`."""
+        from edge.footage.desk import FootageDesk
+
         return FootageDesk(self.config, self.clock, emit=self.emit, find_faces=self.find_faces,
                            actor=f"web:{user}" if user else "web")
 
@@ -89,6 +93,8 @@ class Backend:
         return int(self.desk().audit.append(kind, **data)["seq"])
 
     def audit_status(self) -> AuditStatus:
+        from edge.actions import audit as audit_actions
+
         desk = self.desk()
         checked = audit_actions.verify(desk)
         return AuditStatus(checked.ok, checked.verified_up_to, checked.message, checked.summary,
@@ -96,6 +102,8 @@ class Backend:
 
     def transparency(self) -> dict[str, Any] | None:
         """The transparency report (`audit report`); None before any request arrived (nothing is created)."""
+        from edge.actions import audit as audit_actions
+
         if not (self.config.state_dir / "footage").exists():
             return None
         return dict(audit_actions.transparency_report(self.desk()))
@@ -108,6 +116,8 @@ class Backend:
     def events(self, day: date, types: tuple[str, ...] = (), after_seq: int = 0) -> tuple[list[dict[str, Any]], bool]:
         """The events of one local calendar day (at most DAY_LIMIT from after_seq on) and whether more follow,
         each with the ids of its clips and whether it has a snapshot."""
+        from edge.actions import events as events_actions
+
         page = events_actions.read_day(self.config, self.clock, day, types=types,
                                        limit=1_000_000 if after_seq else DAY_LIMIT, footage=False)
         rows = [e for e in page.events if e.seq > after_seq] if after_seq else list(page.events)
@@ -117,22 +127,30 @@ class Backend:
                 for e in shown], more
 
     def latest(self, event_type: str) -> dict[str, Any] | None:
+        from edge.actions import events as events_actions
+
         page = events_actions.read_events(self.config, self.clock, types=(event_type,), limit=1)
         return page.events[-1].as_dict() if page.events else None
 
     def clip(self, clip_id: str) -> Media:
         """A stored clip to play in place (StorageError: no such clip, or its file is gone)."""
+        from edge.actions import clips as clips_actions
+
         ref = clips_actions.playable(clips_actions.open_store(self.config.state_dir, self.clock), clip_id)
         return Media(ref.path, ref.mime)
 
     def snapshot(self, event_id: str) -> Media:
+        from edge.actions import clips as clips_actions
+
         snap = clips_actions.event_snapshot(clips_actions.open_store(self.config.state_dir, self.clock), event_id)
         return Media(snap.path, "image/jpeg")
 
     # --- footage requests ---------------------------------------------------------------------------------
 
-    def requests(self) -> list[footage.RequestRow]:
+    def requests(self) -> list[RequestRow]:
         """Every request, the ones waiting for the owner first (newest first within each group)."""
+        from edge.actions import footage
+
         if not (self.config.state_dir / "footage").exists():
             return []
         rows = footage.list_requests(self.desk())
@@ -143,6 +161,7 @@ class Backend:
     def request(self, request: str) -> dict[str, Any]:
         """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
         `document_sha256`: the document's hash the decision is bound to (approve's seen_sha256)."""
+        from edge.actions import footage
         from edge.footage.policy import CODES
 
         details = footage.show(self.desk(), request)
@@ -182,30 +201,43 @@ class Backend:
     def approve(self, request: str, user: str, seen_sha256: str, clips: list[str] | None = None) -> str:
         """Approve (clips=None) or narrow to `clips` (edge.actions.footage); RequestChanged when the document is
         not the one whose hash the owner saw; the desk refuses anything outside the request's scope."""
+        from edge.actions import footage
+        from edge.footage.approval import Narrowing
+
         desk = self.desk(user)
         if clips is None:
             return str(footage.approve(desk, request, seen_sha256=seen_sha256).decision)
         return str(footage.narrow(desk, request, Narrowing(clips=clips), seen_sha256=seen_sha256).decision)
 
     def deny(self, request: str, user: str, reason: str) -> str:
+        from edge.actions import footage
+
         return str(footage.deny(self.desk(user), request, reason).decision)
 
     def export(self, request: str, user: str) -> ExportResult:
         """Write the signed bundle, encrypted to the agency (`requests export`); the page shows its sha256 and
         where it was written, never the bundle or a clip."""
+        from edge.actions import footage
+
         return footage.export(self.desk(user), request)
 
     # --- faces --------------------------------------------------------------------------------------------
 
     def people(self) -> list[Person]:
+        from edge.actions import faces
+
         return list(faces.list_faces(self.config).people)
 
     def forget(self, name: str, user: str) -> bool:
+        from edge.actions import faces
+
         return faces.forget(self.config, name, clock=self.clock, by=f"web:{user}")
 
     def enrol(self, name: str, photos: list[Path], consent_by: str, consent_date: date, user: str,
-              existing: Existing = "refuse") -> faces.Enrolled:
+              existing: Existing = "refuse") -> Enrolled:
         """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo)."""
+        from edge.actions import faces
+
         return faces.enrol(self.config, self.clock, name, photos, consent_by, consent_date, existing=existing,
                            by=f"web:{user}", engine=self.engine)
 

@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from edge.errors import EdgeError, StorageError
-from edge.vision.gallery import Existing
 from edge.web.auth import Session
 from edge.web.backend import today
 
 if TYPE_CHECKING:
+    from edge.vision.gallery import Existing
     from edge.web.app import WebApp
 
 log = logging.getLogger(__name__)
