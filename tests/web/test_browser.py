@@ -56,7 +56,15 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    from edge.footage import redact
+
+    def shipped() -> redact.ExportFinders:  # what `doorbell-edge run` hands every export (edge/cli)
+        from edge.vision import redaction_finders as finders
+
+        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
+
+    monkeypatch.setattr(redact, "_provider", shipped)
     s = Served(tmp_path)
     try:
         yield s
@@ -124,6 +132,14 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert "OWNER_APPROVED" in page.content()
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
     assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
+    export = page.get_by_role("button", name="Export", exact=True)
+    box = export.bounding_box()
+    assert box and box["width"] >= 44 and box["height"] >= 44
+    export.click()
+    page.wait_for_url(served.url(f"/requests/{served.request}#exports"))
+    [written] = desk.store.exports(served.request)
+    assert written["completed_at"] and Path(written["path"]).is_file()
+    assert written["sha256"] in page.content() and written["path"] in page.content()
     assert desk.verify_audit()[0]
     page.goto(served.url("/audit"))
     assert "Verified" in page.content()
