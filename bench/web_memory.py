@@ -16,6 +16,9 @@ Measured 2026-12-07 on this busy 2-core x86 machine (idle 15 s; page off 125-127
 setup + login + 100 loads peak growth 67.3 and 69.0 MB (argon2 64 MiB + ~3-5 MB), 100 loads in 3.9-4.5 s. When the
 daemon itself issues the certificate (the very first start, cryptography loaded) the idle growth was 21.2 and
 23.7 MB: over the bound for that one start.
+After the page moved onto edge.actions (idle 10 s, page off 125.1 MB): idle growth 9.3 MB, login + 100 loads peak
+growth 69.4 MB, 100 loads in 2.7 s. Importing the service layer when the page starts, not when a page first needs
+it, made the idle growth 22.1 MB (over the bound): edge/web/backend.py imports it lazily for that reason.
 """
 
 from __future__ import annotations

@@ -52,6 +52,23 @@ def show_clip(store: ClipStore, clip_id: str) -> ClipDetail:
     return ClipDetail(ref, store.verify(ref.id), tuple(store.snapshots(ref.id)), holds)
 
 
+def playable(store: ClipStore, clip_id: str) -> ClipRef:
+    """A clip to play in place (the owner's page): its record, its file present; no hash check (a player asks
+    for many ranges of one clip), nothing written. StorageError when unknown or its file is gone."""
+    ref = store.get(clip_id)
+    if not ref.path.is_file():
+        raise StorageError(f"clip {ref.id}: its file {ref.path.name} is missing")
+    return ref
+
+
+def event_snapshot(store: ClipStore, event_id: str) -> Snapshot:
+    """The snapshot taken for one event (StorageError when none was kept)."""
+    for snap in store.snapshots():
+        if snap.event_id == event_id and snap.path.is_file():
+            return snap
+    raise StorageError(f"no snapshot kept for event {event_id}")
+
+
 def covers(hold: Hold, ref: ClipRef) -> bool:
     if ref.id in hold.clip_ids:
         return True

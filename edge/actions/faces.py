@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.clock import Clock
+from edge.clock import Clock, SystemClock
 from edge.config import Config
 from edge.errors import EdgeError
+from edge.footage.audit import AuditLog
+from edge.permissions import real_user
 from edge.vision.gallery import CHIPS, Existing, Gallery, Person, check_consent_date, legacy_chipper
 
 if TYPE_CHECKING:
@@ -47,11 +49,12 @@ def load_engine(config: Config, model: str | None = None) -> FaceEngine:
 
 def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], consent_by: str, consent_date: date, *,
           face: int | None = None, largest: bool = False, existing: Existing = "refuse",
-          engine: FaceEngine | None = None) -> Enrolled:
+          engine: FaceEngine | None = None, by: str | None = None) -> Enrolled:
     """Enrol `name` from photos with the consent given by `consent_by` on `consent_date`. Each photo must show
     one face (or `face` N of the listing, or the `largest`) at least faces.min_face_px wide and as sharp as the
     daemon needs; nothing else of the photo is kept. `existing` says what to do when `name` is enrolled already.
-    The checks that need no model come first; `engine` is loaded from the config when not given."""
+    The checks that need no model come first; `engine` is loaded from the config when not given. The enrolment
+    is recorded in the audit log as by `by` (default: the local user)."""
     check_consent_date(consent_date, clock.now())
     if face is not None and len(images) > 1:
         raise EdgeError("--face N picks a face in one photo: enrol that photo on its own (then --add the others)")
@@ -72,6 +75,9 @@ def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], conse
                             existing=existing)
     outcome: Literal["enrolled", "replaced", "added to"] = (
         "added to" if old is not None and existing == "add" else "replaced" if old is not None else "enrolled")
+    AuditLog(config.state_dir, clock).append(
+        "face_enrol", person=person.name, outcome=outcome, photos=len(chips), consent_by=consent_by,
+        consent_date=consent_date.isoformat(), by=by or real_user())
     return Enrolled(person, outcome, tuple(migrated))
 
 
@@ -116,9 +122,17 @@ def list_faces(config: Config) -> Household:
     return Household(tuple(people), tuple(p.name for p in people if p.stored != CHIPS))
 
 
-def forget(config: Config, name: str) -> bool:
-    """Delete the person's templates, face chips and consent record; False when `name` is not enrolled."""
-    return Gallery(config.state_dir).forget(name)
+def forget(config: Config, name: str, *, clock: Clock | None = None, by: str | None = None) -> bool:
+    """Delete the person's templates, face chips and consent record; False when `name` is not enrolled. The audit
+    log records it first (as by `by`, default the local user): no record, nothing deleted."""
+    gallery = Gallery(config.state_dir)
+    person = gallery.enrolled(name)
+    if person is None:
+        return False
+    AuditLog(config.state_dir, clock or SystemClock()).append(
+        "face_forget", person=person.name, consent_by=person.consent_by, consent_date=person.consent_date,
+        by=by or real_user())
+    return gallery.forget(name)
 
 
 def read_image(path: Path) -> Image:

@@ -1,4 +1,6 @@
-"""The owner's page as an ASGI app: routes, the setup gate, sessions, CSRF and security headers.
+"""The owner's page as an ASGI app: the route table, the setup gate, the Host allow-list, sessions, CSRF and
+security headers. The handlers live by concern: edge.web.entry (setup, login, account), edge.web.decisions
+(footage requests) and edge.web.views (now, events, faces, audit).
 
 Every page is server-rendered and every action is a plain <form method=post>, so it all works with JavaScript
 off; the only script refreshes the Now picture. Blocking work (argon2, SQLite, the footage desk) runs in the
@@ -6,10 +8,11 @@ thread pool, never on the event loop."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +22,14 @@ from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from edge.errors import EdgeError
-from edge.web.auth import MIN_PASSWORD, AuthError, AuthStore, Session, User
-from edge.web.backend import BUTTONS, Backend, today
+from edge.web.auth import MIN_PASSWORD, AuthStore, Session
+from edge.web.backend import BUTTONS, Backend
+from edge.web.tls import device_names
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,11 @@ OPEN_PATHS = ("/setup", "/healthz", "/ca.crt")  # everything else waits for an o
 PUBLIC_PATHS = (*OPEN_PATHS, "/login")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+MAX_FORM_BYTES = 64 * 1024  # a form without files
+MAX_UPLOAD_BYTES = 24 * 1024 * 1024  # the enrolment photos, all together
+HOSTS_REFRESH_S = 60.0  # a Host that is an IP literal not in the list: look at the device's addresses again
+
+FormHandler = Callable[[Request, FormData, Session | None], Response]
 
 
 class Forbidden(Exception):
@@ -49,10 +57,15 @@ def client_of(request: Request) -> str:
 
 
 class WebApp:
-    """Holds the stores the routes share; `starlette()` builds the ASGI app."""
+    """Holds the stores the routes share and the plumbing every route goes through; `starlette()` builds the
+    ASGI app."""
 
     def __init__(self, backend: Backend, auth: AuthStore, ca_file: Path | None = None,
                  ca_fingerprint: str | None = None) -> None:
+        from edge.web.decisions import Decisions
+        from edge.web.entry import Entry
+        from edge.web.views import Views
+
         self.backend = backend
         self.auth = auth
         self.ca_file = ca_file
@@ -60,50 +73,58 @@ class WebApp:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(min_password=MIN_PASSWORD, buttons=BUTTONS)
         self._owner_exists = False
+        self.hosts = HostList(lambda: device_names(backend.config))
+        self.entry = Entry(self)
+        self.decisions = Decisions(self)
+        self.views = Views(self)
 
     def owner_exists(self) -> bool:
         if not self._owner_exists:
             self._owner_exists = self.auth.has_owner()  # once true it stays true (no web route removes the owner)
         return self._owner_exists
 
-    # --- plumbing -----------------------------------------------------------------------------------------
-
     def starlette(self) -> Starlette:
-        get = ["GET"]
-        post = ["POST"]
+        get, post = ["GET"], ["POST"]
+        e, d, v = self.entry, self.decisions, self.views
         routes = [
             Route("/healthz", lambda r: PlainTextResponse("ok"), methods=get),
-            Route("/ca.crt", self.ca_cert, methods=get),
-            Route("/setup", self.setup_page, methods=get),
-            Route("/setup", self.form(self.setup, public=True), methods=post),
-            Route("/login", self.login_page, methods=get),
-            Route("/login", self.form(self.login, public=True), methods=post),
-            Route("/logout", self.form(self.logout), methods=post),
-            Route("/", self.page(self.now_page), methods=get),
-            Route("/now.jpg", self.page(self.now_jpeg), methods=get),
-            Route("/events", self.page(self.events_page), methods=get),
-            Route("/requests", self.page(self.requests_page), methods=get),
-            Route("/requests/{request_id}", self.page(self.request_page), methods=get),
-            Route("/requests/{request_id}/decide", self.form(self.decide, owner=True), methods=post),
-            Route("/requests/{request_id}/deny", self.form(self.deny, owner=True), methods=post),
-            Route("/faces", self.page(self.faces_page, owner=True), methods=get),
-            Route("/faces/forget", self.form(self.forget, owner=True), methods=post),
-            Route("/audit", self.page(self.audit_page), methods=get),
-            Route("/account", self.page(self.account_page), methods=get),
-            Route("/account/password", self.form(self.change_password), methods=post),
-            Route("/account/viewers", self.form(self.add_viewer, owner=True), methods=post),
-            Route("/account/viewers/remove", self.form(self.remove_viewer, owner=True), methods=post),
+            Route("/ca.crt", e.ca_cert, methods=get),
+            Route("/setup", e.setup_page, methods=get),
+            Route("/setup", self.form(e.setup, public=True), methods=post),
+            Route("/login", e.login_page, methods=get),
+            Route("/login", self.form(e.login, public=True), methods=post),
+            Route("/logout", self.form(e.logout), methods=post),
+            Route("/", self.page(v.now_page), methods=get),
+            Route("/now.jpg", self.page(v.now_jpeg), methods=get),
+            Route("/events", self.page(v.events_page), methods=get),
+            Route("/clips/{clip_id}", self.page(v.clip), methods=get),
+            Route("/snapshots/{event_id}", self.page(v.snapshot), methods=get),
+            Route("/requests", self.page(d.requests_page), methods=get),
+            Route("/requests/{request_id}", self.page(d.request_page), methods=get),
+            Route("/requests/{request_id}/decide", self.form(d.decide, owner=True), methods=post),
+            Route("/requests/{request_id}/deny", self.form(d.deny, owner=True), methods=post),
+            Route("/requests/{request_id}/export", self.form(d.export, owner=True), methods=post),
+            Route("/faces", self.page(v.faces_page, owner=True), methods=get),
+            Route("/faces/enrol", self.form(v.enrol, owner=True, files=True), methods=post),
+            Route("/faces/forget", self.form(v.forget, owner=True), methods=post),
+            Route("/audit", self.page(v.audit_page), methods=get),
+            Route("/account", self.page(e.account_page), methods=get),
+            Route("/account/password", self.form(e.change_password), methods=post),
+            Route("/account/viewers", self.form(e.add_viewer, owner=True), methods=post),
+            Route("/account/viewers/remove", self.form(e.remove_viewer, owner=True), methods=post),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
         return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=self.gate)])
 
     async def gate(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        """Fresh state: only setup, static files, the CA and the health check; then security headers on all."""
+        """A Host that is not one of the device's names is refused (DNS rebinding); in a fresh state only setup,
+        static files, the CA and the health check; then security headers on every answer."""
+        if not self.hosts.allows(request.headers.get("host", "")):
+            return _secure(PlainTextResponse("this doorbell does not answer to that name", status_code=421))
         path = request.url.path
         if (not path.startswith("/static/") and path not in OPEN_PATHS
                 and not await run_in_threadpool(self.owner_exists)):
-            response: Response = RedirectResponse("/setup", status_code=303)
-            return _secure(response)
+            return _secure(RedirectResponse("/setup", status_code=303))
         return _secure(await call_next(request))
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -132,9 +153,10 @@ class WebApp:
 
         return endpoint
 
-    def form(self, handler: Callable[[Request, FormData, Session | None], Response], *, public: bool = False,
-             owner: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        """A POST action: same-origin check, CSRF token, then the session (public: the login/setup token)."""
+    def form(self, handler: FormHandler, *, public: bool = False, owner: bool = False, files: bool = False
+             ) -> Callable[[Request], Awaitable[Response]]:
+        """A POST action: same-origin check, CSRF token, then the session (public: the login/setup token).
+        files: the form may carry uploaded files (up to MAX_UPLOAD_BYTES in all)."""
 
         def run(request: Request, form: FormData) -> Response:
             session = None if public else self.session(request)
@@ -156,74 +178,21 @@ class WebApp:
             return handler(request, form, session)
 
         async def endpoint(request: Request) -> Response:
-            form = await request.form(max_files=0, max_fields=200)
-            return await run_in_threadpool(run, request, form)
+            limit = MAX_UPLOAD_BYTES if files else MAX_FORM_BYTES
+            size = request.headers.get("content-length", "")
+            if not size.isdigit():
+                return PlainTextResponse("a form must say its length (Content-Length)", status_code=411)
+            if int(size) > limit:
+                return PlainTextResponse(f"a form here may carry at most {limit // 1024} KiB", status_code=413)
+            form = await request.form(max_files=10 if files else 0, max_fields=200)
+            try:
+                return await run_in_threadpool(run, request, form)
+            finally:
+                await form.close()  # uploaded files are spooled to temporary files: gone now
 
         return endpoint
 
-    # --- setup, login, logout -----------------------------------------------------------------------------
-
-    def ca_cert(self, request: Request) -> Response:
-        if self.ca_file is None or not self.ca_file.is_file():
-            return PlainTextResponse("this doorbell uses the owner's own certificate", status_code=404)
-        return FileResponse(self.ca_file, media_type="application/x-x509-ca-cert", filename="doorbell-ca.crt")
-
-    def _with_pre_token(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        token = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
-        response = self.render(request, name, status, csrf=token, **context)
-        response.set_cookie(PRE_COOKIE, token, httponly=True, secure=True, samesite="strict", path="/")
-        return response
-
-    async def setup_page(self, request: Request) -> Response:
-        if await run_in_threadpool(self.owner_exists):
-            return RedirectResponse("/login", status_code=303)
-        return self._with_pre_token(request, "setup.html", fingerprint=self.ca_fingerprint)
-
-    def setup(self, request: Request, form: FormData, _session: Session | None) -> Response:
-        client = client_of(request)
-        if self.owner_exists():
-            return RedirectResponse("/login", status_code=303)
-        wait = self.auth.retry_after(client)
-        if wait:
-            return self._too_many(request, wait, "setup.html", fingerprint=self.ca_fingerprint)
-        name, password = str(form.get("username", "")), str(form.get("password", ""))
-        try:
-            if password != str(form.get("password2", "")):
-                raise AuthError("the two passwords differ")
-            user = self.auth.create_owner(str(form.get("code", "")), name, password)
-        except AuthError as exc:
-            if "setup code" in str(exc):
-                self._failed(client, "setup", name)
-            return self._with_pre_token(request, "setup.html", 400, error=str(exc), fingerprint=self.ca_fingerprint,
-                                        username=name)
-        self.backend.audit("web_setup", user=user.name, client=client)
-        self._owner_exists = True
-        return self._logged_in(user, client)
-
-    async def login_page(self, request: Request) -> Response:
-        if await run_in_threadpool(self.session, request) is not None:
-            return RedirectResponse("/", status_code=303)
-        return self._with_pre_token(request, "login.html")
-
-    def login(self, request: Request, form: FormData, _session: Session | None) -> Response:
-        client = client_of(request)
-        name = str(form.get("username", "")).strip()
-        wait = self.auth.retry_after(client)
-        if wait:
-            return self._too_many(request, wait, "login.html", username=name)
-        user = self.auth.check(name, str(form.get("password", "")))
-        if user is None:
-            self._failed(client, "login", name)
-            wait = self.auth.retry_after(client)
-            if wait:
-                return self._too_many(request, wait, "login.html", username=name)
-            return self._with_pre_token(request, "login.html", 401, username=name,
-                                        error="That user name and password do not match.")
-        self.auth.clear_failures(client)
-        self.backend.audit("web_login", user=user.name, client=client)
-        return self._logged_in(user, client)
-
-    def _failed(self, client: str, what: str, name: str) -> None:
+    def failed(self, client: str, what: str, name: str) -> None:
         """One failed login (or setup code, or re-authentication): counted and audited; a lockout too."""
         locked = self.auth.record_failure(client)
         self.backend.audit("web_login_failed", user=name[:64], client=client, at=what)
@@ -233,163 +202,46 @@ class WebApp:
             self.backend.audit("web_lockout", client=client, seconds=wait,
                                failures=self.auth.config.login_max_failures)
 
-    def _too_many(self, request: Request, wait: int, template: str, **context: Any) -> Response:
-        response = self._with_pre_token(request, template, 429, error=(
-            f"Too many wrong attempts from this device. Try again in {wait} seconds."), **context)
-        response.headers["Retry-After"] = str(wait)
-        return response
 
-    def _logged_in(self, user: User, client: str) -> Response:
-        sid = self.auth.open_session(user, client)
-        response = RedirectResponse("/", status_code=303)
-        _set_session_cookie(response, sid)
-        response.delete_cookie(PRE_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
+class HostList:
+    """The names the page answers to (the certificate's: the hostname, <hostname>.local, extra names, localhost
+    and the device's addresses). Another Host header is a page of another site whose name now points here (DNS
+    rebinding): refused before anything else runs."""
 
-    def logout(self, request: Request, form: FormData, session: Session | None) -> Response:
-        assert session is not None
-        self.auth.close_session(request.cookies.get(COOKIE, ""))
-        self.backend.audit("web_logout", user=session.user.name, client=client_of(request))
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+        self._allowed = self._load()
+        self._loaded = time.monotonic()
 
-    # --- pages --------------------------------------------------------------------------------------------
+    def _load(self) -> frozenset[str]:
+        return frozenset(n.lower().rstrip(".") for n in self._names())
 
-    def now_page(self, request: Request, session: Session) -> Response:
-        return self.render(request, "now.html", session=session, has_frame=self.backend.latest_jpeg() is not None,
-                           ring=self.backend.latest("ring"), face=self.backend.latest("face"))
+    def allows(self, header: str) -> bool:
+        host = host_of(header)
+        if host in self._allowed:
+            return True
+        if _is_ip(host) and time.monotonic() - self._loaded > HOSTS_REFRESH_S:
+            # the device may have a new address since the list was made (DHCP); another name never gets in
+            self._allowed, self._loaded = self._load(), time.monotonic()
+            return host in self._allowed
+        return False
 
-    def now_jpeg(self, request: Request, session: Session) -> Response:
-        jpeg = self.backend.latest_jpeg()  # the newest frame in memory, masks applied; nothing is written
-        if jpeg is None:
-            return PlainTextResponse("no picture yet", status_code=404)
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    def events_page(self, request: Request, session: Session) -> Response:
-        try:
-            day = date.fromisoformat(request.query_params.get("day", "")) if request.query_params.get("day") \
-                else today()
-            after = int(request.query_params.get("after", "0"))
-        except ValueError:
-            return self.render(request, "error.html", 400, session=session, error="That is not a date (YYYY-MM-DD).")
-        events, more = self.backend.events(day, after_seq=after)
-        return self.render(request, "events.html", session=session, day=day, events=events, more=more,
-                           prev_day=date.fromordinal(day.toordinal() - 1), next_day=date.fromordinal(
-                               day.toordinal() + 1), last_seq=events[-1]["seq"] if events else 0)
+def host_of(header: str) -> str:
+    """The name in a Host header, without the port, lower case: "[::1]:8443" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
 
-    def requests_page(self, request: Request, session: Session) -> Response:
-        return self.render(request, "requests.html", session=session, rows=self.backend.requests())
 
-    def request_page(self, request: Request, session: Session, status: int = 200, error: str | None = None
-                     ) -> Response:
-        try:
-            view = self.backend.request(request.path_params["request_id"])
-        except EdgeError as exc:
-            return self.render(request, "error.html", 404, session=session, error=str(exc))
-        return self.render(request, "request.html", status, session=session, r=view, error=error)
-
-    def decide(self, request: Request, form: FormData, session: Session | None) -> Response:
-        """Approve or narrow: the password again, the "I confirm" box, and the request exactly as shown."""
-        assert session is not None
-        client = client_of(request)
-        request_id = request.path_params["request_id"]
-        action = form.get("action")
-        wait = self.auth.retry_after(client)
-        if wait:
-            response = self.request_page(request, session, 429, f"Too many wrong passwords. Try again in {wait} s.")
-            response.headers["Retry-After"] = str(wait)
-            return response
-        if self.auth.check(session.user.name, str(form.get("password", ""))) is None:
-            self._failed(client, f"decide {request_id}", session.user.name)
-            return self.request_page(request, session, 403, "The password is not right; nothing was decided.")
-        if form.get("confirm") != "yes":
-            return self.request_page(request, session, 400, "Tick \u201cI confirm\u201d to release footage.")
-        try:
-            view = self.backend.request(request_id)
-        except EdgeError as exc:
-            return self.render(request, "error.html", 404, session=session, error=str(exc))
-        if not secrets.compare_digest(str(form.get("shown", "")), view["shown_hash"]):
-            return self.request_page(request, session, 409, "This request changed since the page was shown; "
-                                     "nothing was decided. Read it again below.")
-        clips: list[str] | None = None
-        if action == "narrow":
-            clips = [str(c) for c in form.getlist("clip")]
-            if not clips:
-                return self.request_page(request, session, 400, "Tick at least one clip to narrow to.")
-        elif action != "approve":
-            return self.request_page(request, session, 400, "Choose Approve or Narrow.")
-        try:
-            self.backend.approve(request_id, session.user.name, clips)
-        except EdgeError as exc:
-            return self.request_page(request, session, 400, f"Refused: {exc}")
-        # Re-authenticated: the session id changes (the old cookie is dead).
-        sid = self.auth.rotate(request.cookies.get(COOKIE, ""), client)
-        response = RedirectResponse(f"/requests/{request_id}", status_code=303)
-        _set_session_cookie(response, sid)
-        return response
-
-    def deny(self, request: Request, form: FormData, session: Session | None) -> Response:
-        assert session is not None
-        request_id = request.path_params["request_id"]
-        reason = str(form.get("reason", "")).strip() or "The owner refused."
-        try:
-            self.backend.deny(request_id, session.user.name, reason)
-        except EdgeError as exc:
-            return self.request_page(request, session, 400, f"Refused: {exc}")
-        return RedirectResponse(f"/requests/{request_id}", status_code=303)
-
-    def faces_page(self, request: Request, session: Session) -> Response:
-        return self.render(request, "faces.html", session=session, people=self.backend.people())
-
-    def forget(self, request: Request, form: FormData, session: Session | None) -> Response:
-        name = str(form.get("name", ""))
-        if form.get("confirm") != "yes":
-            return self.render(request, "faces.html", 400, session=session, people=self.backend.people(),
-                               error=f"Tick the box to confirm forgetting {name}.")
-        if not self.backend.forget(name):
-            return self.render(request, "faces.html", 404, session=session, people=self.backend.people(),
-                               error=f"{name} is not enrolled.")
-        return RedirectResponse("/faces", status_code=303)
-
-    def audit_page(self, request: Request, session: Session) -> Response:
-        return self.render(request, "audit.html", session=session, audit=self.backend.audit_status(),
-                           report=self.backend.transparency())
-
-    def account_page(self, request: Request, session: Session, status: int = 200, error: str | None = None
-                     ) -> Response:
-        users = self.auth.users() if session.user.owner else []
-        return self.render(request, "account.html", status, session=session, users=users, error=error)
-
-    def change_password(self, request: Request, form: FormData, session: Session | None) -> Response:
-        assert session is not None
-        new = str(form.get("new", ""))
-        try:
-            if new != str(form.get("new2", "")):
-                raise AuthError("the two new passwords differ")
-            self.auth.change_password(session.user, str(form.get("old", "")), new)
-        except AuthError as exc:
-            return self.account_page(request, session, 400, str(exc))
-        self.backend.audit("web_password", user=session.user.name, client=client_of(request))
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return response
-
-    def add_viewer(self, request: Request, form: FormData, session: Session | None) -> Response:
-        assert session is not None
-        try:
-            user = self.auth.add_viewer(str(form.get("username", "")), str(form.get("password", "")))
-        except AuthError as exc:
-            return self.account_page(request, session, 400, str(exc))
-        self.backend.audit("web_user", user=user.name, role="viewer", change="added", by=session.user.name)
-        return RedirectResponse("/account", status_code=303)
-
-    def remove_viewer(self, request: Request, form: FormData, session: Session | None) -> Response:
-        assert session is not None
-        name = str(form.get("username", ""))
-        if self.auth.remove_viewer(name):
-            self.backend.audit("web_user", user=name, role="viewer", change="removed", by=session.user.name)
-        return RedirectResponse("/account", status_code=303)
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_origin(request: Request) -> None:
@@ -404,7 +256,7 @@ def check_origin(request: Request) -> None:
             raise Forbidden("this form was sent from another site")
 
 
-def _set_session_cookie(response: Response, sid: str) -> None:
+def set_session_cookie(response: Response, sid: str) -> None:
     response.set_cookie(COOKIE, sid, httponly=True, secure=True, samesite="strict", path="/")
 
 

@@ -1,5 +1,5 @@
-"""The ONE place the owner's page reaches the rest of the device: the footage desk, the face gallery, the event
-journal, the audit log and the latest frame, called exactly as the CLI calls them (no copies of their logic)."""
+"""The ONE place the owner's page reaches the rest of the device: the service layer (edge.actions: footage
+requests, the audit log, faces, events, clips) called exactly as the CLI calls it, and the latest frame."""
 
 from __future__ import annotations
 
@@ -8,12 +8,23 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+
+if TYPE_CHECKING:
+    from edge.actions.faces import Enrolled
+    from edge.actions.footage import RequestRow
+    from edge.footage.desk import FootageDesk
+    from edge.footage.export_run import ExportResult
+    from edge.vision.gallery import Existing, Person
+
+# The service layer is imported when a page first needs it, not when the page starts: an idle page must add
+# little to the daemon's memory (bench/web_memory.py, issue 16: <= 20 MB).
 
 FrameSource = Callable[[], bytes | None]
 DAY_LIMIT = 200  # events shown per page of one day; the page links to the rest
@@ -34,53 +45,68 @@ BUTTONS = {
     "approve": "Approve sends these clips, with faces blurred and encrypted to the agency's key, and logs it.",
     "narrow": "Narrow sends only the clips you tick, and logs it.",
     "deny": "Deny tells the agency no and logs it.",
+    "export": "Export writes the approved clips, faces blurred, as a signed bundle encrypted to the agency's key "
+              "on the doorbell, and logs it first. The page shows its fingerprint; it never offers it for download.",
 }
 
 
 @dataclass(frozen=True)
 class AuditStatus:
     ok: bool
-    records: int
+    records: int  # verified up to this entry (1-based)
     message: str
+    summary: str  # "verified up to entry N" (or where the chain breaks), as `audit verify` says it
     tail: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Media:
+    """A stored file the page may show in place (a clip or a snapshot): never offered for download."""
+
+    path: Path
+    mime: str
+
+
 class Backend:
-    """Built once per web server; each call opens what it needs, as a CLI command would."""
+    """Built once per web server; every call goes through edge.actions, the same functions the CLI calls."""
 
     def __init__(self, config: Config, clock: Clock | None = None, frame_source: FrameSource | None = None,
-                 emit: Callable[[Any], object] | None = None) -> None:
+                 emit: Callable[[Any], object] | None = None, find_faces: Any = None, engine: Any = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.frame_source = frame_source
         self.emit = emit
+        self.find_faces = find_faces  # the export's face finders (None: the shipped ones, as the CLI)
+        self.engine = engine  # the face models when the caller has them loaded (None: loaded per enrolment)
+
+    def desk(self, user: str | None = None) -> FootageDesk:
+        """The footage desk as a CLI command opens it; decisions are recorded as by `web:<user>`."""
+        from edge.footage.desk import FootageDesk
+
+        return FootageDesk(self.config, self.clock, emit=self.emit, find_faces=self.find_faces,
+                           actor=f"web:{user}" if user else "web")
 
     # --- audit --------------------------------------------------------------------------------------------
 
-    def _desk(self, actor: str = "web") -> Any:
-        from edge.footage.desk import FootageDesk
-
-        return FootageDesk(self.config, self.clock, emit=self.emit, actor=actor)
-
     def audit(self, kind: str, **data: Any) -> int:
         """Append one record (with its witness event, as the footage desk does); returns its seq."""
-        return int(self._desk().audit.append(kind, **data)["seq"])
+        return int(self.desk().audit.append(kind, **data)["seq"])
 
     def audit_status(self) -> AuditStatus:
-        from edge.footage.audit import AuditLog
+        from edge.actions import audit as audit_actions
 
-        log = AuditLog(self.config.state_dir, self.clock)
-        ok, message = self._desk().verify_audit()
-        checked = log.verify()
-        records = log.records()
-        return AuditStatus(ok, checked.records if checked.ok else (checked.bad_record or 1) - 1, message,
-                           list(reversed(records[-AUDIT_TAIL:])))
+        desk = self.desk()
+        checked = audit_actions.verify(desk)
+        return AuditStatus(checked.ok, checked.verified_up_to, checked.message, checked.summary,
+                           list(reversed(desk.audit.records()[-AUDIT_TAIL:])))
 
     def transparency(self) -> dict[str, Any] | None:
-        """The transparency report (`requests report`); None before any request arrived (nothing is created)."""
+        """The transparency report (`audit report`); None before any request arrived (nothing is created)."""
+        from edge.actions import audit as audit_actions
+
         if not (self.config.state_dir / "footage").exists():
             return None
-        return dict(self._desk().report())
+        return dict(audit_actions.transparency_report(self.desk()))
 
     # --- now and events -----------------------------------------------------------------------------------
 
@@ -88,44 +114,65 @@ class Backend:
         return self.frame_source() if self.frame_source is not None else None
 
     def events(self, day: date, types: tuple[str, ...] = (), after_seq: int = 0) -> tuple[list[dict[str, Any]], bool]:
-        """The events of one local calendar day (at most DAY_LIMIT from after_seq on) and whether more follow."""
-        from edge.actions.events import read_day
+        """The events of one local calendar day (at most DAY_LIMIT from after_seq on) and whether more follow,
+        each with the ids of its clips and whether it has a snapshot."""
+        from edge.actions import events as events_actions
 
-        page = read_day(self.config, self.clock, day, types=types, limit=1_000_000 if after_seq else DAY_LIMIT,
-                        footage=False)
-        if not after_seq:
-            return [e.as_dict() for e in page.events], page.more
-        rows = [e for e in page.events if e.seq > after_seq]
-        return [e.as_dict() for e in rows[:DAY_LIMIT]], len(rows) > DAY_LIMIT
+        page = events_actions.read_day(self.config, self.clock, day, types=types,
+                                       limit=1_000_000 if after_seq else DAY_LIMIT, footage=False)
+        rows = [e for e in page.events if e.seq > after_seq] if after_seq else list(page.events)
+        more = len(rows) > DAY_LIMIT if after_seq else page.more
+        shown = events_actions.with_footage(self.config, self.clock, rows[:DAY_LIMIT])
+        return [{**e.as_dict(), "seq": e.seq, "clips": list(e.clips), "snapshot": bool(e.snapshots)}
+                for e in shown], more
 
     def latest(self, event_type: str) -> dict[str, Any] | None:
-        from edge.actions.events import read_events
+        from edge.actions import events as events_actions
 
-        page = read_events(self.config, self.clock, types=(event_type,), limit=1)
+        page = events_actions.read_events(self.config, self.clock, types=(event_type,), limit=1)
         return page.events[-1].as_dict() if page.events else None
+
+    def clip(self, clip_id: str) -> Media:
+        """A stored clip to play in place (StorageError: no such clip, or its file is gone)."""
+        from edge.actions import clips as clips_actions
+
+        ref = clips_actions.playable(clips_actions.open_store(self.config.state_dir, self.clock), clip_id)
+        return Media(ref.path, ref.mime)
+
+    def snapshot(self, event_id: str) -> Media:
+        from edge.actions import clips as clips_actions
+
+        snap = clips_actions.event_snapshot(clips_actions.open_store(self.config.state_dir, self.clock), event_id)
+        return Media(snap.path, "image/jpeg")
 
     # --- footage requests ---------------------------------------------------------------------------------
 
-    def requests(self) -> list[dict[str, Any]]:
+    def requests(self) -> list[RequestRow]:
         """Every request, the ones waiting for the owner first (newest first within each group)."""
+        from edge.actions import footage
+
         if not (self.config.state_dir / "footage").exists():
             return []
-        rows = self._desk().rows()
-        rows.sort(key=lambda r: r["received_at"], reverse=True)
-        rows.sort(key=lambda r: r["state"] != "waiting")
+        rows = footage.list_requests(self.desk())
+        rows.sort(key=lambda r: r.received_at, reverse=True)
+        rows.sort(key=lambda r: r.state != "waiting")
         return rows
 
     def request(self, request: str) -> dict[str, Any]:
-        """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown."""
+        """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
+        `document_sha256`: the document's hash the decision is bound to (approve's seen_sha256)."""
+        from edge.actions import footage
         from edge.footage.policy import CODES
 
-        summary = self._desk().summary(request)
+        details = footage.show(self.desk(), request)
+        summary = details.summary
         now = summary["now"]
         reasons = [{"code": r["code"], "sentence": CODES.get(r["code"], ("note", ""))[1], "detail": r["detail"],
                     "blocking": CODES.get(r["code"], ("note", ""))[0] == "deny"} for r in now["reasons"]]
         doc = summary["document"] or {}
         view = {
             "id": summary["id"],
+            "state": details.state,
             "agency": summary["agency"],
             "agency_name": (doc.get("agency") or {}).get("name") or summary["agency"],
             "request_id": summary["request_id"],
@@ -134,45 +181,71 @@ class Backend:
             "case_number": summary["case_number"],
             "incident": (doc.get("incident") or {}).get("description"),
             "scope": doc.get("scope"),
-            "document_sha256": summary["document_sha256"],
+            "document_sha256": details.document_sha256,
             "decision": now["decision"],
             "reasons": reasons,
             "clips": now["clips"],
             "data": now["data"],
             "policy_hash": now["policy_hash"],
             "owner_actions": summary["owner_actions"],
-            "exports": [{k: e.get(k) for k in ("id", "started_at", "completed_at", "sha256")}
+            "exports": [{k: e.get(k) for k in ("id", "started_at", "completed_at", "sha256", "path")}
                         for e in summary["exports"]],
         }
         view["summary"] = _plain_summary(view)
         view["decidable"] = now["decision"] == "owner_review"
+        view["exportable"] = now["decision"] == "release" and not any(e["completed_at"] for e in view["exports"])
         view["blocked_by"] = [r["code"] for r in reasons if r["blocking"]]
         view["shown_hash"] = shown_hash(view)
         return view
 
-    def approve(self, request: str, user: str, clips: list[str] | None = None) -> str:
-        """Approve (clips=None) or narrow to `clips`; the desk refuses anything outside the request's scope."""
-        return str(self._desk(f"web:{user}").approve(request, clips=clips).decision)
+    def approve(self, request: str, user: str, seen_sha256: str, clips: list[str] | None = None) -> str:
+        """Approve (clips=None) or narrow to `clips` (edge.actions.footage); RequestChanged when the document is
+        not the one whose hash the owner saw; the desk refuses anything outside the request's scope."""
+        from edge.actions import footage
+        from edge.footage.approval import Narrowing
+
+        desk = self.desk(user)
+        if clips is None:
+            return str(footage.approve(desk, request, seen_sha256=seen_sha256).decision)
+        return str(footage.narrow(desk, request, Narrowing(clips=clips), seen_sha256=seen_sha256).decision)
 
     def deny(self, request: str, user: str, reason: str) -> str:
-        return str(self._desk(f"web:{user}").deny(request, reason).decision)
+        from edge.actions import footage
+
+        return str(footage.deny(self.desk(user), request, reason).decision)
+
+    def export(self, request: str, user: str) -> ExportResult:
+        """Write the signed bundle, encrypted to the agency (`requests export`); the page shows its sha256 and
+        where it was written, never the bundle or a clip."""
+        from edge.actions import footage
+
+        return footage.export(self.desk(user), request)
 
     # --- faces --------------------------------------------------------------------------------------------
 
-    def people(self) -> list[Any]:
-        from edge.vision.gallery import Gallery
+    def people(self) -> list[Person]:
+        from edge.actions import faces
 
-        return Gallery(self.config.state_dir).people()
+        return list(faces.list_faces(self.config).people)
 
-    def forget(self, name: str) -> bool:
-        from edge.vision.gallery import Gallery
+    def forget(self, name: str, user: str) -> bool:
+        from edge.actions import faces
 
-        return Gallery(self.config.state_dir).forget(name)
+        return faces.forget(self.config, name, clock=self.clock, by=f"web:{user}")
+
+    def enrol(self, name: str, photos: list[Path], consent_by: str, consent_date: date, user: str,
+              existing: Existing = "refuse") -> Enrolled:
+        """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo)."""
+        from edge.actions import faces
+
+        return faces.enrol(self.config, self.clock, name, photos, consent_by, consent_date, existing=existing,
+                           by=f"web:{user}", engine=self.engine)
 
 
 def shown_hash(view: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of what the owner is shown (a decision is bound to it)."""
-    shown = {k: v for k, v in view.items() if k not in ("shown_hash", "decidable", "blocked_by", "summary")}
+    shown = {k: v for k, v in view.items()
+             if k not in ("shown_hash", "decidable", "exportable", "blocked_by", "summary")}
     return hashlib.sha256(bytes(rfc8785.dumps(json.loads(json.dumps(shown, default=str))))).hexdigest()
 
 

@@ -13,6 +13,8 @@ from edge.actions.faces import enrol, forget, list_faces
 from edge.clock import FakeClock
 from edge.config import Config
 from edge.errors import EdgeError, StorageError
+from edge.footage.audit import AuditLog
+from edge.permissions import real_user
 from edge.vision.engine import FaceEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,9 +66,20 @@ def test_enrol_list_add_and_forget(tmp_path: Path, engine: FaceEngine, photos: d
                      engine=engine)
     assert replaced.outcome == "replaced" and replaced.person.photos == 1
 
-    assert forget(cfg, "Barack Obama") is True
+    assert forget(cfg, "Barack Obama", clock=clock, by="web:alice") is True
     assert list_faces(cfg).people == () and files(cfg.state_dir / "faces") == []
-    assert forget(cfg, "Barack Obama") is False
+    assert forget(cfg, "Barack Obama", clock=clock) is False
+
+    # Each enrolment and the forgetting is one hash-chained audit record; a forget of nobody records nothing.
+    log = AuditLog(cfg.state_dir, clock)
+    assert log.verify().ok
+    records = [(r["kind"], r["data"]["person"], r["data"].get("outcome"), r["data"]["by"]) for r in log.records()]
+    me = real_user()
+    assert records == [("face_enrol", "Barack Obama", "enrolled", me),
+                       ("face_enrol", "Barack Obama", "added to", me),
+                       ("face_enrol", "Barack Obama", "replaced", me),
+                       ("face_forget", "Barack Obama", None, "web:alice")]
+    assert log.records()[-1]["data"]["consent_by"] == "Barack Obama"
 
 
 def test_a_photo_of_two_people_needs_a_chosen_face(tmp_path: Path, engine: FaceEngine,

@@ -33,7 +33,11 @@ def test_enroll_list_forget(data: Path, state: Path, capsys: pytest.CaptureFixtu
     assert [(p["name"], p["photos"], p["consent_by"]) for p in people] == [("Barack Obama", 2, "Barack Obama")]
     assert any(state.rglob("*.jpg"))
     assert main(["faces", "forget", "Barack Obama"]) == 0
-    assert [p for p in state.rglob("*") if p.is_file()] == []
+    # Nothing of the person is left but the audit log's record of the enrolment and of the forgetting.
+    assert [p for p in state.rglob("*") if p.is_file() and p.parent.name != "audit"] == []
+    records = [json.loads(line) for line in (state / "audit" / "footage.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["data"]["person"]) for r in records] == [
+        ("face_enrol", "Barack Obama"), ("face_forget", "Barack Obama")]
     assert main(["faces", "forget", "Barack Obama"]) == 1
 
 

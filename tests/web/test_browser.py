@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.footage.desk import FootageDesk
+from edge.recording.store import ClipStore
 from edge.web.auth import AuthStore
 from edge.web.server import WebServer
 
 from .browser import Browser, free_port, launch, serious
 from .conftest import NOW
 from .helpers import OWNER, PASSWORD
-from .seed import add_clip, seed_request, seeded_config
+from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,9 @@ class Served:
         self.clock = FakeClock(NOW)
         self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
         self.request = seed_request(self.config, self.clock)
+        rang = NOW - timedelta(minutes=30)
+        self.ring, self.ring_clip = seed_ring_with_clip(self.config, self.clock, rang)
+        self.day = f"/events?day={rang.astimezone().date()}"
         ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
         assert ok
         self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
@@ -51,7 +56,15 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    from edge.footage import redact
+
+    def shipped() -> redact.ExportFinders:  # what `doorbell-edge run` hands every export (edge/cli)
+        from edge.vision import redaction_finders as finders
+
+        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
+
+    monkeypatch.setattr(redact, "_provider", shipped)
     s = Served(tmp_path)
     try:
         yield s
@@ -92,7 +105,8 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     with page.expect_request(lambda r: "/now.jpg?t=" in r.url):  # the Now picture refreshes itself
         pass
     problems: dict[str, list[str]] = {}
-    for path in ("/", "/events", "/requests", f"/requests/{served.request}", "/faces", "/audit", "/account"):
+    for path in ("/", "/events", served.day, "/requests", f"/requests/{served.request}", "/faces", "/audit",
+                 "/account"):
         page.goto(served.url(path))
         assert no_sideways_scroll(page), f"{path} scrolls sideways at {kind}"
         found = serious(page)
@@ -101,7 +115,7 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert problems == {}
 
     if kind == "phone":  # every button and link on the request, events and faces pages is a 44 px target
-        for path in (f"/requests/{served.request}", "/events", "/faces"):
+        for path in (f"/requests/{served.request}", served.day, "/faces"):
             page.goto(served.url(path))
             small = page.evaluate("""[...document.querySelectorAll('main button, main a, nav a, header button')]
                 .map(e => [e.textContent.trim(), e.getBoundingClientRect()])
@@ -118,6 +132,14 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert "OWNER_APPROVED" in page.content()
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
     assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
+    export = page.get_by_role("button", name="Export", exact=True)
+    box = export.bounding_box()
+    assert box and box["width"] >= 44 and box["height"] >= 44
+    export.click()
+    page.wait_for_url(served.url(f"/requests/{served.request}#exports"))
+    [written] = desk.store.exports(served.request)
+    assert written["completed_at"] and Path(written["path"]).is_file()
+    assert written["sha256"] in page.content() and written["path"] in page.content()
     assert desk.verify_audit()[0]
     page.goto(served.url("/audit"))
     assert "Verified" in page.content()
@@ -129,6 +151,30 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     assert serious(page) == [], "the login page"
     page.goto(served.url("/"))
     assert page.url == served.url("/login")
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_an_event_shows_its_snapshot_and_its_clip_plays_in_place(browser: Browser, served: Served, kind: str
+                                                                 ) -> None:
+    context = browser.context(kind)
+    page = context.new_page()
+    set_up_owner(page, served)
+    page.goto(served.url(served.day))
+    snap = page.get_by_role("img", name="Snapshot of this ring event")
+    snap.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth === 160", arg=snap.element_handle())
+    mime = ClipStore(served.config.state_dir, served.clock).get(served.ring_clip).mime
+    assert page.evaluate(f"document.createElement('video').canPlayType({mime!r})") != ""
+    page.get_by_text("Play the clip").click()
+    video = page.locator(f'video[src="/clips/{served.ring_clip}"]')
+    assert video.is_visible()
+    before = page.url
+    video.evaluate("v => v.play()")
+    page.wait_for_function("v => v.currentTime > 1.0", arg=video.element_handle(), timeout=15000)
+    state = video.evaluate("v => ({error: v.error && v.error.code, width: v.videoWidth, t: v.currentTime})")
+    assert state["error"] is None and state["width"] == 160, state
+    assert page.url == before  # played in place: the list stays where it was
     context.close()
 
 

@@ -19,8 +19,9 @@ def decide_form(page: str, **extra: object) -> dict[str, object]:
     import re
 
     shown = re.search(r'name="shown" value="([0-9a-f]{64})"', page)
-    assert shown, "the decide form carries no hash of the request as shown"
-    return {"csrf": csrf_of(page), "shown": shown.group(1), **extra}
+    seen = re.search(r'name="seen" value="([0-9a-f]{64})"', page)
+    assert shown and seen, "the decide form carries no hash of the request as shown, or of its document"
+    return {"csrf": csrf_of(page), "shown": shown.group(1), "seen": seen.group(1), **extra}
 
 
 def actions(site: Site, request: str) -> list[tuple[str, dict[str, object]]]:

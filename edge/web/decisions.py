@@ -1,0 +1,114 @@
+"""The owner's page: footage requests - the list, one request's card, approve and narrow (the password again,
+"I confirm", the request exactly as shown), deny, and the export of a released request."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from edge.errors import EdgeError, RequestChanged
+from edge.web.app import COOKIE, client_of, set_session_cookie
+from edge.web.auth import Session
+
+if TYPE_CHECKING:
+    from edge.web.app import WebApp
+
+log = logging.getLogger(__name__)
+
+CHANGED = "This request changed since the page was shown; nothing was decided. Read it again below."
+
+
+class Decisions:
+    """Every call reaches the footage desk through edge.web.backend (edge.actions.footage, as the CLI)."""
+
+    def __init__(self, web: WebApp) -> None:
+        self.web = web
+        self.auth = web.auth
+        self.backend = web.backend
+
+    def requests_page(self, request: Request, session: Session) -> Response:
+        return self.web.render(request, "requests.html", session=session, rows=self.backend.requests())
+
+    def request_page(self, request: Request, session: Session, status: int = 200, error: str | None = None
+                     ) -> Response:
+        try:
+            view = self.backend.request(request.path_params["request_id"])
+        except EdgeError as exc:
+            return self.web.render(request, "error.html", 404, session=session, error=str(exc))
+        return self.web.render(request, "request.html", status, session=session, r=view, error=error)
+
+    def _refused(self, request: Request, session: Session, status: int, why: str, text: str) -> Response:
+        """A decision refused after the password was right: audited (who, which request, why), nothing decided."""
+        self.backend.audit("web_refused", user=session.user.name, client=client_of(request),
+                           request=request.path_params["request_id"], why=why)
+        return self.request_page(request, session, status, text)
+
+    def decide(self, request: Request, form: FormData, session: Session | None) -> Response:
+        """Approve or narrow: the password again, the "I confirm" box, and the request exactly as shown (the
+        page's hash of the card, and the document's sha256 the footage desk checks itself)."""
+        assert session is not None
+        client = client_of(request)
+        request_id = request.path_params["request_id"]
+        wait = self.auth.retry_after(client)
+        if wait:
+            response = self.request_page(request, session, 429, f"Too many wrong passwords. Try again in {wait} s.")
+            response.headers["Retry-After"] = str(wait)
+            return response
+        if self.auth.check(session.user.name, str(form.get("password", ""))) is None:
+            self.web.failed(client, f"decide {request_id}", session.user.name)
+            return self.request_page(request, session, 403, "The password is not right; nothing was decided.")
+        if form.get("confirm") != "yes":
+            return self._refused(request, session, 400, "not confirmed",
+                                 "Tick \u201cI confirm\u201d to release footage.")
+        try:
+            view = self.backend.request(request_id)
+        except EdgeError as exc:
+            return self.web.render(request, "error.html", 404, session=session, error=str(exc))
+        if not secrets.compare_digest(str(form.get("shown", "")), view["shown_hash"]):
+            return self._refused(request, session, 409, "changed since shown", CHANGED)
+        action = form.get("action")
+        clips: list[str] | None = None
+        if action == "narrow":
+            clips = [str(c) for c in form.getlist("clip")]
+            if not clips:
+                return self.request_page(request, session, 400, "Tick at least one clip to narrow to.")
+        elif action != "approve":
+            return self.request_page(request, session, 400, "Choose Approve or Narrow.")
+        try:
+            self.backend.approve(request_id, session.user.name, str(form.get("seen", "")), clips)
+        except RequestChanged:
+            return self._refused(request, session, 409, "document changed since shown", CHANGED)
+        except EdgeError as exc:
+            return self._refused(request, session, 400, str(exc)[:200], f"Refused: {exc}")
+        # Re-authenticated: the session id changes (the old cookie is dead).
+        sid = self.auth.rotate(request.cookies.get(COOKIE, ""), client)
+        response = RedirectResponse(f"/requests/{request_id}", status_code=303)
+        set_session_cookie(response, sid)
+        return response
+
+    def deny(self, request: Request, form: FormData, session: Session | None) -> Response:
+        assert session is not None
+        request_id = request.path_params["request_id"]
+        reason = str(form.get("reason", "")).strip() or "The owner refused."
+        try:
+            self.backend.deny(request_id, session.user.name, reason)
+        except EdgeError as exc:
+            return self.request_page(request, session, 400, f"Refused: {exc}")
+        return RedirectResponse(f"/requests/{request_id}", status_code=303)
+
+    def export(self, request: Request, form: FormData, session: Session | None) -> Response:
+        """Write the released request's bundle (signed, encrypted to the agency, audited first); the page shows
+        its sha256 and where it is, and never offers it or a clip for download."""
+        assert session is not None
+        request_id = request.path_params["request_id"]
+        try:
+            done = self.backend.export(request_id, session.user.name)
+        except EdgeError as exc:
+            return self.request_page(request, session, 400, f"Not exported: {exc}")
+        log.info("web: request %s exported as %s", request_id, done.export_id)
+        return RedirectResponse(f"/requests/{request_id}#exports", status_code=303)

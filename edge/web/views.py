@@ -1,0 +1,152 @@
+"""The owner's page: what the device saw and keeps - Now, the events of a day (snapshots, clips played in place),
+the faces with their consent (enrol from uploaded photos, forget) and the audit log."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+
+from edge.errors import EdgeError, StorageError
+from edge.web.auth import Session
+from edge.web.backend import today
+
+if TYPE_CHECKING:
+    from edge.vision.gallery import Existing
+    from edge.web.app import WebApp
+
+log = logging.getLogger(__name__)
+
+MAX_PHOTOS = 10
+PHOTO_TYPES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class Views:
+    """Read-mostly pages, and the faces' two actions; every call goes through edge.web.backend."""
+
+    def __init__(self, web: WebApp) -> None:
+        self.web = web
+        self.backend = web.backend
+
+    def now_page(self, request: Request, session: Session) -> Response:
+        return self.web.render(request, "now.html", session=session,
+                               has_frame=self.backend.latest_jpeg() is not None,
+                               ring=self.backend.latest("ring"), face=self.backend.latest("face"))
+
+    def now_jpeg(self, request: Request, session: Session) -> Response:
+        jpeg = self.backend.latest_jpeg()  # the newest frame in memory, masks applied; nothing is written
+        if jpeg is None:
+            return PlainTextResponse("no picture yet", status_code=404)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    def events_page(self, request: Request, session: Session) -> Response:
+        try:
+            day = date.fromisoformat(request.query_params["day"]) if request.query_params.get("day") else today()
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            return self.web.render(request, "error.html", 400, session=session,
+                                   error="That is not a date (YYYY-MM-DD).")
+        events, more = self.backend.events(day, after_seq=after)
+        return self.web.render(request, "events.html", session=session, day=day, events=events, more=more,
+                               prev_day=date.fromordinal(day.toordinal() - 1),
+                               next_day=date.fromordinal(day.toordinal() + 1),
+                               last_seq=events[-1]["seq"] if events else 0)
+
+    def clip(self, request: Request, session: Session) -> Response:
+        """A stored clip, streamed for the <video> on the events page (Range requests: the player seeks). Shown
+        inline, never as an attachment; a footage request's bundle is never served by the page."""
+        try:
+            media = self.backend.clip(request.path_params["clip_id"])
+        except StorageError:
+            return PlainTextResponse("no such clip", status_code=404)
+        return FileResponse(media.path, media_type=media.mime, headers={"Cache-Control": "private, no-store"})
+
+    def snapshot(self, request: Request, session: Session) -> Response:
+        try:
+            media = self.backend.snapshot(request.path_params["event_id"])
+        except StorageError:
+            return PlainTextResponse("no snapshot for this event", status_code=404)
+        return FileResponse(media.path, media_type=media.mime, headers={"Cache-Control": "private, no-store"})
+
+    def faces_page(self, request: Request, session: Session, status: int = 200, error: str | None = None,
+                   form: dict[str, str] | None = None) -> Response:
+        return self.web.render(request, "faces.html", status, session=session, people=self.backend.people(),
+                               error=error, form=form or {}, max_photos=MAX_PHOTOS)
+
+    def forget(self, request: Request, form: FormData, session: Session | None) -> Response:
+        assert session is not None
+        name = str(form.get("name", ""))
+        if form.get("confirm") != "yes":
+            return self.faces_page(request, session, 400, f"Tick the box to confirm forgetting {name}.")
+        if not self.backend.forget(name, session.user.name):
+            return self.faces_page(request, session, 404, f"{name} is not enrolled.")
+        return RedirectResponse("/faces", status_code=303)
+
+    def enrol(self, request: Request, form: FormData, session: Session | None) -> Response:
+        """Enrol from uploaded photos with the consent form: the same rules as `faces enroll` (one clear face per
+        photo, big and sharp enough; only its aligned chip kept). The uploads go to a private temporary folder
+        and are deleted when the enrolment is done or refused."""
+        assert session is not None
+        fields = {k: str(form.get(k, "")).strip() for k in ("name", "consent_by", "consent_date")}
+        uploads = [f for f in form.getlist("photo") if isinstance(f, UploadFile) and f.filename]
+        shown_as: dict[str, str] = {}  # a saved photo's path -> the file name the owner chose
+        try:
+            if not fields["name"]:
+                raise EdgeError("give the person's name")
+            if not fields["consent_by"]:
+                raise EdgeError("say who gave consent (the person, or their parent or guardian)")
+            if form.get("consent") != "yes":
+                raise EdgeError("tick the box: the person (or their guardian) consented to being recognised")
+            try:
+                consent_date = date.fromisoformat(fields["consent_date"])
+            except ValueError:
+                raise EdgeError("the consent date is not a date (YYYY-MM-DD)") from None
+            if not uploads:
+                raise EdgeError("choose at least one photo of the person's face")
+            if len(uploads) > MAX_PHOTOS:
+                raise EdgeError(f"at most {MAX_PHOTOS} photos at a time")
+            existing: Existing = "add" if form.get("existing") == "add" else "refuse"
+            with tempfile.TemporaryDirectory(prefix="enrol-") as folder:  # 0700: only the daemon's user
+                photos = [_save(upload, Path(folder), i) for i, upload in enumerate(uploads)]
+                shown_as.update((str(p), u.filename or p.name) for p, u in zip(photos, uploads, strict=True))
+                done = self.backend.enrol(fields["name"], photos, fields["consent_by"], consent_date,
+                                          session.user.name, existing=existing)
+        except EdgeError as exc:
+            return self.faces_page(request, session, 400, f"Not enrolled: {_plain(exc, shown_as)}", fields)
+        log.info("web: enrolment done (%s, %d photo(s))", done.outcome, len(uploads))
+        return RedirectResponse("/faces", status_code=303)
+
+    def audit_page(self, request: Request, session: Session) -> Response:
+        return self.web.render(request, "audit.html", session=session, audit=self.backend.audit_status(),
+                               report=self.backend.transparency())
+
+
+def _save(upload: UploadFile, folder: Path, index: int) -> Path:
+    """An uploaded photo into the private folder, under a name of ours (never the browser's file name)."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    if suffix not in PHOTO_TYPES:
+        raise EdgeError(f"{upload.filename}: send a JPEG, PNG or WebP photo")
+    path = folder / f"photo-{index + 1}{suffix}"
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out)
+    return path
+
+
+def _plain(exc: EdgeError, shown_as: dict[str, str]) -> str:
+    """The action's message for the page: the owner's file names, not the temporary ones; the page's words for
+    the CLI's options."""
+    text = str(exc)
+    for path, name in shown_as.items():
+        text = text.replace(path, name)
+    return (text.replace("choose the one to enrol with --face N, or --largest",
+                         "use a photo with only that person in it")
+            .replace("use --replace to replace that enrolment, or --add to add these photos",
+                     "tick \u201cadd these photos\u201d to add them, or forget them first"))
