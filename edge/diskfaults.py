@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from edge import layout
+from edge.layout import StateLayout
+
 log = logging.getLogger(__name__)
 
-RESERVE_NAME = "space.reserve"
+RESERVE_NAME = layout.SPACE_RESERVE  # edge.layout's name, kept for the tests that import it here
 # Enough for thousands of events and audit records (a row is ~1 KiB, the journal's WAL reuses its pages
 # once checkpointed), small next to any SD card; the recorder keeps it free as part of its own floor.
 RESERVE_BYTES = 4 * 1024 * 1024
@@ -30,7 +33,7 @@ class SpaceReserve:
     _lock = threading.Lock()
 
     def __init__(self, state_dir: Path, size: int = RESERVE_BYTES) -> None:
-        self.path = Path(state_dir) / RESERVE_NAME
+        self.path = StateLayout.of(state_dir).space_reserve
         self.size = size
 
     def present(self) -> bool:

@@ -17,13 +17,16 @@ import pwd
 import stat
 from pathlib import Path
 
+from edge import layout
+from edge.layout import StateLayout
+
 log = logging.getLogger(__name__)
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 STATE_DIR = 0o750  # the group may enter to reach the control socket, and read nothing inside
 GROUP_SOCKET = 0o660  # `doorbell-edge ring` from a member of the service group
-CONTROL_SOCKET = "control.sock"
+CONTROL_SOCKET = layout.CONTROL_SOCKET
 
 
 def private_dir(path: Path) -> Path:
@@ -77,7 +80,7 @@ def wanted_mode(state_dir: Path, path: Path, info: os.stat_result) -> int | None
         return None
     if path == state_dir:
         return STATE_DIR
-    if stat.S_ISSOCK(info.st_mode) and path == state_dir / CONTROL_SOCKET:
+    if stat.S_ISSOCK(info.st_mode) and path == StateLayout.of(state_dir).control_socket:
         return GROUP_SOCKET
     if stat.S_ISDIR(info.st_mode):
         return PRIVATE_DIR

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from edge.clock import Clock
 from edge.errors import StorageError
-from edge.recording.store import INDEX_NAME, ClipRef, ClipStore, Hold, Snapshot, sha256_file
+from edge.layout import StateLayout
+from edge.recording.store import ClipRef, ClipStore, Hold, Snapshot, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Copied:
 
 def open_store(state_dir: Path, clock: Clock) -> ClipStore:
     """The clip store under `state_dir`; StorageError when nothing was ever recorded there."""
-    if not (state_dir / INDEX_NAME).exists():
+    if not StateLayout.of(state_dir).clip_index.exists():
         raise StorageError(f"no clip store in {state_dir} (nothing recorded yet, or the wrong storage.state_dir)")
     return ClipStore(state_dir, clock)
 

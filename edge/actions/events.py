@@ -17,6 +17,7 @@ from edge.events.bus import EVENT_TYPES
 from edge.events.journal import CONSUMERS
 from edge.events.journal_files import read_only_history
 from edge.events.journal_schema import Stored, read_history
+from edge.layout import StateLayout
 
 DAY = timedelta(days=1)
 DEFAULT_LIMIT = 1000
@@ -109,9 +110,9 @@ def history_event(row: Stored) -> HistoryEvent:
 def with_footage(config: Config, clock: Clock, events: list[HistoryEvent]) -> list[HistoryEvent]:
     """Each event with the ids of the clips that recorded it and the paths of its snapshots (none without a clip
     store). The clip store is only read."""
-    from edge.recording.store import INDEX_NAME, ClipStore
+    from edge.recording.store import ClipStore
 
-    if not events or not (config.state_dir / INDEX_NAME).exists():
+    if not events or not StateLayout.of(config.state_dir).clip_index.exists():
         return events
     store = ClipStore(config.state_dir, clock)
     # A clip that recorded an event overlaps its time: the clips overlapping the events' span are enough.

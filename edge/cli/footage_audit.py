@@ -12,6 +12,7 @@ from typing import Any
 from edge.cli.common import load_config_for
 from edge.cli.footage import _desk
 from edge.errors import RequestError
+from edge.layout import StateLayout
 
 
 def register(subparsers: Any) -> None:
@@ -182,10 +183,8 @@ def _audit_repair(args: argparse.Namespace) -> int:
 
 
 def _audit_show(args: argparse.Namespace) -> int:
-    from edge.footage.audit import LOG_NAME
-
     config = load_config_for(args)
-    path = Path(config.state_dir) / "audit" / LOG_NAME
+    path = StateLayout.of(config.state_dir).audit_log
     text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     if args.json:
         sys.stdout.write(text)

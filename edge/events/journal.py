@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from edge import layout
 from edge.clock import Clock, SystemClock, synchronized
 from edge.diskfaults import SpaceReserve, with_reserve
 from edge.errors import StorageError
@@ -32,8 +33,8 @@ from edge.events.journal_schema import (
 
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE = "events.sqlite3"
-OLD_OUTBOX_FILE = "mqtt-outbox.sqlite3"  # the outbox before the journal (schema 1), migrated on first open
+JOURNAL_FILE = layout.EVENTS_JOURNAL  # edge.layout's names, kept for the tests that import them here
+OLD_OUTBOX_FILE = layout.OLD_OUTBOX  # the outbox before the journal (schema 1), migrated on first open
 # Every journal file keeps delivery marks for these consumers from its first event on, whichever process records
 # (a CLI command too), so the daemon sends what was recorded while it was down or while MQTT was off.
 CONSUMERS = (MQTT,)

@@ -15,14 +15,15 @@ from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly
 from edge.errors import StorageError
 from edge.events.bus import Event
-from edge.events.journal import JOURNAL_FILE, OLD_OUTBOX_FILE, EventJournal, HistoryBounds, QueueBounds
+from edge.events.journal import EventJournal, HistoryBounds, QueueBounds
 from edge.events.journal_schema import MQTT, SCHEMA_VERSION, copy_outbox, create_private
+from edge.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
 
 def journal_path(config: Config) -> Path:
-    return config.state_dir / JOURNAL_FILE
+    return StateLayout.of(config.state_dir).events_journal
 
 
 def queue_bounds(config: Config) -> QueueBounds:
@@ -48,14 +49,13 @@ def migrate_outbox(state_dir: Path) -> bool:
     place while a write transaction on the old file keeps every other process from writing it (another process
     migrating waits, then finds the new file); the old file goes only once the new one is in place, and a leftover
     old file beside a journal (killed after the rename) is removed on the next open, never migrated twice."""
-    state_dir = Path(state_dir)
-    old, new = state_dir / OLD_OUTBOX_FILE, state_dir / JOURNAL_FILE
+    paths = StateLayout.of(state_dir)
+    old, new, tmp = paths.old_outbox, paths.events_journal, paths.events_migrating
     if not old.exists():
         return False
     if new.exists():
-        _remove_database(old, "its events were migrated to " + JOURNAL_FILE)
+        _remove_database(old, "its events were migrated to " + new.name)
         return False
-    tmp = state_dir / (JOURNAL_FILE + ".migrating")
     migrated = False
     try:
         lock = sqlite3.connect(old, timeout=30.0, isolation_level=None)
@@ -81,7 +81,7 @@ def migrate_outbox(state_dir: Path) -> bool:
         _fsync(tmp)
         crash_point("journal-migrate-built")
         os.replace(tmp, new)
-        _fsync(state_dir)
+        _fsync(paths.root)
         migrated = True
         crash_point("journal-migrate-renamed")
     except sqlite3.Error as exc:
@@ -94,7 +94,7 @@ def migrate_outbox(state_dir: Path) -> bool:
         lock.close()
     if migrated:
         log.info("event journal: migrated %s to %s", old, new)
-        _remove_database(old, "its events were migrated to " + JOURNAL_FILE)
+        _remove_database(old, "its events were migrated to " + new.name)
     return migrated
 
 
@@ -121,8 +121,8 @@ def _fsync(path: Path) -> None:
 
 def last_seq_of(state_dir: Path) -> int:
     """The last seq the state dir's journal (or the old outbox) holds, read without writing; 0 when none."""
-    for name in (JOURNAL_FILE, OLD_OUTBOX_FILE):
-        path = Path(state_dir) / name
+    paths = StateLayout.of(state_dir)
+    for path in (paths.events_journal, paths.old_outbox):
         if not path.exists():
             continue
         try:
@@ -152,7 +152,8 @@ def read_only_history(config: Config) -> tuple[Path, sqlite3.Connection | None]:
     """A read-only connection to the journal for `events list` (migrating an old outbox first when the state dir
     is writable); None when nothing was ever recorded here."""
     path = journal_path(config)
-    if not path.exists() and (config.state_dir / OLD_OUTBOX_FILE).exists() and os.access(config.state_dir, os.W_OK):
+    old = StateLayout.of(config.state_dir).old_outbox
+    if not path.exists() and old.exists() and os.access(config.state_dir, os.W_OK):
         migrate_outbox(config.state_dir)
     if not path.exists():
         return path, None

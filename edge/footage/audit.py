@@ -16,17 +16,19 @@ from typing import Any
 
 import rfc8785
 
+from edge import layout
 from edge.clock import Clock, rfc3339
 from edge.crashpoints import crash_point
 from edge.diskfaults import SpaceReserve, with_reserve
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+from edge.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-LOG_NAME = "footage.jsonl"
-HEAD_NAME = "footage.head"
+LOG_NAME = layout.AUDIT_LOG  # edge.layout's names, kept for the code and tests that import them here
+HEAD_NAME = layout.AUDIT_HEAD
 KINDS = frozenset(
     {
         "intake",  # a document arrived (its sha256, size, claimed agency and id)
@@ -97,9 +99,11 @@ class AuditLog:
 
     def __init__(self, state_dir: Path, clock: Clock,
                  on_append: Callable[[dict[str, Any]], object] | None = None) -> None:
-        self.dir = Path(state_dir) / "audit"
-        self.path = self.dir / LOG_NAME
-        self.head_path = self.dir / HEAD_NAME
+        paths = StateLayout.of(state_dir)
+        self.dir = paths.audit
+        self.path = paths.audit_log
+        self.head_path = paths.audit_head
+        self.lock_path = paths.audit_lock
         self.clock = clock
         self.reserve = SpaceReserve(Path(state_dir))  # released when the disk is full (edge.diskfaults)
         # Told of every record once it is on disk: the footage desk publishes the new head (the witness, see
@@ -110,7 +114,7 @@ class AuditLog:
     def _locked(self) -> Iterator[None]:
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StorageError(f"cannot open the audit log in {self.dir}: {exc}") from exc
         try:
@@ -239,7 +243,7 @@ class AuditLog:
         from edge.service.owner import describe
 
         for path, mode in ((self.dir, os.R_OK | os.W_OK | os.X_OK), (self.path, os.R_OK | os.W_OK),
-                           (self.head_path, os.R_OK | os.W_OK), (self.dir / ".lock", os.R_OK | os.W_OK)):
+                           (self.head_path, os.R_OK | os.W_OK), (self.lock_path, os.R_OK | os.W_OK)):
             if os.path.lexists(path) and not os.access(path, mode):
                 if os.access(path, mode & ~os.W_OK) and _read_only_fs(path):  # not an ownership problem
                     raise StorageError(f"cannot append to the audit log: {path} is on a read-only file system "

@@ -24,6 +24,7 @@ from edge.footage.redact import Box, ExportFinders, FaceLeak, FindFaces, Redacto
 from edge.footage.request import FootageRequest
 from edge.footage.store import StoredRequest
 from edge.fsutil import fsync_dir
+from edge.layout import StateLayout
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -81,8 +82,12 @@ class ExportRunner:
         self.desk = desk
         self._find_faces = find_faces
 
+    @property
+    def paths(self) -> StateLayout:
+        return StateLayout.of(self.desk.state_dir)
+
     def exports_dir(self) -> Path:
-        return self.desk.state_dir / "footage" / "exports"
+        return self.paths.footage_exports
 
     def finders(self) -> ExportFinders:
         """The face finders exports use: those given to the desk (a bare callable chooses the blur boxes and has
@@ -107,9 +112,8 @@ class ExportRunner:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """One export at a time per device: an approval is used once, and leftovers are only swept when idle."""
-        folder = self.desk.state_dir / "footage"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(folder / "export.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.paths.footage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.paths.export_lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,7 +126,7 @@ class ExportRunner:
     def recover(self) -> list[str]:
         """Finish exports that a crash interrupted after their completion was audited (see _recover); skipped
         while an export runs (it recovers first itself)."""
-        if not (self.desk.state_dir / "footage").exists():
+        if not self.paths.footage.exists():
             return []
         try:
             with self._lock():
@@ -143,7 +147,7 @@ class ExportRunner:
         if not store.exists():
             return []
         unfinished = {e["id"]: e for e in store.exports() if e["completed_at"] is None}
-        partial_root = self.exports_dir() / ".partial"
+        partial_root = self.paths.exports_partial
         if not unfinished and not partial_root.exists():
             return []
         done: list[str] = []
@@ -212,7 +216,7 @@ class ExportRunner:
         redactor = self._redactor(keep) if needs_faces else None
         key = device_key(desk.state_dir)
         final_dir = Path(out_dir) if out_dir else self.exports_dir()
-        partial_root = self.exports_dir() / ".partial"
+        partial_root = self.paths.exports_partial
         export_id = "ex-" + secrets.token_hex(4)
         run = _Run(request, export_id, decision, partial_root / export_id, final_dir / f"{request}-{export_id}.bundle")
         self._audit_start(run, include_untrusted, keep, redactor)

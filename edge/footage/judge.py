@@ -10,6 +10,7 @@ from edge.clock import Clock
 from edge.footage.policy import ClipLike, Decision, Policy, Reason, decide
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
+from edge.layout import StateLayout
 from edge.service.timesync import hold_time
 
 
@@ -31,9 +32,9 @@ class Judge:
 
     def clip_source(self, *, create: bool = True) -> Any:
         if self._clips is None:
-            from edge.recording.store import INDEX_NAME, ClipStore
+            from edge.recording.store import ClipStore
 
-            if not create and not (self.state_dir / INDEX_NAME).exists():
+            if not create and not StateLayout.of(self.state_dir).clip_index.exists():
                 return None
             self._clips = ClipStore(self.state_dir, self.clock)
         return self._clips

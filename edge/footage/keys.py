@@ -18,16 +18,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge import layout
 from edge.errors import RequestError, StorageError
+from edge.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
-KEY_NAME = "device_ed25519.pem"
+KEY_NAME = layout.DEVICE_KEY  # edge.layout's name, kept for the code that imports it here
 FINGERPRINT_HEX = 16  # hex digits of SHA-256(raw public key) kept: 64 bits
 
 
 def key_path(state_dir: Path) -> Path:
-    return Path(state_dir) / "keys" / KEY_NAME
+    return StateLayout.of(state_dir).device_key
 
 
 def device_key(state_dir: Path) -> Ed25519PrivateKey:

@@ -18,6 +18,7 @@ from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import RequestError, StorageError
 from edge.footage.policy import OwnerAction, Segment
+from edge.layout import StateLayout
 from edge.permissions import private_file
 from edge.recording.holds import Hold, HoldStore
 
@@ -95,8 +96,9 @@ class RequestStore:
 
     def __init__(self, state_dir: Path, *, create: bool = True) -> None:
         self.state_dir = Path(state_dir)
-        self.dir = self.state_dir / "footage"
-        self.path = self.dir / "requests.sqlite3"
+        paths = StateLayout.of(self.state_dir)
+        self.dir = paths.footage
+        self.path = paths.footage_requests
         # A read-only mount (a failing SD card remounted ro) still lets `requests list` and `audit verify` read.
         self.readonly = not create or is_read_only(Path(state_dir))
         if not self.readonly:

@@ -15,6 +15,7 @@ from edge.config import Config
 from edge.diskfaults import is_read_only
 from edge.errors import ConfigError, StorageError
 from edge.events.bus import EventBus
+from edge.layout import StateLayout
 from edge.mqtt.client import LinkSettings, TlsSettings, tls_context
 from edge.mqtt.commands import CommandLimits
 from edge.mqtt.discovery import DeviceInfo
@@ -161,10 +162,8 @@ def build(
 def audit_hash_at(state_dir: Path, seq: int) -> str | None:
     """The hash of record `seq` in the footage audit log under `state_dir`; None when the log has no such record
     (or no log exists). Raises OSError when it cannot be read. The publisher compares witnessed heads with it."""
-    from edge.footage.audit import LOG_NAME  # footage code only when a head is compared
-
     try:
-        data = (state_dir / "audit" / LOG_NAME).read_bytes()
+        data = StateLayout.of(state_dir).audit_log.read_bytes()
     except FileNotFoundError:
         return None
     lines = data.splitlines()

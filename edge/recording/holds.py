@@ -13,9 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge import layout
 from edge.clock import Clock, SystemClock, rfc3339
 from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import StorageError
+from edge.layout import StateLayout
 from edge.recording.rawstream import from_us, to_us
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOLDS_NAME = "holds.sqlite3"
+HOLDS_NAME = layout.HOLDS  # edge.layout's name, kept for the code and tests that import it here
 EMPTY_PREFIX = "none-"  # a preservation hold whose request named no clip: it holds nothing but keeps its time
 
 SCHEMA = """
@@ -169,7 +171,7 @@ class HoldStore:
         from edge.recording.holds_move import ensure_moved
 
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / HOLDS_NAME
+        self.path = StateLayout.of(self.state_dir).holds
         self.clock = clock or SystemClock()
         if time_guard is None:
             from edge.service.timesync import FileTimeGuard

@@ -11,21 +11,20 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
+from edge import layout
 from edge.clock import Clock, parse_rfc3339, rfc3339
 from edge.crashpoints import crash_point
 from edge.diskfaults import connect_readonly
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+from edge.layout import StateLayout
 from edge.permissions import private_file
-from edge.recording.holds import HOLDS_NAME, schema
+from edge.recording.holds import schema
 from edge.recording.rawstream import to_us
 
 log = logging.getLogger(__name__)
 
-MOVED_NAME = "holds.moved"  # written once the hold file is durable: from then on a missing hold file is a loss
-_LOCK_NAME = "holds.lock"
-_INDEX = "clips.sqlite3"  # edge.recording.store.INDEX_NAME (not imported: the store imports this module)
-_REQUESTS = Path("footage") / "requests.sqlite3"  # where the request store kept its copy of preservation holds
+MOVED_NAME = layout.HOLDS_MOVED  # edge.layout's name, kept for the tests that import it here
 
 
 def ensure_moved(state_dir: Path, clock: Clock) -> None:
@@ -33,13 +32,14 @@ def ensure_moved(state_dir: Path, clock: Clock) -> None:
     built under a temporary name, fsync'd and renamed (a SIGKILL leaves either no hold file, so the next open
     moves again from the untouched old tables, or the complete one), then marked moved. The old tables are left
     as they were (readable by the previous version; never read again once moved)."""
-    path = state_dir / HOLDS_NAME
-    marker = state_dir / MOVED_NAME
+    paths = StateLayout.of(state_dir)
+    path = paths.holds
+    marker = paths.holds_moved  # written once the hold file is durable: from then on a missing hold file is a loss
     if path.exists():
         if not marker.exists():
             _mark(marker)
         return
-    lock_path = private_file(state_dir / _LOCK_NAME)
+    lock_path = private_file(paths.holds_lock)
     fd = os.open(lock_path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # two processes opening an old state dir at once: one moves, one waits
@@ -95,7 +95,7 @@ def _build(state_dir: Path, path: Path, now: datetime, *, move: bool) -> None:
 def _mark(marker: Path) -> None:
     fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, b"holds live in holds.sqlite3\n")
+        os.write(fd, f"holds live in {layout.HOLDS}\n".encode())
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -107,12 +107,14 @@ def fill(db: sqlite3.Connection, s: str, state_dir: Path, now: datetime) -> int:
     the clip index's holds as they are, then the request store's holds the index did not have (lost with a
     rebuilt index, or a preservation hold that named no clip). Returns how many holds were copied."""
     count = 0
-    for hold, clips, cams in _index_holds(state_dir / _INDEX):
+    paths = StateLayout.of(state_dir)
+    for hold, clips, cams in _index_holds(paths.clip_index):
         db.execute(f"INSERT OR IGNORE INTO {s}.holds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hold)
         db.executemany(f"INSERT OR IGNORE INTO {s}.hold_clips VALUES (?, ?)", [(hold[0], c) for c in clips])
         db.executemany(f"INSERT OR IGNORE INTO {s}.hold_cameras VALUES (?, ?)", [(hold[0], c) for c in cams])
         count += 1
-    for request, hold_id, until, clips_json, ended in _request_holds(state_dir / _REQUESTS):
+    # the request store kept its own copy of preservation holds
+    for request, hold_id, until, clips_json, ended in _request_holds(paths.footage_requests):
         if db.execute(f"SELECT 1 FROM {s}.holds WHERE id = ?", (hold_id,)).fetchone() is not None:
             continue
         try:

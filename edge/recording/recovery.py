@@ -57,14 +57,12 @@ def recover(store: ClipStore) -> RecoveryReport:
     index does not know are indexed again from their files (probed), their snapshots with them (the holds on
     them are in the hold store, which the index's loss does not touch); any other unknown file is moved to
     <state_dir>/quarantine/<when>/ for the owner to look at."""
-    from edge.recording.store import QUARANTINE_DIR
-
     if store.readonly:
         raise StorageError(f"clip store {store.root} is on a read-only file system: nothing can be recovered")
     index_problem, kept = _reset_unreadable_index(store)
     rows = store.clip_rows()
     stamp = store.clock.now().strftime("%Y%m%dT%H%M%SZ")
-    quarantine = store.state_dir / QUARANTINE_DIR / f"clips-{stamp}"
+    quarantine = store.paths.quarantine / f"clips-{stamp}"
     recovered, removed, orphans, known = _finish_partials(store, rows, quarantine)
     known.update(s.path for s in store.snapshots())
     unknown = [p for p in sorted(store.root.rglob("*")) if p.is_file() and p.resolve() not in known]
@@ -138,7 +136,6 @@ def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
     """An index SQLite cannot read (a corrupt header or pages) is renamed aside, with its -wal and -shm,
     and a fresh one created; returns (problem, where the bad one went)."""
     from edge.recording.index import is_corrupt
-    from edge.recording.store import INDEX_NAME
 
     path = store.index.path
     problem = store.index_problem
@@ -157,7 +154,7 @@ def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
             problem = f"clip index {path} is unreadable: {exc}"
     if problem is None:
         return None, None
-    kept = path.with_name(f"{INDEX_NAME}.unreadable-{store.clock.now().strftime('%Y%m%dT%H%M%SZ')}")
+    kept = path.with_name(f"{path.name}.unreadable-{store.clock.now().strftime('%Y%m%dT%H%M%SZ')}")
     try:
         for suffix in ("", "-wal", "-shm"):
             old = Path(f"{path}{suffix}")

@@ -11,9 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge import layout
 from edge.clock import Clock, rfc3339
 from edge.diskfaults import is_read_only
 from edge.errors import StorageError
+from edge.layout import StateLayout
 from edge.permissions import private_dir
 from edge.recording.codec import CodecChoice, codec_by_name
 from edge.recording.holds import Hold, HoldStore, UnknownHold, held_sql
@@ -31,10 +33,10 @@ __all__ = ["ClipRef", "ClipStore", "ClipWriter", "Hold", "RetentionReport", "Sna
 
 log = logging.getLogger(__name__)
 
-CLIPS_DIR = "clips"
-INDEX_NAME = "clips.sqlite3"
-LOCK_NAME = "clips.lock"
-QUARANTINE_DIR = "quarantine"  # <state_dir>/quarantine/<when>/: files recovery did not know, kept, never deleted
+CLIPS_DIR = layout.CLIPS_DIR  # these four: edge.layout's names, kept for the code and tests that import them here
+INDEX_NAME = layout.CLIP_INDEX
+LOCK_NAME = layout.CLIP_LOCK
+QUARANTINE_DIR = layout.QUARANTINE_DIR
 _HELD = held_sql(HOLDS_AS)
 
 _CLIP_COLUMNS = (
@@ -53,7 +55,8 @@ class ClipStore:
 
     def __init__(self, state_dir: Path, clock: Clock, time_guard: TimeGuard | None = None) -> None:
         self.state_dir = Path(state_dir)
-        self.root = self.state_dir / CLIPS_DIR
+        self.paths = StateLayout.of(self.state_dir)
+        self.root = self.paths.clips
         self.clock = clock
         if time_guard is None:
             from edge.service.timesync import FileTimeGuard
@@ -73,7 +76,7 @@ class ClipStore:
         # Its first open moves the holds older versions kept in the index and the request store.
         self.hold_store = HoldStore(self.state_dir, clock, time_guard, readonly=self.readonly)
         # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside.
-        self.index = IndexFile(self.state_dir / INDEX_NAME, self.hold_store.path, self.state_dir, self.readonly,
+        self.index = IndexFile(self.paths.clip_index, self.hold_store.path, self.state_dir, self.readonly,
                                clock.now)
         if not self.readonly:
             self.index.open()
@@ -109,7 +112,7 @@ class ClipStore:
 
     def writer_lock(self) -> WriterLock:
         """The lock the one recording process holds (recording, recovery and retention need it)."""
-        return WriterLock(self.state_dir / LOCK_NAME)
+        return WriterLock(self.paths.clip_lock)
 
     # -- reading ---------------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from edge.crashpoints import crash_point
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
+from edge.layout import StateLayout
 from edge.vision.align import CHIP
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class Gallery:
     `recover=False` opens it strictly read-only (`faces test`): nothing in the state dir is touched."""
 
     def __init__(self, state_dir: Path, *, recover: bool = True) -> None:
-        self.root = state_dir / "faces"
+        self.root = StateLayout.of(state_dir).faces
         if recover:
             self.recover(blocking=False)
 
