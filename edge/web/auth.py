@@ -18,10 +18,11 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from edge import layout
 from edge.clock import rfc3339
 from edge.config import WebConfig
 
-DB_NAME = "web.db"
+DB_NAME = layout.WEB_DB
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is only a way to spend our CPU
 ROLES = ("owner", "viewer")
@@ -88,8 +89,9 @@ class AuthStore:
     """Accounts, sessions, setup codes and failed logins. `now` is wall-clock seconds (injected in tests)."""
 
     def __init__(self, state_dir: Path, config: WebConfig, now: Callable[[], float]) -> None:
-        self.dir = Path(state_dir) / "web"
-        self.path = self.dir / DB_NAME
+        paths = layout.StateLayout.of(state_dir)
+        self.dir = paths.web
+        self.path = paths.web_db
         self.config = config
         self.now = now
         self.hasher = PasswordHasher(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,

@@ -15,6 +15,7 @@ import rfc8785
 
 from edge.clock import Clock, SystemClock
 from edge.config import Config
+from edge.layout import StateLayout
 
 if TYPE_CHECKING:
     from edge.actions.faces import Enrolled
@@ -104,7 +105,7 @@ class Backend:
         """The transparency report (`audit report`); None before any request arrived (nothing is created)."""
         from edge.actions import audit as audit_actions
 
-        if not (self.config.state_dir / "footage").exists():
+        if not StateLayout.of(self.config.state_dir).footage.exists():
             return None
         return dict(audit_actions.transparency_report(self.desk()))
 
@@ -151,7 +152,7 @@ class Backend:
         """Every request, the ones waiting for the owner first (newest first within each group)."""
         from edge.actions import footage
 
-        if not (self.config.state_dir / "footage").exists():
+        if not StateLayout.of(self.config.state_dir).footage.exists():
             return []
         rows = footage.list_requests(self.desk())
         rows.sort(key=lambda r: r.received_at, reverse=True)

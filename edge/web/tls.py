@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge import layout
 from edge.config import Config
 from edge.errors import ConfigError
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # cryptography is imported only when a certificate is issued: a restart with the names unchanged (every boot
 # after the first) does not load it, which keeps the page's share of the daemon's memory down.
 
-TLS_DIR = "tls"
+TLS_DIR = layout.WEB_TLS_DIR
 CA_NAME = "ca.crt"
 CERT_NAME = "server.crt"
 KEY_NAME = "server.key"
@@ -78,7 +79,7 @@ def ensure_tls(config: Config, now: dt.datetime | None = None) -> TlsFiles:
             if not path.is_file():
                 raise ConfigError(f"web: {path} does not exist or is not a file (web.cert_file / web.key_file)")
         return TlsFiles(web.cert_file, web.key_file, None)
-    folder = Path(config.state_dir) / "web" / TLS_DIR
+    folder = layout.StateLayout.of(config.state_dir).web_tls
     files = TlsFiles(folder / CERT_NAME, folder / KEY_NAME, folder / CA_NAME)
     names = device_names(config)
     try:
