@@ -160,7 +160,10 @@ def _redacted(
     if redactor is None:
         yield from _picked_images(path, picked)
         return
-    for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps)):
+    # Two decoders of the clip: the finder reads the frames from one, the frames blurred and emitted come from the
+    # other, carry_frames behind, so no decoded frame is held for the carry window (issue 15, bounded memory).
+    replay = _picked_images(path, picked)
+    for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps, replay=replay)):
         leaked = check_frame(out.image, redactor, out.original)
         if leaked:
             boxes = ", ".join(f"{x},{y},{w},{h}" for x, y, w, h in leaked[:5])

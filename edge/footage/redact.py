@@ -8,6 +8,7 @@ API for callers (the export, `doorbell-edge eval redaction`, bench/):
     finders = shipped_finders()                       # ExportFinders(find, check, names) from the shell
     redactor = Redactor(finders.find, finders.check)  # optional keep=(x, y, w, h): pixelate all else
     for out in redact_stream(frames, redactor, fps):  # lazily, one frame in, one frame out, same order
+                                                      # (replay=the same frames again: none is held; export)
         out.image, out.boxes                          # the redacted frame, the (grown) boxes pixelated in it
     check_frame(image, redactor, original) -> list[Box]  # faces the independent check still finds (and sees
                                                       # in the recorded frame: not made up by the pixelation)
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge.errors import ModelError, RequestError
+from edge.errors import ModelError, RequestError, StorageError
 from edge.types import Image
 
 log = logging.getLogger(__name__)
@@ -247,45 +248,66 @@ def redact_frame(frame: Image, state: RedactionState) -> tuple[Image, tuple[Box,
     return _apply(frame, state.redactor, (b for boxes in state.recent for b in boxes))
 
 
-def redact_stream(frames: Iterable[Image], redactor: Redactor, fps: float = 10.0) -> Iterator[RedactedFrame]:
+def redact_stream(
+    frames: Iterable[Image], redactor: Redactor, fps: float = 10.0, replay: Iterable[Image] | None = None
+) -> Iterator[RedactedFrame]:
     """Every frame, in order, pixelated where the finder found a face in it or in any frame up to
     carry_frames(fps) before or after it: a face is blurred for a while before it is first found (small, turning,
-    entering) and after it is last found. Holds at most carry_frames + 1 frames at a time."""
+    entering) and after it is last found.
+
+    Without `replay`, the frames not yet emitted are held: at most carry_frames + 1 at a time. With `replay` (the
+    same frames again, in the same order: a second decoder of the same clip) no frame is held at all: the finder
+    runs on `frames`, only its boxes are kept, and each frame emitted is read from `replay`, carry_frames behind
+    (issue 15: nine 1280x720 frames were 25 MB of an export's memory). `replay` must yield exactly as many frames
+    as `frames` (StorageError otherwise)."""
     carry = redactor.carry_frames(fps)
-    pending: deque[tuple[Image, tuple[Box, ...]]] = deque()  # frames not yet emitted, with their own finds
+    again = iter(replay) if replay is not None else None
+    pending: deque[Image] = deque()  # frames not yet emitted (held only without replay)
     window: deque[tuple[Box, ...]] = deque()  # finds of the frames from (next to emit - carry) to the newest
 
     emitted = 0
     count = 0
     for image in frames:
-        found = tuple(redactor.find(image))
-        pending.append((image, found))
-        window.append(found)
+        window.append(tuple(redactor.find(image)))
+        if again is None:
+            pending.append(image)
+        del image  # with replay, nothing of the frame outlives its find
         count += 1
-        if len(pending) > carry:
+        if count > carry:
             # the oldest pending frame now has every find from carry frames before it to carry frames after it
-            yield _emit_one(pending, window, redactor, emitted, count, carry)
+            yield _emit_one(_next_frame(pending, again, emitted), window, redactor, emitted, count, carry)
             emitted += 1
-    while pending:
-        yield _emit_one(pending, window, redactor, emitted, count, carry)
+    while emitted < count:
+        yield _emit_one(_next_frame(pending, again, emitted), window, redactor, emitted, count, carry)
         emitted += 1
+    if again is not None and next(again, None) is not None:
+        raise StorageError(f"redaction: the replayed frames run past the {count} frames searched for faces")
+
+
+def _next_frame(pending: deque[Image], again: Iterator[Image] | None, index: int) -> Image:
+    if again is None:
+        return pending.popleft()
+    image = next(again, None)
+    if image is None:
+        raise StorageError(f"redaction: the replayed frames end at frame {index}, before the frames searched")
+    return image
 
 
 def _emit_one(
-    pending: deque[tuple[Image, tuple[Box, ...]]],
+    image: Image,
     window: deque[tuple[Box, ...]],
     redactor: Redactor,
     index: int,
     count: int,
     carry: int,
 ) -> RedactedFrame:
-    """Emit frame `index` (the oldest pending) with the finds of frames index-carry .. index+carry; window holds
-    the finds of frames (count - len(window)) .. count-1."""
-    image, found = pending.popleft()
+    """Emit frame `index` (`image`, the oldest not yet emitted) with the finds of frames index-carry ..
+    index+carry; window holds the finds of frames (count - len(window)) .. count-1."""
     first = count - len(window)
     lo, hi = index - carry, index + carry
     boxes = [b for i, finds in enumerate(window, start=first) if lo <= i <= hi for b in finds]
     out, grown = _apply(image, redactor, boxes)
+    found = window[index - first]
     while window and count - len(window) < index + 1 - carry:  # finds no later frame can use any more
         window.popleft()
     return RedactedFrame(out, grown, found, image)
