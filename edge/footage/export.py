@@ -213,6 +213,12 @@ def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: P
     return out
 
 
+def _jpeg(image: Image) -> bytes:
+    from edge.encoder import encode_jpeg
+
+    return encode_jpeg(image, 90)
+
+
 def build_files(
     decision: Decision,
     clips: ClipSource,
@@ -257,15 +263,16 @@ def build_files(
         start, end = covered_range(times, picked, segment)
         stem = _stem(segment)
         fps = _fps(kept_times)
-        first: Image | None = None  # the snapshot: the video's first redacted (and checked) frame
+        snapshot: bytes | None = None  # the video's first redacted (and checked) frame as a JPEG
         if "video" in decision.data:
             shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
+            wants_snapshot = "snapshots" in decision.data
 
             def keep_first(images: Iterator[Image]) -> Iterator[Image]:
-                nonlocal first
+                nonlocal snapshot
                 for image in images:
-                    if first is None:
-                        first = image
+                    if snapshot is None and wants_snapshot:  # encoded at once: a JPEG, not a frame, is kept
+                        snapshot = _jpeg(image)
                     yield image
 
             encoded = _encode_video(keep_first(shown), kept_times, workdir, stem)
@@ -274,14 +281,12 @@ def build_files(
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
                                     None, len(kept_times), blur, encoded))
         if "snapshots" in decision.data:
-            from edge.encoder import encode_jpeg
-
-            if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
+            if snapshot is None:  # no video: the first frame, redacted with the frames after it in view (carry)
                 ahead = redact.carry_frames(fps) if redact is not None else 0
-                first = next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot"))
+                snapshot = _jpeg(next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot")))
             first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
             files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
-                                    kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))
+                                    kept_times[0], min(first_end, segment.end), snapshot, 1, blur))
     if "event_metadata" in decision.data and decision.segments:
         entries = []
         for segment in decision.segments:
