@@ -139,11 +139,16 @@ def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
     from edge.encoder import decode_frames
 
     wanted, last = set(picked), picked[-1]
-    for index, (_, image) in enumerate(decode_frames(path)):
+    index = -1
+    # Not enumerate(), and the frame dropped after its yield: enumerate keeps its last tuple, and either would keep
+    # a frame alive while the next one decodes (issue 15: each frame held is 2.7 MB at 1280x720).
+    for _, image in decode_frames(path):
+        index += 1
         if index > last:
             return
         if index in wanted:
             yield image
+        del image
 
 
 def _fps(times: Sequence[datetime]) -> float:
@@ -163,7 +168,8 @@ def _redacted(
     # Two decoders of the clip: the finder reads the frames from one, the frames blurred and emitted come from the
     # other, carry_frames behind, so no decoded frame is held for the carry window (issue 15, bounded memory).
     replay = _picked_images(path, picked)
-    for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps, replay=replay)):
+    index = 0  # not enumerate(): it keeps its last (index, frame) tuple, and with it the recorded frame
+    for out in redact_stream(_picked_images(path, picked), redactor, fps, replay=replay):
         leaked = check_frame(out.image, redactor, out.original)
         if leaked:
             boxes = ", ".join(f"{x},{y},{w},{h}" for x, y, w, h in leaked[:5])
@@ -174,7 +180,10 @@ def _redacted(
                 "you keep, or unblur the clip explicitly (requests approve --unblur) if that is intended",
                 clip=clip, frame=index, kind=kind, boxes=leaked,
             )
-        yield out.image
+        image = out.image
+        del out  # the recorded frame goes now, not when the next one is ready
+        yield image
+        index += 1
 
 
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
