@@ -165,8 +165,9 @@ def _redacted(
     if redactor is None:
         yield from _picked_images(path, picked)
         return
-    # Two decoders of the clip: the finder reads the frames from one, the frames blurred and emitted come from the
-    # other, carry_frames behind, so no decoded frame is held for the carry window (issue 15, bounded memory).
+    # Two passes over the clip, one decoder at a time: the finder runs over every picked frame first (only its boxes
+    # are kept), then the clip is decoded again and each frame blurred, checked and handed on; no decoded frame is
+    # held for the carry window (issue 15, bounded memory).
     replay = _picked_images(path, picked)
     index = 0  # not enumerate(): it keeps its last (index, frame) tuple, and with it the recorded frame
     for out in redact_stream(_picked_images(path, picked), redactor, fps, replay=replay):
@@ -183,7 +184,7 @@ def _redacted(
         image = out.image
         del out  # the recorded frame goes now, not when the next one is ready
         yield image
-        index += 1
+        index += 1  # noqa: SIM113 (enumerate would keep the recorded frame: see above)
 
 
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
@@ -257,6 +258,7 @@ def build_files(
     elif untrusted:
         notes.extend(f"{c}: recorded while the device clock was not trusted; included by the owner"
                      for c in sorted(untrusted))
+    wants_snapshot = "snapshots" in decision.data
     for segment in decision.segments:
         if not wants_images:
             break
@@ -275,7 +277,6 @@ def build_files(
         snapshot: bytes | None = None  # the video's first redacted (and checked) frame as a JPEG
         if "video" in decision.data:
             shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
-            wants_snapshot = "snapshots" in decision.data
 
             def keep_first(images: Iterator[Image]) -> Iterator[Image]:
                 nonlocal snapshot
@@ -289,7 +290,7 @@ def build_files(
                 suffix = ".mp4" if fh.read(8)[4:8] == b"ftyp" else ".webm"
             files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
                                     None, len(kept_times), blur, encoded))
-        if "snapshots" in decision.data:
+        if wants_snapshot:
             if snapshot is None:  # no video: the first frame, redacted with the frames after it in view (carry)
                 ahead = redact.carry_frames(fps) if redact is not None else 0
                 snapshot = _jpeg(next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot")))

@@ -255,42 +255,44 @@ def redact_stream(
     carry_frames(fps) before or after it: a face is blurred for a while before it is first found (small, turning,
     entering) and after it is last found.
 
-    Without `replay`, the frames not yet emitted are held: at most carry_frames + 1 at a time. With `replay` (the
-    same frames again, in the same order: a second decoder of the same clip) no frame is held at all: the finder
-    runs on `frames`, only its boxes are kept, and each frame emitted is read from `replay`, carry_frames behind
-    (issue 15: nine 1280x720 frames were 25 MB of an export's memory). `replay` must yield exactly as many frames
-    as `frames` (StorageError otherwise)."""
+    Without `replay`, one pass: the frames not yet emitted are held, at most carry_frames + 1 at a time. With
+    `replay` (the same frames again, in the same order: the clip decoded a second time), two passes and no frame
+    held: the finder runs over all of `frames` first, keeping only its boxes, then each frame of `replay` is
+    emitted with them (issue 15: the carry window was nine 1280x720 frames, 25 MB of an export's memory; the
+    boxes of a 5-minute clip are a few hundred kB). `replay` must yield exactly as many frames as `frames`
+    (StorageError otherwise)."""
     carry = redactor.carry_frames(fps)
-    again = iter(replay) if replay is not None else None
-    pending: deque[Image] = deque()  # frames not yet emitted (held only without replay)
     window: deque[tuple[Box, ...]] = deque()  # finds of the frames from (next to emit - carry) to the newest
+    if replay is not None:
+        for image in frames:
+            window.append(tuple(redactor.find(image)))
+            del image  # not kept while the next frame decodes
+        count = len(window)
+        emitted = 0
+        for image in replay:
+            if emitted == count:
+                raise StorageError(f"redaction: the replayed frames run past the {count} frames searched for faces")
+            yield _emit_one(image, window, redactor, emitted, count, carry)
+            del image
+            emitted += 1
+        if emitted != count:
+            raise StorageError(f"redaction: the replayed frames end at frame {emitted} of the {count} searched")
+        return
 
+    pending: deque[Image] = deque()  # frames not yet emitted
     emitted = 0
     count = 0
     for image in frames:
         window.append(tuple(redactor.find(image)))
-        if again is None:
-            pending.append(image)
-        del image  # with replay, nothing of the frame outlives its find
+        pending.append(image)
         count += 1
-        if count > carry:
+        if len(pending) > carry:
             # the oldest pending frame now has every find from carry frames before it to carry frames after it
-            yield _emit_one(_next_frame(pending, again, emitted), window, redactor, emitted, count, carry)
+            yield _emit_one(pending.popleft(), window, redactor, emitted, count, carry)
             emitted += 1
-    while emitted < count:
-        yield _emit_one(_next_frame(pending, again, emitted), window, redactor, emitted, count, carry)
+    while pending:
+        yield _emit_one(pending.popleft(), window, redactor, emitted, count, carry)
         emitted += 1
-    if again is not None and next(again, None) is not None:
-        raise StorageError(f"redaction: the replayed frames run past the {count} frames searched for faces")
-
-
-def _next_frame(pending: deque[Image], again: Iterator[Image] | None, index: int) -> Image:
-    if again is None:
-        return pending.popleft()
-    image = next(again, None)
-    if image is None:
-        raise StorageError(f"redaction: the replayed frames end at frame {index}, before the frames searched")
-    return image
 
 
 def _emit_one(

@@ -58,9 +58,9 @@ def test_a_long_clip_is_exported_without_holding_its_frames(tmp_path: Path) -> N
 
 def test_the_carry_window_holds_no_decoded_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 15: the redaction carry window (0.8 s each way: 17 frames seen for one emitted at 10 fps) held the
-    decoded BGR frames, 25 MB at 1280x720. The export now decodes the clip twice, the second decoder carry_frames
-    behind the first, so only boxes are held. The decoder's frames are made numpy copies here so that tracemalloc
-    counts every frame anything keeps."""
+    decoded BGR frames, 25 MB at 1280x720. The export now decodes the clip twice, finding faces in the first pass
+    and blurring in the second, so only boxes are held. The decoder's frames are made numpy copies here so that
+    tracemalloc counts every frame anything keeps."""
     w, h, n = 640, 480, 40
     frame_bytes = w * h * 3
     rng = np.random.default_rng(7)
@@ -85,6 +85,6 @@ def test_the_carry_window_holds_no_decoded_frame(tmp_path: Path, monkeypatch: py
     finally:
         tracemalloc.stop()
     assert files[0].frames == n
-    # in flight: the frame searched, the frame emitted and its redacted copy, the encoder's input (a window of
+    # in flight: the frame being decoded, the frame emitted and its redacted copy, the previous one (a window of
     # held frames would add 8 more: over 10 frames in all)
-    print(peak / frame_bytes); assert peak < 6 * frame_bytes, f"export held {peak / frame_bytes:.1f} frames' worth of numpy allocations"
+    assert peak < 6 * frame_bytes, f"export held {peak / frame_bytes:.1f} frames' worth of numpy allocations"

@@ -187,7 +187,7 @@ def test_a_replay_holds_no_frame_for_the_carry_window() -> None:
 
 def test_a_replay_of_another_length_is_refused() -> None:
     redactor = Redactor(lambda image: [], carry_seconds=0.2)
-    with pytest.raises(StorageError, match="end at frame 9"):
+    with pytest.raises(StorageError, match="end at frame 9 of the 10"):
         list(redact_stream([noise(seed=i) for i in range(10)], redactor, 10.0, replay=[noise()] * 9))
     with pytest.raises(StorageError, match="run past the 10 frames"):
         list(redact_stream([noise(seed=i) for i in range(10)], redactor, 10.0, replay=[noise()] * 11))
