@@ -140,7 +140,7 @@ def test_stream_holds_only_the_carry_window() -> None:
 
 
 def test_a_replayed_stream_redacts_the_same_boxes_in_the_same_frames() -> None:
-    """With replay (the export: a second decoder of the clip) the frames emitted come from the replay, and every
+    """With replay (the export: the clip decoded a second time) the frames emitted come from the replay, and every
     frame gets exactly the boxes, pixels and finds it gets when the frames are held."""
     frames = [noise(seed=i) for i in range(40)]
     finds = {3: [(10, 10, 20, 20)], 12: [(60, 40, 20, 20), (100, 60, 30, 30)], 39: [(0, 0, 16, 16)]}
