@@ -10,9 +10,19 @@ noted; after the export the peak (VmHWM) is read: the growth is what the export 
 process as it was (libraries and models loaded).  The face finder is a stand-in reporting one box per frame:
 the models' own memory is a constant of the process, not of the clip length, and issue 15 asks about the
 clip-length part.  Issue 15's bound: growth under 40 MB (exit status 1 above it).
-Measured 2026-12-07 on this 2-core x86 machine: 63.5 MB for 20 s, 62.6 MB for 60 s, 63.4 MB for 300 s (25 MB
-bundle): constant in the clip length, so nothing scales with it, but over the bound: the redaction carry window
-(9 frames of 1280x720 BGR, ~23 MB) and the H.264 encoder (~24 MB) are most of it.
+Measured 2026-12-07 on this 2-core x86 machine, median of 3: 32.6 MB for 300 s (32.6, 33.6, 32.5; 25 MB bundle;
+the three ran at once) and 38.3 MB for 60 s (38.3, 40.0, 36.6; load average 6 from other work); with the machine
+saturated (the 300 s runs and a test run beside it) 60 s measured 36.5, 40.7, 39.3. Allocator reuse moves single
+runs by a few MB (the 300 s bench frees a larger generated scene before the export, which the export reuses):
+close to the bound for short clips on a busy machine, not growing with the clip. The
+agency's `bundle open` adds 0.0 MB (streamed). Before issue 15's memory work: 68.5-71.3 MB for 60 s, 63.4 MB
+for 300 s. What went: the redaction carry window's 9 decoded 1280x720 BGR frames (~25 MB; the export now runs the
+finder over the clip first, keeping only boxes, ~230 bytes a frame with a face, and decodes it again to blur:
+edge.footage.redact.redact_stream(replay=...)), the first redacted frame held for a snapshot (2.7 MB; now its
+JPEG, only when snapshots are exported) and the decoder's slice threads (~2.5 MB under load). What is left is
+mostly libx264 (about 18 MB at 1280x720 on its own: `veryfast` + `zerolatency` already has no lookahead and no
+B-frames, one reference, one thread; `subme=0` would save ~5 MB, `ultrafast` ~6 MB, at 30 % and 100 % bigger
+files), one H.264 decoder (~3.5 MB) and the few 2.7 MB frames in flight (decoded, blurred copy, encoder input).
 """
 
 from __future__ import annotations

@@ -139,11 +139,16 @@ def _picked_images(path: Path, picked: Sequence[int]) -> Iterator[Image]:
     from edge.recording.codec import decode_frames
 
     wanted, last = set(picked), picked[-1]
-    for index, (_, image) in enumerate(decode_frames(path)):
+    index = -1
+    # Not enumerate(), and the frame dropped after its yield: enumerate keeps its last tuple, and either would keep
+    # a frame alive while the next one decodes (issue 15: each frame held is 2.7 MB at 1280x720).
+    for _, image in decode_frames(path):
+        index += 1
         if index > last:
             return
         if index in wanted:
             yield image
+        del image
 
 
 def _fps(times: Sequence[datetime]) -> float:
@@ -160,7 +165,12 @@ def _redacted(
     if redactor is None:
         yield from _picked_images(path, picked)
         return
-    for index, out in enumerate(redact_stream(_picked_images(path, picked), redactor, fps)):
+    # Two passes over the clip, one decoder at a time: the finder runs over every picked frame first (only its boxes
+    # are kept), then the clip is decoded again and each frame blurred, checked and handed on; no decoded frame is
+    # held for the carry window (issue 15, bounded memory).
+    replay = _picked_images(path, picked)
+    index = 0  # not enumerate(): it keeps its last (index, frame) tuple, and with it the recorded frame
+    for out in redact_stream(_picked_images(path, picked), redactor, fps, replay=replay):
         leaked = check_frame(out.image, redactor, out.original)
         if leaked:
             boxes = ", ".join(f"{x},{y},{w},{h}" for x, y, w, h in leaked[:5])
@@ -171,7 +181,10 @@ def _redacted(
                 "you keep, or unblur the clip explicitly (requests approve --unblur) if that is intended",
                 clip=clip, frame=index, kind=kind, boxes=leaked,
             )
-        yield out.image
+        image = out.image
+        del out  # the recorded frame goes now, not when the next one is ready
+        yield image
+        index += 1  # noqa: SIM113 (enumerate would keep the recorded frame: see above)
 
 
 def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: Path, stem: str) -> Path:
@@ -209,6 +222,12 @@ def _encode_video(images: Iterable[Image], times: Sequence[datetime], workdir: P
     raw.unlink(missing_ok=True)
     side.unlink(missing_ok=True)
     return out
+
+
+def _jpeg(image: Image) -> bytes:
+    from edge.recording.codec import encode_jpeg
+
+    return encode_jpeg(image, 90)
 
 
 def build_files(
@@ -271,15 +290,16 @@ def _segment_files(decision: Decision, segment: Segment, clips: ClipSource, reda
     start, end = covered_range(times, picked, segment)
     stem = _stem(segment)
     fps = _fps(kept_times)
-    first: Image | None = None  # the snapshot: the video's first redacted (and checked) frame
+    wants_snapshot = "snapshots" in decision.data
+    snapshot: bytes | None = None  # the video's first redacted (and checked) frame as a JPEG, never as a frame
     if "video" in decision.data:
         shown = _redacted(path, picked, redact, fps, segment.clip_id, "video")
 
         def keep_first(images: Iterator[Image]) -> Iterator[Image]:
-            nonlocal first
+            nonlocal snapshot
             for image in images:
-                if first is None:
-                    first = image
+                if snapshot is None and wants_snapshot:  # encoded at once: a JPEG, not a 2.7 MB frame, is kept
+                    snapshot = _jpeg(image)
                 yield image
 
         encoded = _encode_video(keep_first(shown), kept_times, workdir, stem)
@@ -287,15 +307,13 @@ def _segment_files(decision: Decision, segment: Segment, clips: ClipSource, reda
             suffix = ".mp4" if fh.read(8)[4:8] == b"ftyp" else ".webm"
         files.append(ExportFile(f"video/{stem}{suffix}", "video", segment.camera, segment.clip_id, start, end,
                                 None, len(kept_times), blur, encoded))
-    if "snapshots" in decision.data:
-        from edge.recording.codec import encode_jpeg
-
-        if first is None:  # no video: the first frame, redacted with the frames after it in view (carry)
+    if wants_snapshot:
+        if snapshot is None:  # no video: the first frame, redacted with the frames after it in view (carry)
             ahead = redact.carry_frames(fps) if redact is not None else 0
-            first = next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot"))
+            snapshot = _jpeg(next(_redacted(path, picked[: 1 + ahead], redact, fps, segment.clip_id, "snapshot")))
         first_end = times[picked[0] + 1] if picked[0] + 1 < len(times) else segment.end
         files.append(ExportFile(f"snapshots/{stem}.jpg", "snapshots", segment.camera, segment.clip_id,
-                                kept_times[0], min(first_end, segment.end), encode_jpeg(first, 90), 1, blur))
+                                kept_times[0], min(first_end, segment.end), snapshot, 1, blur))
     return files
 
 

@@ -8,6 +8,7 @@ API for callers (the export, `doorbell-edge eval redaction`, bench/):
     finders = shipped_finders()                       # ExportFinders(find, check, names) from the shell
     redactor = Redactor(finders.find, finders.check)  # optional keep=(x, y, w, h): pixelate all else
     for out in redact_stream(frames, redactor, fps):  # lazily, one frame in, one frame out, same order
+                                                      # (replay=the same frames again: none is held; export)
         out.image, out.boxes                          # the redacted frame, the (grown) boxes pixelated in it
     check_frame(image, redactor, original) -> list[Box]  # faces the independent check still finds (and sees
                                                       # in the recorded frame: not made up by the pixelation)
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edge.errors import ModelError, RequestError
+from edge.errors import ModelError, RequestError, StorageError
 from edge.types import Image
 
 log = logging.getLogger(__name__)
@@ -247,45 +248,69 @@ def redact_frame(frame: Image, state: RedactionState) -> tuple[Image, tuple[Box,
     return _apply(frame, state.redactor, (b for boxes in state.recent for b in boxes))
 
 
-def redact_stream(frames: Iterable[Image], redactor: Redactor, fps: float = 10.0) -> Iterator[RedactedFrame]:
+def redact_stream(
+    frames: Iterable[Image], redactor: Redactor, fps: float = 10.0, replay: Iterable[Image] | None = None
+) -> Iterator[RedactedFrame]:
     """Every frame, in order, pixelated where the finder found a face in it or in any frame up to
     carry_frames(fps) before or after it: a face is blurred for a while before it is first found (small, turning,
-    entering) and after it is last found. Holds at most carry_frames + 1 frames at a time."""
-    carry = redactor.carry_frames(fps)
-    pending: deque[tuple[Image, tuple[Box, ...]]] = deque()  # frames not yet emitted, with their own finds
-    window: deque[tuple[Box, ...]] = deque()  # finds of the frames from (next to emit - carry) to the newest
+    entering) and after it is last found.
 
+    Without `replay`, one pass: the frames not yet emitted are held, at most carry_frames + 1 at a time. With
+    `replay` (the same frames again, in the same order: the clip decoded a second time), two passes and no frame
+    held: the finder runs over all of `frames` first, keeping only its boxes, then each frame of `replay` is
+    emitted with them (issue 15: the carry window was nine 1280x720 frames, 25 MB of an export's memory; the boxes
+    are about 230 bytes a frame with a face, 0.7 MB for 5 minutes at 10 fps). A face the check still finds is
+    then refused only after the whole first pass. `replay` must yield exactly as many frames as `frames`
+    (StorageError otherwise)."""
+    carry = redactor.carry_frames(fps)
+    window: deque[tuple[Box, ...]] = deque()  # finds of the frames from (next to emit - carry) to the newest
+    if replay is not None:
+        for image in frames:
+            window.append(tuple(redactor.find(image)))
+            del image  # not kept while the next frame decodes
+        count = len(window)
+        emitted = 0
+        for image in replay:
+            if emitted == count:
+                raise StorageError(f"redaction: the replayed frames run past the {count} frames searched for faces")
+            yield _emit_one(image, window, redactor, emitted, count, carry)
+            del image
+            emitted += 1
+        if emitted != count:
+            raise StorageError(f"redaction: the replayed frames end at frame {emitted} of the {count} searched")
+        return
+
+    pending: deque[Image] = deque()  # frames not yet emitted
     emitted = 0
     count = 0
     for image in frames:
-        found = tuple(redactor.find(image))
-        pending.append((image, found))
-        window.append(found)
+        window.append(tuple(redactor.find(image)))
+        pending.append(image)
         count += 1
         if len(pending) > carry:
             # the oldest pending frame now has every find from carry frames before it to carry frames after it
-            yield _emit_one(pending, window, redactor, emitted, count, carry)
+            yield _emit_one(pending.popleft(), window, redactor, emitted, count, carry)
             emitted += 1
     while pending:
-        yield _emit_one(pending, window, redactor, emitted, count, carry)
+        yield _emit_one(pending.popleft(), window, redactor, emitted, count, carry)
         emitted += 1
 
 
 def _emit_one(
-    pending: deque[tuple[Image, tuple[Box, ...]]],
+    image: Image,
     window: deque[tuple[Box, ...]],
     redactor: Redactor,
     index: int,
     count: int,
     carry: int,
 ) -> RedactedFrame:
-    """Emit frame `index` (the oldest pending) with the finds of frames index-carry .. index+carry; window holds
-    the finds of frames (count - len(window)) .. count-1."""
-    image, found = pending.popleft()
+    """Emit frame `index` (`image`, the oldest not yet emitted) with the finds of frames index-carry ..
+    index+carry; window holds the finds of frames (count - len(window)) .. count-1."""
     first = count - len(window)
     lo, hi = index - carry, index + carry
     boxes = [b for i, finds in enumerate(window, start=first) if lo <= i <= hi for b in finds]
     out, grown = _apply(image, redactor, boxes)
+    found = window[index - first]
     while window and count - len(window) < index + 1 - carry:  # finds no later frame can use any more
         window.popleft()
     return RedactedFrame(out, grown, found, image)

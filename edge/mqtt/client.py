@@ -125,8 +125,11 @@ def build_client(s: LinkSettings, inflight: int) -> paho.Client:
         clean_session=True if protocol == paho.MQTTv311 else None,
         reconnect_on_failure=False,
     )
-    if log.isEnabledFor(logging.DEBUG):  # paho logs an ordinary lost connection at ERROR; ours says it better
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+    if log.isEnabledFor(logging.DEBUG):
+        # paho logs an ordinary lost connection (and a loop call racing it) at ERROR; our own messages say it
+        # better and at the right level, so paho's own lines are kept at DEBUG only.
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        client.on_log = lambda _client, _userdata, _level, line: paho_log.debug("%s", line)
     client.max_inflight_messages_set(inflight)
     client.max_queued_messages_set(0)
     client.will_set(s.will_topic, s.will_payload, qos=1, retain=s.will_retain)

@@ -313,6 +313,10 @@ def decode_frames(path: Path) -> Iterator[tuple[float, Image]]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            # One thread: PyAV's default (slice threads, one per core) took the second core from analysis and, on
+            # a busy machine, added ~2.5 MB to an export's peak memory (issue 15, bench/export_memory.py).
+            stream.thread_type = "NONE"
+            stream.thread_count = 1
             for frame in container.decode(stream):
                 # threads=1: swscale's thread pool (PyAV 18.1.1 default) is not needed for one frame at a time and
                 # deadlocks a process forked after it started (the crash-point tests fork mid-export).
