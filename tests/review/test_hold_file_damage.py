@@ -45,10 +45,8 @@ def test_a_damaged_hold_file_does_not_stop_the_daemon(state_dir: Path) -> None:
     ClipStore(state_dir, FakeClock(NOW))  # the state dir of a running device: index and hold file in place
     _damage(state_dir / HOLDS_NAME)
     app = App(_config(state_dir), stdout=io.StringIO(), environ={}).build()
-    try:
-        app.start()  # raises StorageError("clip index .../clips.sqlite3: file is not a database ...")
-    finally:
-        app.stop()
+    app.start()  # raises StorageError("clip index .../clips.sqlite3: file is not a database ...")
+    app.stop()
 
 
 @pytest.mark.xfail(strict=True, reason="review: the error for a damaged holds.sqlite3 names the clip index and "
@@ -61,3 +59,16 @@ def test_the_error_for_a_damaged_hold_file_names_the_hold_file(state_dir: Path) 
         store.list()
     except StorageError as exc:  # unreadable it may be; then the owner must be told which file it is
         assert HOLDS_NAME in str(exc), str(exc)
+
+
+@pytest.mark.xfail(strict=True, reason="review: the first start after the upgrade moves the holds; a damaged request "
+                   "store makes that StorageError escape ClipStore() and App.build(), so the daemon never starts "
+                   "(68299a3 logged 'rebuilt clips have no hold until it is readable' and ran on)")
+def test_a_damaged_request_store_at_the_first_start_does_not_stop_the_daemon(state_dir: Path) -> None:
+    requests = state_dir / "footage" / "requests.sqlite3"  # a state dir of the version before the hold store
+    requests.parent.mkdir(mode=0o700)
+    requests.write_bytes(b"\xff" * 4096)
+    app = App(_config(state_dir), stdout=io.StringIO(), environ={})
+    app.build()  # raises StorageError("cannot read the preservation holds in .../requests.sqlite3 to move them")
+    app.start()
+    app.stop()
