@@ -72,8 +72,8 @@ def _recording(config: Config, bus: EventBus, clock: Clock, host: Host) -> Featu
 
 
 def _web(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature | None:
-    """The owner's page (web.enabled): one thread, started last, stopped first; a crash of the page is logged and
-    the page restarted without touching capture or MQTT (edge/web/server.py)."""
+    """The owner's page (web.enabled): one thread, started after the other features, stopped before them; a
+    crash of the page is logged and the page restarted without touching capture or MQTT (edge/web/server.py)."""
     if not config.web.enabled:
         return None
     from edge.web.server import WebServer
@@ -134,6 +134,7 @@ class App:
         self.health = Health(config.pipeline.stall_after_s, self.clock.monotonic)
         self.notifier = Notifier(self.environ)
         self.stop_event = threading.Event()
+        self.exit_status = 0  # 1 when a camera stage crashed (systemd restarts on failure), else 0
         self.cameras: dict[str, CameraStage] = {}
         self.motion: dict[str, MotionStage] = {}
         self.latest = LatestFrames(config.button.camera or next(iter(config.cameras)))
@@ -324,7 +325,12 @@ class App:
             if deadline is not None and self.clock.monotonic() >= deadline:
                 break
             if self.cameras and all(stage.ended.is_set() for stage in self.cameras.values()):
-                log.info("every camera source has ended; stopping")
+                crashed = [name for name, stage in self.cameras.items() if stage.loop.failed is not None]
+                if crashed:  # not the end of a file: exit non-zero so systemd's Restart=on-failure starts us again
+                    log.error("camera stage(s) %s crashed; stopping with exit status 1", ", ".join(crashed))
+                    self.exit_status = 1
+                else:
+                    log.info("every camera source has ended; stopping")
                 break
             self.stop_event.wait(0.2)
 
@@ -368,4 +374,4 @@ def run_daemon(config: Config, duration: float | None = None) -> int:
         app.wait(duration)
     finally:
         app.stop()
-    return 0
+    return app.exit_status

@@ -48,6 +48,7 @@ class StageLoop(Generic[T]):
         self.timeout = timeout
         self.stop_event = threading.Event()
         self.ended = threading.Event()
+        self.failed: BaseException | None = None  # what ended the loop, when a step raised without on_error
         self.thread = threading.Thread(target=self.run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -71,6 +72,7 @@ class StageLoop(Generic[T]):
                     self.step(item)
                 except Exception as exc:
                     if self.on_error is None:
+                        self.failed = exc
                         raise
                     self.on_error(item, exc)
         finally:

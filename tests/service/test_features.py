@@ -77,3 +77,30 @@ def test_features_join_the_flows_start_in_order_and_stop_in_reverse(tmp_path: Pa
     assert [line for line in log if line.startswith("start")] == ["start first", "start second"]
     assert [line for line in log if line.startswith("stop")] == ["stop second", "stop first"]
     assert "camera:porch" in hosts[0].health.stages() and "motion:porch" in hosts[0].health.stages()
+
+
+def test_a_crashed_camera_stage_stops_the_daemon_with_a_failure_status(tmp_path: Path, monkeypatch: Any) -> None:
+    """The end of a video file is a normal stop (0); a camera stage that crashed is not: exit 1, so systemd's
+    Restart=on-failure starts the daemon again instead of leaving the doorbell dead with a clean exit."""
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the stage's traceback is expected here
+    config = Config.model_validate({
+        "cameras": {"porch": {"source": "demo", "fps": 30, "width": 160, "height": 120, "analysis_width": 160}},
+        "storage": {"state_dir": str(tmp_path)},
+        "mqtt": {"enabled": False},
+        "faces": {"enabled": False},
+        "recording": {"enabled": False},
+    })
+    app = App(config, stdout=io.StringIO(), environ={}, features=()).build()
+    stage = app.cameras["porch"]
+
+    def broken(picture: Any) -> None:
+        raise RuntimeError("camera stage bug")
+
+    monkeypatch.setattr(stage.loop, "step", broken)
+    app.start()
+    try:
+        app.wait(20)
+    finally:
+        app.stop()
+    assert stage.ended.is_set() and isinstance(stage.loop.failed, RuntimeError)
+    assert app.exit_status == 1
