@@ -19,11 +19,11 @@ from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
 from edge.recording.codec import choose_codec, make_encoder
 from edge.recording.store import INDEX_NAME, ClipStore, sha256_file
+from tests.cli.test_footage import run, setup  # noqa: F401  (the CLI fixture: a real state dir, config file and two clips)
 from tests.clips import write_test_clip
 
 from .crash import killed_at
 from .factory import AGENCY_BOX, DEVICE, ELSEWHERE, NOW, document, signed
-from .test_cli import run, setup  # noqa: F401  (the CLI fixture: a real state dir, config file and two clips)
 from .test_export_e2e import FPS, WIN_START, frames
 from .test_service import desk_for
 

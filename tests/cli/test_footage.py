@@ -18,9 +18,8 @@ from edge.clock import FakeClock
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
 from tests.clips import write_test_clip
-
-from .factory import NOW, document, install_device_key, rules, signed
-from .test_export_e2e import FPS, WIN_START, find_faces, frames
+from tests.footage.factory import NOW, document, install_device_key, rules, signed
+from tests.footage.test_export_e2e import FPS, WIN_START, find_faces, frames
 
 
 @pytest.fixture
@@ -82,7 +81,7 @@ def test_owner_flow(setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
     identity = setup["tmp"] / "agency.key"
     import base64
 
-    from .factory import AGENCY_BOX  # the configured agency's encryption key pair
+    from tests.footage.factory import AGENCY_BOX  # the configured agency's encryption key pair
 
     identity.write_text(base64.b64encode(bytes(AGENCY_BOX)).decode())
     code, out, _ = run(capsys, "keys", "show", "--config", cfg, "--json")
