@@ -7,6 +7,7 @@ Origin can be checked from the headers before the body is read."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def read_by_app(site: Site, cookie: str | None) -> tuple[int, int]:
         pulled += len(chunk)
         return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
