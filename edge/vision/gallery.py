@@ -1,10 +1,8 @@
 """Enrolled people on disk: consent record, aligned face chips and templates, files mode 0600.
 
-Layout: <state_dir>/faces/<slug>/person.json, templates.npy, photos/<n>.jpg, each "photo" the 150x150 aligned
-chip of the enrolled face only (never the whole photo: a bystander beside the enrolled person is not kept).
-Galleries written before chips (person.json without `"stored": "chips"`) hold whole photos; `migrate` replaces
-each by the chip of its template's face. Nothing about people who are not enrolled is ever written here.
-`forget` removes the person's whole folder.
+<state_dir>/faces/<slug>/: person.json, templates.npy, photos/<n>.jpg (the 150x150 aligned chip of the enrolled
+face only, never the whole photo; older galleries' whole photos are replaced by `migrate`). Nothing about people
+not enrolled is ever written; `forget` removes a person's whole folder.
 """
 
 from __future__ import annotations
