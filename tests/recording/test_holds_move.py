@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from edge.clock import FakeClock, parse_rfc3339, rfc3339
-from edge.errors import RequestError
+from edge.errors import RequestError, StorageError
 from edge.footage.desk import FootageDesk
 from edge.footage.store import RequestStore
 from edge.recording.holds import HOLDS_NAME, HoldStore
@@ -159,7 +159,7 @@ def test_a_read_only_opener_reads_the_old_holds_and_writes_nothing(old_state: Pa
     assert not (old_state / HOLDS_NAME).exists() and not (old_state / MOVED_NAME).exists()
 
 
-def test_a_lost_hold_store_is_not_filled_again_from_the_stale_old_tables(
+def test_a_lost_hold_store_is_neither_filled_again_from_the_stale_old_tables_nor_started_empty(
     old_state: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock(NOW)
@@ -167,5 +167,11 @@ def test_a_lost_hold_store_is_not_filled_again_from_the_stale_old_tables(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{old_state / HOLDS_NAME}{suffix}").unlink(missing_ok=True)
     store = ClipStore(old_state, clock)
-    assert store.holds() == [] and not store.get(CLIP).held
-    assert "holds are lost" in caplog.text
+    assert "is gone although the holds were moved there" in caplog.text
+    with pytest.raises(StorageError, match=HOLDS_NAME):
+        store.holds()
+    assert store.get(CLIP).held  # fail closed: every clip counts as held until the hold file is back
+    clock.advance(timedelta(days=400).total_seconds())
+    assert store.apply_retention(SHORT, free_bytes=10**12).deleted == ()
+    assert store.get(CLIP).held
+    assert not (old_state / HOLDS_NAME).exists()  # never made again, empty

@@ -24,8 +24,6 @@ from tests.footage.test_export_e2e import FPS, WIN_START, frames
 from tests.footage.test_service import desk_for
 
 
-@pytest.mark.xfail(strict=True, reason="review: FootageDesk.sweep has no lock between 'not audited yet' and the "
-                   "hold_expired record; two sweeps at once (page + housekeeping) record one expiry twice")
 def test_two_sweeps_at_once_audit_a_hold_expiry_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(NOW)
     store = ClipStore(tmp_path, clock)

@@ -53,8 +53,6 @@ def _start_and_stop(app: App) -> None:
     app.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a damaged holds.sqlite3 makes recovery raise and App.start() "
-                   "re-raise it, so the daemon never starts (68299a3 recovered from a damaged index)")
 def test_a_damaged_hold_file_does_not_stop_the_daemon(state_dir: Path) -> None:
     ClipStore(state_dir, FakeClock(NOW))  # the state dir of a running device: index and hold file in place
     _damage(state_dir / HOLDS_NAME)
@@ -62,8 +60,6 @@ def test_a_damaged_hold_file_does_not_stop_the_daemon(state_dir: Path) -> None:
     _start_and_stop(app)  # start() raises StorageError("clip index .../clips.sqlite3: file is not a database ...")
 
 
-@pytest.mark.xfail(strict=True, reason="review: the error for a damaged holds.sqlite3 names the clip index and "
-                   "promises the daemon moves the index aside, which it never does (the index is fine)")
 def test_the_error_for_a_damaged_hold_file_names_the_hold_file(state_dir: Path) -> None:
     ClipStore(state_dir, FakeClock(NOW))
     _damage(state_dir / HOLDS_NAME)
@@ -74,9 +70,6 @@ def test_the_error_for_a_damaged_hold_file_names_the_hold_file(state_dir: Path) 
         assert HOLDS_NAME in str(exc), str(exc)
 
 
-@pytest.mark.xfail(strict=True, reason="review: the first start after the upgrade moves the holds; a damaged request "
-                   "store makes that StorageError escape ClipStore() and App.build(), so the daemon never starts "
-                   "(68299a3 logged 'rebuilt clips have no hold until it is readable' and ran on)")
 def test_a_damaged_request_store_at_the_first_start_does_not_stop_the_daemon(state_dir: Path) -> None:
     requests = state_dir / "footage" / "requests.sqlite3"  # a state dir of the version before the hold store
     requests.parent.mkdir(mode=0o700)
