@@ -62,3 +62,39 @@ def test_two_sweeps_at_once_audit_a_hold_expiry_once(tmp_path: Path, monkeypatch
     assert not errors, errors
     kinds = [r["kind"] for r in desk.audit.records()]
     assert kinds.count("hold_expired") == 1, kinds
+
+
+def test_two_sweeps_at_once_audit_an_approval_lapse_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(NOW)
+    desk = desk_for(tmp_path, clock)
+    approved, decision = desk.submit(signed(document("consent_request")))
+    assert decision.decision == "owner_review"
+    desk.approve(approved)
+    clock.advance((desk.policy.rules.approval_valid_hours + 1) * 3600)
+
+    barrier = threading.Barrier(2, timeout=5)
+    real_append = AuditLog.append
+
+    def append(self: AuditLog, kind: str, **data: Any) -> dict[str, Any]:
+        if kind == "expiry":  # both sweeps would reach the record here before either wrote it
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+        return real_append(self, kind, **data)
+
+    monkeypatch.setattr(AuditLog, "append", append)
+    errors: list[BaseException] = []
+
+    def sweep(d: Any) -> None:
+        try:
+            d.sweep()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sweep, args=(desk_for(tmp_path, clock),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    kinds = [r["kind"] for r in desk.audit.records()]
+    assert kinds.count("expiry") == 1, kinds
