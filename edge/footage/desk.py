@@ -315,6 +315,11 @@ class FootageDesk:
         self.recover_exports()
         now = self.clock.now()
         done = lapse_approvals(self, now)
+        problem = self.holds.problem()
+        if problem is not None:  # said by the daemon's housekeeping (state_unreadable, what=holds)
+            log.warning("preservation holds are placed and their expiries audited once the holds can be read: %s",
+                        problem)
+            return done
         held = {h["request"] for h in self.store.holds()}
         for item in self.store.all():
             if item.decision == "hold" and item.id not in held:

@@ -1,13 +1,15 @@
-"""Review of issue 14: two sweeps at once audit one hold's expiry twice.
+"""Issue 14's review: two sweeps at once audit one hold's expiry (or approval lapse) once, and a sweep with an
+unreadable hold file audits nothing until it is readable.
 
-FootageDesk.sweep() checks "expired in the hold store and not yet audited" and then appends hold_expired with no
-lock between the check and the record. The daemon now runs it from two threads of one process: housekeeping
-(every 60 s) and the owner's page (every list, card and decision calls edge.actions.footage, which sweeps first),
-besides any CLI command. The race was there before the split (CLI vs housekeeping); the page makes it routine."""
+The race: FootageDesk.sweep() checked "expired in the hold store and not yet audited" and then appended
+hold_expired with no lock between the check and the record (now one sweep at a time: footage/sweep.lock). The
+daemon runs it from two threads of one process: housekeeping (every 60 s) and the owner's page (every list, card
+and decision calls edge.actions.footage, which sweeps first), besides any CLI command."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
+from edge.recording.holds import HOLDS_NAME
 from edge.recording.store import ClipStore
 from tests.clips import write_test_clip
 from tests.footage.factory import NOW, document, signed
@@ -98,3 +101,22 @@ def test_two_sweeps_at_once_audit_an_approval_lapse_once(tmp_path: Path, monkeyp
     assert not errors, errors
     kinds = [r["kind"] for r in desk.audit.records()]
     assert kinds.count("expiry") == 1, kinds
+
+
+def test_a_sweep_with_an_unreadable_hold_file_audits_the_expiry_once_it_is_restored(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    store = ClipStore(tmp_path, clock)
+    write_test_clip(store, "front_door", WIN_START + timedelta(seconds=5), frames(3, 1), FPS)
+    desk = desk_for(tmp_path, clock, clips=store)
+    desk.submit(signed(document("preservation")))
+    backup = tmp_path / "holds.backup"
+    shutil.copy2(tmp_path / HOLDS_NAME, backup)
+    (tmp_path / HOLDS_NAME).write_bytes(b"\xff" * 4096)
+    clock.advance(timedelta(days=91).total_seconds())
+
+    assert desk.sweep() == []  # no error, nothing audited, nothing expired
+    assert "hold_expired" not in [r["kind"] for r in desk.audit.records()]
+    shutil.copy2(backup, tmp_path / HOLDS_NAME)
+    assert any("expired" in line for line in desk.sweep())
+    desk.sweep()
+    assert [r["kind"] for r in desk.audit.records()].count("hold_expired") == 1
