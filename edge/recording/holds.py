@@ -162,7 +162,9 @@ def new_hold_id(empty: bool = False) -> str:
 class HoldStore:
     """Every legal hold of the device, in one file that losing the clip index cannot take with it. Safe from
     several threads and processes (SQLite WAL, one connection per call). Opening it the first time moves the
-    holds older versions kept in the clip index and the request store into it (edge.recording.holds_move)."""
+    holds older versions kept in the clip index and the request store into it (edge.recording.holds_move); a
+    move that fails is noted in move_problem and tried again by every later call. A hold file that cannot be
+    read, or is gone, is a StorageError naming it (never made again, empty); problem() says why."""
 
     def __init__(
         self, state_dir: Path, clock: Clock | None = None, time_guard: TimeGuard | None = None, *,
