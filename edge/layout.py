@@ -19,6 +19,7 @@ FOOTAGE_REQUESTS = "requests.sqlite3"  # in FOOTAGE_DIR: the request store (and 
 FOOTAGE_EXPORTS = "exports"  # in FOOTAGE_DIR: export bundles waiting to be collected
 EXPORTS_PARTIAL = ".partial"  # in FOOTAGE_EXPORTS: <export id>/ while a bundle is built
 EXPORT_LOCK = "export.lock"  # in FOOTAGE_DIR: one export at a time
+SWEEP_LOCK = "sweep.lock"  # in FOOTAGE_DIR: one footage sweep at a time (each lapse and expiry audited once)
 AUDIT_DIR = "audit"  # the footage audit log
 AUDIT_LOG = "footage.jsonl"  # in AUDIT_DIR: the hash-chained log
 AUDIT_HEAD = "footage.head"  # in AUDIT_DIR: its anchored head
@@ -96,6 +97,10 @@ class StateLayout:
     @property
     def export_lock(self) -> Path:
         return self.footage / EXPORT_LOCK
+
+    @property
+    def sweep_lock(self) -> Path:
+        return self.footage / SWEEP_LOCK
 
     @property
     def audit(self) -> Path:

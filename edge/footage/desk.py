@@ -6,9 +6,13 @@ edge.footage.report. The owner actions the command line and the web page call ar
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, Decision, Policy, deci
 from edge.footage.redact import Box, ExportFinders, FindFaces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
+from edge.layout import StateLayout
 from edge.permissions import real_user
 from edge.recording.holds import HoldStore, UnknownHold
 from edge.service.timesync import hold_time
@@ -280,6 +285,29 @@ class FootageDesk:
         """Audit approvals that lapsed unused and preservation holds that ran out (each once)."""
         if not self.store.exists():
             return []
+        with self._sweep_lock() as locked:
+            return self._sweep() if locked else []
+
+    @contextlib.contextmanager
+    def _sweep_lock(self) -> Iterator[bool]:
+        """One sweep at a time on the device (the daemon's housekeeping, the owner's page, a CLI command): the
+        check "not audited yet" and the record it makes are one step, so each lapse and expiry is audited once.
+        Yields False on a read-only state dir (nothing can be recorded there anyway)."""
+        path = StateLayout.of(self.state_dir).sweep_lock
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                yield False
+                return
+            raise StorageError(f"cannot open the footage sweep lock {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a lock per open file: it serialises threads of one process too
+            yield True
+        finally:
+            os.close(fd)
+
+    def _sweep(self) -> list[str]:
         if self.audit.torn():
             log.warning("%s: the last audit record is torn; lapses and hold expiries are recorded after "
                         "`doorbell-edge audit repair`", self.audit.path)
@@ -287,6 +315,11 @@ class FootageDesk:
         self.recover_exports()
         now = self.clock.now()
         done = lapse_approvals(self, now)
+        problem = self.holds.problem()
+        if problem is not None:  # said by the daemon's housekeeping (state_unreadable, what=holds)
+            log.warning("preservation holds are placed and their expiries audited once the holds can be read: %s",
+                        problem)
+            return done
         held = {h["request"] for h in self.store.holds()}
         for item in self.store.all():
             if item.decision == "hold" and item.id not in held:

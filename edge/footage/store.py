@@ -286,7 +286,9 @@ class RequestStore:
     def _move_hold_links(self) -> None:
         """The first open after the hold store came: the old hold table's rows become links, in one transaction
         (after the hold store holds their until and clips durably: HoldStore's first open moved them)."""
-        HoldStore(self.state_dir)
+        holds = HoldStore(self.state_dir)
+        if holds.move_problem is not None:
+            raise StorageError(holds.move_problem)
         with self._db() as db:
             if db.execute("SELECT 1 FROM moved WHERE what = 'holds'").fetchone() is not None:
                 return

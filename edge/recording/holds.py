@@ -162,7 +162,9 @@ def new_hold_id(empty: bool = False) -> str:
 class HoldStore:
     """Every legal hold of the device, in one file that losing the clip index cannot take with it. Safe from
     several threads and processes (SQLite WAL, one connection per call). Opening it the first time moves the
-    holds older versions kept in the clip index and the request store into it (edge.recording.holds_move)."""
+    holds older versions kept in the clip index and the request store into it (edge.recording.holds_move); a
+    move that fails is noted in move_problem and tried again by every later call. A hold file that cannot be
+    read, or is gone, is a StorageError naming it (never made again, empty); problem() says why."""
 
     def __init__(
         self, state_dir: Path, clock: Clock | None = None, time_guard: TimeGuard | None = None, *,
@@ -180,16 +182,56 @@ class HoldStore:
         self.time_guard = time_guard  # holds are judged at its hold_time() (docs/time.md)
         # Read only: a read-only mount, a state dir not made yet, or a caller that must change nothing.
         self.readonly = readonly or not self.state_dir.exists() or is_read_only(self.state_dir)
+        self.move_problem: str | None = None  # why the first move failed (retried by every later open and check)
         if not self.readonly:
-            ensure_moved(self.state_dir, self.clock)
+            try:
+                ensure_moved(self.state_dir, self.clock)
+            except StorageError as exc:  # the daemon runs on; retention deletes nothing until it works (problem())
+                self.move_problem = str(exc)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        from edge.recording.holds_move import fill
+    def problem(self) -> str | None:
+        """Why the holds cannot be read now, or None: the move of the old holds failed (tried again here), the
+        hold file was lost after the move, or SQLite finds it damaged (its quick_check). While there is one,
+        retention deletes nothing and no hold can be placed (docs/recording.md, Legal holds)."""
+        from edge.recording.holds_move import ensure_moved, lost_message
 
         try:
             if not self.readonly:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                ensure_moved(self.state_dir, self.clock)
+                self.move_problem = None
+            elif not self.path.exists():
+                moved = StateLayout.of(self.state_dir).holds_moved.exists()
+                return lost_message(self.path) if moved else None  # None: an older version's state dir
+            db = connect_readonly(self.path)
+            try:
+                result = db.execute("PRAGMA quick_check").fetchone()
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                db.close()
+        except StorageError as exc:
+            return str(exc)
+        except sqlite3.Error as exc:
+            return f"the hold store {self.path} cannot be read: {exc}"
+        if result is None or result[0] != "ok":
+            return f"the hold store {self.path} is damaged: {result[0] if result else 'no answer'}"
+        if not {"holds", "hold_clips", "hold_cameras"} <= tables:
+            return f"the hold store {self.path} has no hold tables (replaced by an empty file?)"
+        return None
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        from edge.recording.holds_move import ensure_moved, fill, lost_message
+
+        if not self.path.exists():
+            if not self.readonly:
+                ensure_moved(self.state_dir, self.clock)  # StorageError: not movable yet, or lost
+            elif StateLayout.of(self.state_dir).holds_moved.exists():
+                raise StorageError(lost_message(self.path))
+        try:
+            if not self.readonly:
+                # mode=rw: a hold file deleted under a running daemon is never silently made again, empty
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, timeout=30,
+                                     isolation_level=None)
                 db.execute("PRAGMA synchronous=FULL")
             elif self.path.exists():
                 db = connect_readonly(self.path)
@@ -200,6 +242,7 @@ class HoldStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the hold store {self.path}: {exc}") from exc
         try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             yield db
         except sqlite3.Error as exc:
             raise StorageError(f"hold store {self.path}: {exc}") from exc

@@ -14,7 +14,6 @@ from pathlib import Path
 from edge import layout
 from edge.clock import Clock, parse_rfc3339, rfc3339
 from edge.crashpoints import crash_point
-from edge.diskfaults import connect_readonly
 from edge.errors import StorageError
 from edge.fsutil import fsync_dir
 from edge.layout import StateLayout
@@ -25,13 +24,24 @@ from edge.recording.rawstream import to_us
 log = logging.getLogger(__name__)
 
 MOVED_NAME = layout.HOLDS_MOVED  # edge.layout's name, kept for the tests that import it here
+READ_TIMEOUT_S = 30.0  # how long reading an old store waits out another process's write lock
+
+
+def lost_message(path: Path) -> str:
+    """What the owner is told when the hold file is gone although the holds were moved into it."""
+    return (f"the hold store {path} is gone although the holds were moved there ({layout.HOLDS_MOVED}): "
+            "nothing is deleted until it is restored from a backup (docs/recording.md, Legal holds)")
 
 
 def ensure_moved(state_dir: Path, clock: Clock) -> None:
     """Make sure <state_dir>/holds.sqlite3 exists, moving the old holds into it the first time. The new file is
     built under a temporary name, fsync'd and renamed (a SIGKILL leaves either no hold file, so the next open
     moves again from the untouched old tables, or the complete one), then marked moved. The old tables are left
-    as they were (readable by the previous version; never read again once moved)."""
+    as they were (readable by the previous version; never read again once moved).
+
+    StorageError when the move cannot be made now (an old store cannot be read: retried at the next call, no
+    marker written) or when the hold file was lost after the move (never replaced by an empty one: that would
+    lift every hold)."""
     paths = StateLayout.of(state_dir)
     path = paths.holds
     marker = paths.holds_moved  # written once the hold file is durable: from then on a missing hold file is a loss
@@ -45,20 +55,17 @@ def ensure_moved(state_dir: Path, clock: Clock) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)  # two processes opening an old state dir at once: one moves, one waits
         if path.exists():
             return
-        lost = marker.exists()
-        if lost:
-            log.error("the hold store %s is gone although the holds were moved there: its holds are lost; "
-                      "starting an empty one (the old copies in the clip index are out of date)", path)
-        _build(state_dir, path, clock.now(), move=not lost)
-        if not marker.exists():
-            _mark(marker)
+        if marker.exists():
+            raise StorageError(lost_message(path))
+        _build(state_dir, path, clock.now())
+        _mark(marker)
     except OSError as exc:
         raise StorageError(f"cannot create the hold store {path}: {exc}") from exc
     finally:
         os.close(fd)
 
 
-def _build(state_dir: Path, path: Path, now: datetime, *, move: bool) -> None:
+def _build(state_dir: Path, path: Path, now: datetime) -> None:
     tmp = path.with_name(f"{path.name}.new")
     tmp.unlink(missing_ok=True)  # a build a crash interrupted: started again from the old tables
     private_file(tmp)
@@ -68,7 +75,7 @@ def _build(state_dir: Path, path: Path, now: datetime, *, move: bool) -> None:
             db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file to rename; WAL once in place
             db.executescript(schema("main"))
             db.execute("BEGIN IMMEDIATE")
-            moved = fill(db, "main", state_dir, now) if move else 0
+            moved = fill(db, "main", state_dir, now)
             db.execute("INSERT INTO hold_meta VALUES ('created', ?)", (rfc3339(now),))
             db.execute("INSERT INTO hold_meta VALUES ('moved_holds', ?)", (str(moved),))
             db.execute("COMMIT")
@@ -83,13 +90,15 @@ def _build(state_dir: Path, path: Path, now: datetime, *, move: bool) -> None:
     except sqlite3.Error as exc:
         tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot build the hold store {path}: {exc}") from exc
+    except BaseException:  # an old store that cannot be read now: no half-built file left; moved again later
+        tmp.unlink(missing_ok=True)
+        raise
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
     finally:
         db.close()
-    if move:
-        log.info("%d legal hold(s) moved from the clip index and the request store into %s", moved, path)
+    log.info("%d legal hold(s) moved from the clip index and the request store into %s", moved, path)
 
 
 def _mark(marker: Path) -> None:
@@ -135,11 +144,15 @@ def fill(db: sqlite3.Connection, s: str, state_dir: Path, now: datetime) -> int:
 
 
 def _index_holds(path: Path) -> list[tuple[tuple[object, ...], list[str], list[str]]]:
-    """The holds an older clip index kept (none when it has no hold tables or cannot be read)."""
+    """The holds an older clip index kept (none when it has no hold tables, or is corrupt: recovery rebuilds such
+    an index, whose holds are lost as before the hold store; the request store's copies still come). Any other
+    error (locked, I/O) is a StorageError: the move stops unmarked and is made again at the next open."""
+    from edge.recording.index import is_corrupt
+
     if not path.exists():
         return []
     try:
-        src = connect_readonly(path)
+        src = _read(path)
         try:
             if src.execute("SELECT 1 FROM sqlite_master WHERE name = 'holds'").fetchone() is None:
                 return []
@@ -151,8 +164,11 @@ def _index_holds(path: Path) -> list[tuple[tuple[object, ...], list[str], list[s
         finally:
             src.close()
     except sqlite3.Error as exc:
-        # As before a rebuild: a damaged index's own holds are gone; the request store's copies still come.
-        log.error("the holds in the clip index %s cannot be read (%s); moving the request store's only", path, exc)
+        if not is_corrupt(exc):
+            raise StorageError(f"cannot read the holds in the clip index {path} to move them (tried again at "
+                               f"the next start): {exc}") from exc
+        log.error("the clip index %s is corrupt (%s): its own copy of the legal holds cannot be moved and is "
+                  "lost; moving the request store's preservation holds only", path, exc)
         return []
     return [(tuple(h), [c for hid, c in clips if hid == h[0]], [c for hid, c in cams if hid == h[0]])
             for h in holds]
@@ -163,7 +179,7 @@ def _request_holds(path: Path) -> list[tuple[str, str, str, str, str | None]]:
     if not path.exists():
         return []
     try:
-        src = connect_readonly(path)
+        src = _read(path)
         try:
             columns = {row[1] for row in src.execute("PRAGMA table_info(holds)")}
             if not {"request", "hold_id", "until", "clips", "expired_at"} <= columns:
@@ -173,4 +189,17 @@ def _request_holds(path: Path) -> list[tuple[str, str, str, str, str | None]]:
         finally:
             src.close()
     except sqlite3.Error as exc:
-        raise StorageError(f"cannot read the preservation holds in {path} to move them: {exc}") from exc
+        raise StorageError(f"cannot read the preservation holds in {path} to move them (tried again at "
+                           f"every sweep; nothing is deleted until then): {exc}") from exc
+
+
+def _read(path: Path) -> sqlite3.Connection:
+    """An old store opened for reading on a writable state dir: waits out a writer, never opens a stale
+    (immutable) view as edge.diskfaults.connect_readonly may on a read-only mount."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=READ_TIMEOUT_S)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -126,7 +126,14 @@ def _finish_partials(
 def _holds_on(store: ClipStore, clip_ids: Sequence[str]) -> tuple[str, ...]:
     """The holds in force that name these (rebuilt) clips: the hold store kept them through the index's loss."""
     wanted = set(clip_ids)
-    held = tuple(h.id for h in store.holds() if h.active and wanted.intersection(h.clip_ids))
+    if not wanted:
+        return ()
+    try:
+        holds = store.holds()
+    except StorageError as exc:  # the clips are rebuilt all the same; retention deletes nothing meanwhile
+        log.error("the holds on clips indexed again cannot be listed: %s", exc)
+        return ()
+    held = tuple(h.id for h in holds if h.active and wanted.intersection(h.clip_ids))
     for hold_id in held:
         log.warning("hold %s is in force on clips indexed again after the index was lost", hold_id)
     return held

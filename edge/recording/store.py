@@ -75,9 +75,11 @@ class ClipStore:
                 raise StorageError(f"cannot create clip directory {self.root}: {exc}") from exc
         # Its first open moves the holds older versions kept in the index and the request store.
         self.hold_store = HoldStore(self.state_dir, clock, time_guard, readonly=self.readonly)
-        # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside.
-        self.index = IndexFile(self.paths.clip_index, self.hold_store.path, self.state_dir, self.readonly,
-                               clock.now)
+        if self.hold_store.move_problem is not None:  # the daemon runs on; nothing is deleted until it is moved
+            log.error("%s", self.hold_store.move_problem)
+        # An unreadable index (a corrupt header) does not stop the daemon: recover() moves it aside. Nor does an
+        # unreadable hold file: every clip counts as held until it can be read (edge.recording.index).
+        self.index = IndexFile(self.paths.clip_index, self.hold_store, self.state_dir, self.readonly, clock.now)
         if not self.readonly:
             self.index.open()
 
@@ -195,6 +197,9 @@ class ClipStore:
         """Keep clips from deletion until `until`: the listed clips, and/or every clip (on `cameras`, default
         all) overlapping `window`, including clips recorded later inside it. Returns the hold id."""
         with self._write() as db:  # the clips are checked and held in one transaction: none is deleted between
+            problem = self.index.unreadable_holds(db)
+            if problem is not None:
+                raise StorageError(f"no hold can be placed: {problem}")
             for cid in clip_ids or []:
                 if db.execute("SELECT 1 FROM clips WHERE id = ?", (cid,)).fetchone() is None:
                     raise UnknownClip(f"cannot hold unknown clip {cid!r}")
@@ -206,6 +211,10 @@ class ClipStore:
 
     def holds(self) -> builtins.list[Hold]:
         return self.hold_store.holds()
+
+    def holds_problem(self) -> str | None:
+        """Why the legal holds cannot be read now (retention then deletes nothing), or None (HoldStore.problem)."""
+        return self.hold_store.problem()
 
     def expire_holds(self) -> builtins.list[str]:
         """The hold store's one expiry sweep (see HoldStore.expire_holds)."""

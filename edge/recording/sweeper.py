@@ -33,6 +33,10 @@ def apply_retention(store: ClipStore, policy: RetentionPolicy, free_bytes: int) 
     allowed, trusted, now = store.time_guard.retention()
     if trusted:
         store.settle_untrusted_ages(now)
+    holds_problem = store.holds_problem()
+    if holds_problem is not None:  # fail closed: an unreadable hold may hold any clip
+        log.error("retention paused: %s; nothing is deleted until the holds can be read", holds_problem)
+        return RetentionReport((), 0, paused=True)
     if not allowed:
         log.info("retention paused: the clock jumped and has not yet been stable long enough (docs/time.md)")
         return RetentionReport((), 0, paused=True)
@@ -54,7 +58,8 @@ class RetentionSweeper:
         self._thread: threading.Thread | None = None
 
     def sweep_once(self) -> None:
-        self.store.expire_holds()
+        if self.store.holds_problem() is None:  # else apply_retention pauses and says why
+            self.store.expire_holds()
         report = self.store.apply_retention(self.policy, self._free_bytes())
         if report.deleted:
             log.info("retention deleted %d clips", len(report.deleted))

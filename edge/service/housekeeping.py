@@ -63,19 +63,25 @@ class Housekeeping:
             log.exception("footage housekeeping failed")
 
     def check_state_readable(self) -> None:
-        """Say loudly (WARNING + a `system` event over MQTT) when the face gallery or the audit log cannot be read,
-        e.g. files a root-run command left behind: "0 enrolled" would hide it. Said again only when it changes."""
+        """Say loudly (WARNING + a `system` event over MQTT) when the face gallery, the audit log or the legal holds
+        cannot be read, e.g. files a root-run command left behind ("0 enrolled" would hide it) or a hold file the
+        SD card damaged (retention then deletes nothing). Said again only when it changes."""
         from edge.vision.gallery import Gallery
 
         checks: dict[str, Callable[[], object]] = {}
+        paths = StateLayout.of(self.config.state_dir)
+        if any(os.path.lexists(p) for p in (paths.clip_index, paths.holds, paths.holds_moved)):
+            from edge.recording.holds import HoldStore
+
+            checks["holds"] = lambda: _raise(HoldStore(self.config.state_dir, self.clock).problem())
         # No audit log yet: nothing to read (nor footage code to load).
-        if os.path.lexists(StateLayout.of(self.config.state_dir).audit):
+        if os.path.lexists(paths.audit):
             from edge.footage.audit import AuditLog
 
             checks["audit_log"] = AuditLog(self.config.state_dir, self.clock).check_access
         if self.config.faces.enabled:
             checks["face_gallery"] = Gallery(self.config.state_dir).templates
-        for what in ("audit_log", "face_gallery"):
+        for what in ("audit_log", "face_gallery", "holds"):
             problem = None
             try:
                 checks.get(what, lambda: None)()
@@ -89,11 +95,20 @@ class Housekeeping:
                 self.bus.publish(Event("system", None, self.clock.now(), {"status": "state_readable", "what": what}))
                 continue
             self._state_problems[what] = problem
-            log.warning("%s: %s%s", what, problem, "" if "read-only file system" in problem
-                        else "; run owner commands as the service user (see README, Commands)")
+            if what == "holds":  # a fault of the disk, most likely; the daemon runs on, deleting nothing
+                log.error("holds: %s; retention deletes no clip until the holds can be read (docs/recording.md, "
+                          "Legal holds)", problem)
+            else:
+                log.warning("%s: %s%s", what, problem, "" if "read-only file system" in problem
+                            else "; run owner commands as the service user (see README, Commands)")
             self.bus.publish(
                 Event("system", None, self.clock.now(), {"status": "state_unreadable", "what": what, "error": problem})
             )
+
+
+def _raise(problem: str | None) -> None:
+    if problem is not None:
+        raise StorageError(problem)
 
 
 def build(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature:

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from edge.clock import FakeClock, parse_rfc3339, rfc3339
-from edge.errors import RequestError
+from edge.errors import RequestError, StorageError
 from edge.footage.desk import FootageDesk
 from edge.footage.store import RequestStore
+from edge.recording import holds_move
 from edge.recording.holds import HOLDS_NAME, HoldStore
 from edge.recording.holds_move import MOVED_NAME
 from edge.recording.retention import RetentionPolicy
@@ -159,7 +160,7 @@ def test_a_read_only_opener_reads_the_old_holds_and_writes_nothing(old_state: Pa
     assert not (old_state / HOLDS_NAME).exists() and not (old_state / MOVED_NAME).exists()
 
 
-def test_a_lost_hold_store_is_not_filled_again_from_the_stale_old_tables(
+def test_a_lost_hold_store_is_neither_filled_again_from_the_stale_old_tables_nor_started_empty(
     old_state: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock(NOW)
@@ -167,5 +168,52 @@ def test_a_lost_hold_store_is_not_filled_again_from_the_stale_old_tables(
     for suffix in ("", "-wal", "-shm"):
         Path(f"{old_state / HOLDS_NAME}{suffix}").unlink(missing_ok=True)
     store = ClipStore(old_state, clock)
-    assert store.holds() == [] and not store.get(CLIP).held
-    assert "holds are lost" in caplog.text
+    assert "is gone although the holds were moved there" in caplog.text
+    with pytest.raises(StorageError, match=HOLDS_NAME):
+        store.holds()
+    assert store.get(CLIP).held  # fail closed: every clip counts as held until the hold file is back
+    clock.advance(timedelta(days=400).total_seconds())
+    assert store.apply_retention(SHORT, free_bytes=10**12).deleted == ()
+    assert store.get(CLIP).held
+    assert not (old_state / HOLDS_NAME).exists()  # never made again, empty
+
+
+def test_a_locked_old_index_stops_the_move_unmarked_and_the_next_open_moves_every_hold(
+    old_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(holds_move, "READ_TIMEOUT_S", 0.2)
+    clock = FakeClock(NOW)
+    writer = sqlite3.connect(old_state / INDEX_NAME, isolation_level=None)
+    writer.execute("PRAGMA locking_mode=EXCLUSIVE")  # another process holds the old index: readers are locked out
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        store = HoldStore(old_state, clock)
+        assert store.move_problem is not None and "locked" in store.move_problem, store.move_problem
+        assert INDEX_NAME in store.move_problem
+        assert not (old_state / MOVED_NAME).exists() and not (old_state / HOLDS_NAME).exists()
+        assert not (old_state / f"{HOLDS_NAME}.new").exists()
+        problem = store.problem()  # still locked: retried, still refused
+        assert problem is not None and "locked" in problem
+        with pytest.raises(StorageError, match="locked"):
+            store.holds()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert store.problem() is None  # retried: the index's own holds are moved, not skipped
+    assert (old_state / MOVED_NAME).exists()
+    _check_moved(old_state, clock)
+
+
+def test_a_corrupt_old_index_is_skipped_loudly_and_the_request_store_holds_still_move(
+    old_state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = old_state / INDEX_NAME
+    data = bytearray(index.read_bytes())
+    data[:100] = b"\xff" * 100
+    index.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    store = HoldStore(old_state, FakeClock(NOW))
+    assert store.move_problem is None and (old_state / MOVED_NAME).exists()
+    assert "is corrupt" in caplog.text and "lost" in caplog.text
+    assert {h.id for h in store.holds()} == {row["hold_id"] for row in EXPECTED["request_holds"]}
