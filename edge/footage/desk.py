@@ -6,13 +6,9 @@ edge.footage.report. The owner actions the command line and the web page call ar
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,7 @@ from edge.config import Config
 from edge.crashpoints import crash_point
 from edge.errors import RequestError, StorageError
 from edge.footage import report as reporting
-from edge.footage.approval import Narrowing, approval_body, check_seen, lapse_approvals
+from edge.footage.approval import Narrowing, approval_body, check_seen
 from edge.footage.audit import AuditLog
 from edge.footage.crosscheck import verify_with_store
 from edge.footage.export_run import ExportResult, ExportRunner
@@ -33,7 +29,7 @@ from edge.footage.policy import HOLD_DAYS, HOLD_RENEWALS, Decision, Policy, deci
 from edge.footage.redact import Box, ExportFinders, FindFaces
 from edge.footage.request import Intake, parse_request
 from edge.footage.store import RequestStore, StoredRequest
-from edge.layout import StateLayout
+from edge.footage.sweep import run_sweep, sweep_lock
 from edge.permissions import real_user
 from edge.recording.holds import HoldStore, UnknownHold
 from edge.service.timesync import hold_time
@@ -285,61 +281,8 @@ class FootageDesk:
         """Audit approvals that lapsed unused and preservation holds that ran out (each once)."""
         if not self.store.exists():
             return []
-        with self._sweep_lock() as locked:
-            return self._sweep() if locked else []
-
-    @contextlib.contextmanager
-    def _sweep_lock(self) -> Iterator[bool]:
-        """One sweep at a time on the device (the daemon's housekeeping, the owner's page, a CLI command): the
-        check "not audited yet" and the record it makes are one step, so each lapse and expiry is audited once.
-        Yields False on a read-only state dir (nothing can be recorded there anyway)."""
-        path = StateLayout.of(self.state_dir).sweep_lock
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            if exc.errno == errno.EROFS:
-                yield False
-                return
-            raise StorageError(f"cannot open the footage sweep lock {path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # a lock per open file: it serialises threads of one process too
-            yield True
-        finally:
-            os.close(fd)
-
-    def _sweep(self) -> list[str]:
-        if self.audit.torn():
-            log.warning("%s: the last audit record is torn; lapses and hold expiries are recorded after "
-                        "`doorbell-edge audit repair`", self.audit.path)
-            return []
-        self.recover_exports()
-        now = self.clock.now()
-        done = lapse_approvals(self, now)
-        problem = self.holds.problem()
-        if problem is not None:  # said by the daemon's housekeeping (state_unreadable, what=holds)
-            log.warning("preservation holds are placed and their expiries audited once the holds can be read: %s",
-                        problem)
-            return done
-        held = {h["request"] for h in self.store.holds()}
-        for item in self.store.all():
-            if item.decision == "hold" and item.id not in held:
-                # Submitted, but killed before its hold was placed: place it now (still within the 90 days).
-                _stored, intake, decision = self.current(item.id)
-                if decision.decision == "hold":
-                    log.warning("placing the preservation hold of %s that an interrupted submit left out", item.id)
-                    self._hold(item.id, intake, decision, renewal=0)
-                    done.append(f"{item.id}: hold placed")
-        # The one expiry sweep (judged at the hold time: frozen during a clock-jump grace period, docs/time.md);
-        # then each request's hold that expired, there or in an earlier sweep, is audited once.
-        self.holds.expire_holds()
-        expired = {h.id for h in self.holds.holds() if h.expired is not None}
-        for hold in self.store.holds():
-            if hold["expired_at"] is None and hold["hold_id"] in expired:
-                self.audit.append("hold_expired", request=hold["request"], hold=hold["hold_id"], until=hold["until"])
-                self.store.expire_hold(hold["hold_id"], now)
-                self._publish(hold["request"], "hold_expired", hold=hold["hold_id"])
-                done.append(f"{hold['request']}: hold {hold['hold_id']} expired")
-        return done
+        with sweep_lock(self.state_dir) as locked:
+            return run_sweep(self) if locked else []
 
     # --- exports and reading (edge.footage.export_run, edge.footage.report) ---------------------------------
 

@@ -63,16 +63,7 @@ class ClipStore:
 
             time_guard = FileTimeGuard(self.state_dir, clock)
         self.time_guard = time_guard  # when holds are judged and whether retention may delete (docs/time.md)
-        # On a read-only mount the store only reads (`clips list` still works); nothing records.
-        self.readonly = is_read_only(self.state_dir)
-        if self.readonly:
-            log.error("clip store %s is on a read-only file system: reading only, nothing is recorded", self.root)
-        else:
-            try:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                private_dir(self.root)  # footage: the service user's alone (edge/permissions.py)
-            except OSError as exc:
-                raise StorageError(f"cannot create clip directory {self.root}: {exc}") from exc
+        self.readonly = _prepare(self.state_dir, self.root)
         # Its first open moves the holds older versions kept in the index and the request store.
         self.hold_store = HoldStore(self.state_dir, clock, time_guard, readonly=self.readonly)
         if self.hold_store.move_problem is not None:  # the daemon runs on; nothing is deleted until it is moved
@@ -94,8 +85,7 @@ class ClipStore:
         return self.index.connect()
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE takes the write lock of the index and of the hold file, so a
-        hold and a deletion never cross."""
+        """One write transaction, with the write locks of the index and the hold file: no hold crosses a delete."""
         return self.index.write()
 
     def _hold_now_us(self) -> int:
@@ -358,3 +348,17 @@ class ClipStore:
             self.abs_path(rel).unlink(missing_ok=True)
         log.info("clip %s deleted (%s)", clip_id, reason)
         return True
+
+
+def _prepare(state_dir: Path, root: Path) -> bool:
+    """Create the clips folder (private: the service user's alone, edge/permissions.py); True on a read-only mount,
+    where the store only reads (`clips list` still works) and nothing records."""
+    if is_read_only(state_dir):
+        log.error("clip store %s is on a read-only file system: reading only, nothing is recorded", root)
+        return True
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
+    except OSError as exc:
+        raise StorageError(f"cannot create clip directory {root}: {exc}") from exc
+    return False
