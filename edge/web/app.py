@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from edge.cli.common import human_time
 from edge.web.auth import MIN_PASSWORD, AuthStore, Session
 from edge.web.backend import BUTTONS, Backend
 from edge.web.tls import device_names
@@ -72,6 +73,7 @@ class WebApp:
         self.ca_fingerprint = ca_fingerprint
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(min_password=MIN_PASSWORD, buttons=BUTTONS)
+        self.templates.env.filters["when"] = human_time  # local time in words, UTC in brackets (as the CLI)
         self._owner_exists = False
         self.hosts = HostList(lambda: device_names(backend.config))
         self.entry = Entry(self)
