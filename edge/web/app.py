@@ -157,26 +157,30 @@ class WebApp:
 
     def form(self, handler: FormHandler, *, public: bool = False, owner: bool = False, files: bool = False
              ) -> Callable[[Request], Awaitable[Response]]:
-        """A POST action: same-origin check, CSRF token, then the session (public: the login/setup token).
+        """A POST action: same-origin check and the session (public: none needed) from the headers alone, then
+        the body is read and its CSRF token checked (public: the login/setup token). So nobody without a session
+        (or a viewer on an owner's action) makes the daemon read, spool or parse a body.
         files: the form may carry uploaded files (up to MAX_UPLOAD_BYTES in all)."""
 
-        def run(request: Request, form: FormData) -> Response:
+        def before_body(request: Request) -> tuple[Session | None, Response | None]:
             session = None if public else self.session(request)
             try:
                 check_origin(request)
-                if public:
-                    expected = request.cookies.get(PRE_COOKIE)
-                else:
+                if not public:
                     if session is None:
-                        return RedirectResponse("/login", status_code=303)
-                    expected = session.csrf
-                given = form.get("csrf")
-                if not expected or not isinstance(given, str) or not secrets.compare_digest(given, expected):
-                    raise Forbidden("this form has expired or did not come from this page; reload and try again")
-                if owner and session is not None and not session.user.owner:
-                    raise Forbidden("only the owner may do this")
+                        return None, RedirectResponse("/login", status_code=303)
+                    if owner and not session.user.owner:
+                        raise Forbidden("only the owner may do this")
             except Forbidden as exc:
-                return self.render(request, "error.html", 403, session=session, error=str(exc))
+                return session, self.render(request, "error.html", 403, session=session, error=str(exc))
+            return session, None
+
+        def run(request: Request, form: FormData, session: Session | None) -> Response:
+            expected = request.cookies.get(PRE_COOKIE) if public else session.csrf if session else None
+            given = form.get("csrf")
+            if not expected or not isinstance(given, str) or not secrets.compare_digest(given, expected):
+                return self.render(request, "error.html", 403, session=session, error=(
+                    "this form has expired or did not come from this page; reload and try again"))
             return handler(request, form, session)
 
         async def endpoint(request: Request) -> Response:
@@ -186,9 +190,12 @@ class WebApp:
                 return PlainTextResponse("a form must say its length (Content-Length)", status_code=411)
             if int(size) > limit:
                 return PlainTextResponse(f"a form here may carry at most {limit // 1024} KiB", status_code=413)
+            session, refused = await run_in_threadpool(before_body, request)
+            if refused is not None:
+                return refused
             form = await request.form(max_files=10 if files else 0, max_fields=200)
             try:
-                return await run_in_threadpool(run, request, form)
+                return await run_in_threadpool(run, request, form, session)
             finally:
                 await form.close()  # uploaded files are spooled to temporary files: gone now
 
