@@ -8,6 +8,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
+from starlette.testclient import TestClient
 
 from edge.clock import FakeClock
 from edge.events.bus import Event
@@ -16,7 +18,7 @@ from edge.events.journal_files import journal_path
 from edge.vision.gallery import Gallery
 
 from .conftest import NOW
-from .helpers import Site, csrf_of, make_config, setup_owner
+from .helpers import BASE, Site, csrf_of, make_config, setup_owner
 
 PER_DAY = 500
 DAYS = 20
@@ -115,3 +117,22 @@ def test_the_audit_page_says_where_the_chain_breaks(tmp_path: Path) -> None:
     log.write_bytes(b"\n".join(lines) + b"\n")
     page = client.get("/audit").text
     assert "Not verified" in page and "up to entry 0" in page
+
+
+@pytest.mark.parametrize(("day", "status"), [("0001-01-01", 400), ("9999-12-31", 400),
+                                              ("0001-01-02", 200), ("9999-12-30", 200)])
+def test_a_day_at_the_ends_of_the_calendar_is_a_clear_400(site: Site, day: str, status: int) -> None:
+    """Found by trying the page (helper webtest): the first and last representable days are dates, but a day's
+    bounds step outside datetime's range (ValueError "year 0 is out of range", OverflowError), so the page
+    answered 500 without its security headers. Now 400 on the page's error page; the day next to each end works."""
+    client = TestClient(site.app, base_url=BASE, client=("192.168.1.20", 40000), follow_redirects=False,
+                        raise_server_exceptions=False)
+    setup_owner(site, client)
+    r = client.get(f"/events?day={day}")
+    assert r.status_code == status, r.status_code
+    assert "Content-Security-Policy" in r.headers
+    if status == 400:
+        assert f"{day} is outside the days the device can show" in r.text and 'href="/events"' in r.text
+    else:
+        assert "No events on this day." in r.text
+        assert ("Previous day" in r.text) == (day == "9999-12-30") and ("Next day" in r.text) == (day == "0001-01-02")
