@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from edge.cli.common import human_time
+from edge.clock import parse_rfc3339
 from edge.web.auth import MIN_PASSWORD, AuthStore, Session
 from edge.web.backend import BUTTONS, Backend
 from edge.web.tls import device_names
@@ -73,7 +75,7 @@ class WebApp:
         self.ca_fingerprint = ca_fingerprint
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(min_password=MIN_PASSWORD, buttons=BUTTONS)
-        self.templates.env.filters["when"] = human_time  # local time in words, UTC in brackets (as the CLI)
+        self.templates.env.filters.update(when=human_time, local_iso=local_iso, clock=local_clock)
         self._owner_exists = False
         self.hosts = HostList(lambda: device_names(backend.config))
         self.entry = Entry(self)
@@ -263,6 +265,27 @@ def check_origin(request: Request) -> None:
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin != own:
             raise Forbidden("this form was sent from another site")
+
+
+def _aware(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        return None
+
+
+def local_iso(value: object) -> str:
+    """A stored UTC time as local ISO 8601 with its offset (for <time datetime>); other text as it is."""
+    moment = _aware(value)
+    return moment.astimezone().isoformat(timespec="seconds") if moment else str(value or "")
+
+
+def local_clock(value: object) -> str:
+    """The local time of day, HH:MM:SS (the events page lists one local day)."""
+    moment = _aware(value)
+    return f"{moment.astimezone():%H:%M:%S}" if moment else str(value or "")
 
 
 def set_session_cookie(response: Response, sid: str) -> None:

@@ -148,8 +148,9 @@ class Backend:
 
     # --- footage requests ---------------------------------------------------------------------------------
 
-    def requests(self) -> list[RequestRow]:
-        """Every request, the ones waiting for the owner first (newest first within each group)."""
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request (a RequestRow's fields, and the agency's name as configured), the ones waiting for the
+        owner first (newest first within each group)."""
         from edge.actions import footage
 
         if not StateLayout.of(self.config.state_dir).footage.exists():
@@ -157,7 +158,11 @@ class Backend:
         rows = footage.list_requests(self.desk())
         rows.sort(key=lambda r: r.received_at, reverse=True)
         rows.sort(key=lambda r: r.state != "waiting")
-        return rows
+        return [{**r.to_dict(), "agency_name": self.agency_name(r)} for r in rows]
+
+    def agency_name(self, row: RequestRow) -> str:
+        agency = self.config.footage_requests.agencies.get(row.agency or "")
+        return agency.name if agency is not None else row.agency or "An unknown agency"
 
     def request(self, request: str) -> dict[str, Any]:
         """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
