@@ -21,6 +21,8 @@ from edge.layout import StateLayout
 
 DAY = timedelta(days=1)
 DEFAULT_LIMIT = 1000
+FIRST_DAY = date.min + DAY  # a day whose midnights, in any time zone, are datetimes
+LAST_DAY = date.max - DAY
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ def read_day(config: Config, clock: Clock, day: date, *, zone: tzinfo | None = N
              limit: int = DEFAULT_LIMIT, footage: bool = True) -> EventPage:
     """One calendar day's events (midnight to midnight in `zone`, default the device's local zone), with their
     clips and snapshots: the owner's page shows a day at a time; `more` says the day holds over `limit`."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        # date.min / date.max are dates, but a day's bounds (the next midnight, the UTC offset, the journal's
+        # microseconds since 1970) step outside what datetime can hold
+        raise EdgeError(f"events: {day.isoformat()} is outside the days the device can show "
+                        f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})")
     start = datetime.combine(day, time(0), zone) if zone is not None else datetime.combine(day, time(0)).astimezone()
     end = datetime.combine(day + DAY, time(0), zone) if zone is not None else \
         datetime.combine(day + DAY, time(0)).astimezone()

@@ -135,14 +135,64 @@ def forget(config: Config, name: str, *, clock: Clock | None = None, by: str | N
     return gallery.forget(name)
 
 
+MAX_PHOTO_PIXELS = 40_000_000  # 40 MP: more than any phone camera; decoded as BGR that is 120 MB already
+
+
 def read_image(path: Path) -> Image:
+    """A photo decoded (BGR) once its header says it is small enough to decode: a small file can claim
+    30000x30000 pixels (a one-colour PNG compresses ~1000:1), and decoding that takes GBs."""
     import cv2
 
-    blob = path.read_bytes() if path.is_file() else None
+    if not path.is_file():
+        raise EdgeError(f"{path}: not a readable image")
+    size = pixel_size(path)
+    if size is None:
+        raise EdgeError(f"{path}: not a readable image")
+    width, height = size
+    if width * height > MAX_PHOTO_PIXELS:
+        raise EdgeError(f"{path}: {width}x{height} pixels is larger than the doorbell can use (at most "
+                        f"{MAX_PHOTO_PIXELS // 1_000_000} megapixels; scale the photo down)")
+    blob = path.read_bytes()
     img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
     if img is None:
         raise EdgeError(f"{path}: not a readable image")
     return img
+
+
+def pixel_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image file's header, nothing decoded (Pillow reads only the header on open);
+    None when Pillow does not recognise the file; EdgeError when it is too big to even say its size."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below by our own, lower limit
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Image.DecompressionBombError:
+            # Pillow refuses to open one this big at all (> 2 x Image.MAX_IMAGE_PIXELS); its own format's reader
+            # still tells the size from the header, for the message.
+            size = _bomb_size(path)
+            if size is None:
+                raise EdgeError(f"{path}: more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels is larger than the "
+                                "doorbell can use (scale the photo down)") from None
+            return size
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
+def _bomb_size(path: Path) -> tuple[int, int] | None:
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    for reader in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
+        try:
+            with reader(path) as im:
+                return im.size
+        except (SyntaxError, OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 def faces_in(engine: FaceEngine, img: Image) -> list[Detection]:

@@ -317,7 +317,8 @@ class ExportRunner:
         desk = self.desk
         desk.audit.append("export_complete", request=run.request, export=run.export_id, sha256=digest, size=size,
                           path=str(run.final), files=[{"path": f["path"], "sha256": f["sha256"]}
-                                                      for f in manifest["files"]])
+                                                      for f in manifest["files"]],
+                          notes=list(manifest.get("notes") or []))  # what was left out, and why (the page shows it)
         crash_point("export:after-audit-complete")
         desk.store.finish_export(run.export_id, run.request, run.decision.approval_seq, desk.clock.now(), run.final,
                                  digest)

@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from edge.cli.common import human_time
+from edge.clock import parse_rfc3339
 from edge.web.auth import MIN_PASSWORD, AuthStore, Session
 from edge.web.backend import BUTTONS, Backend
 from edge.web.tls import device_names
@@ -72,6 +75,7 @@ class WebApp:
         self.ca_fingerprint = ca_fingerprint
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(min_password=MIN_PASSWORD, buttons=BUTTONS)
+        self.templates.env.filters.update(when=human_time, local_iso=local_iso, clock=local_clock)
         self._owner_exists = False
         self.hosts = HostList(lambda: device_names(backend.config))
         self.entry = Entry(self)
@@ -155,26 +159,30 @@ class WebApp:
 
     def form(self, handler: FormHandler, *, public: bool = False, owner: bool = False, files: bool = False
              ) -> Callable[[Request], Awaitable[Response]]:
-        """A POST action: same-origin check, CSRF token, then the session (public: the login/setup token).
+        """A POST action: same-origin check and the session (public: none needed) from the headers alone, then
+        the body is read and its CSRF token checked (public: the login/setup token). So nobody without a session
+        (or a viewer on an owner's action) makes the daemon read, spool or parse a body.
         files: the form may carry uploaded files (up to MAX_UPLOAD_BYTES in all)."""
 
-        def run(request: Request, form: FormData) -> Response:
+        def before_body(request: Request) -> tuple[Session | None, Response | None]:
             session = None if public else self.session(request)
             try:
                 check_origin(request)
-                if public:
-                    expected = request.cookies.get(PRE_COOKIE)
-                else:
+                if not public:
                     if session is None:
-                        return RedirectResponse("/login", status_code=303)
-                    expected = session.csrf
-                given = form.get("csrf")
-                if not expected or not isinstance(given, str) or not secrets.compare_digest(given, expected):
-                    raise Forbidden("this form has expired or did not come from this page; reload and try again")
-                if owner and session is not None and not session.user.owner:
-                    raise Forbidden("only the owner may do this")
+                        return None, RedirectResponse("/login", status_code=303)
+                    if owner and not session.user.owner:
+                        raise Forbidden("only the owner may do this")
             except Forbidden as exc:
-                return self.render(request, "error.html", 403, session=session, error=str(exc))
+                return session, self.render(request, "error.html", 403, session=session, error=str(exc))
+            return session, None
+
+        def run(request: Request, form: FormData, session: Session | None) -> Response:
+            expected = request.cookies.get(PRE_COOKIE) if public else session.csrf if session else None
+            given = form.get("csrf")
+            if not expected or not isinstance(given, str) or not secrets.compare_digest(given, expected):
+                return self.render(request, "error.html", 403, session=session, error=(
+                    "this form has expired or did not come from this page; reload and try again"))
             return handler(request, form, session)
 
         async def endpoint(request: Request) -> Response:
@@ -184,9 +192,12 @@ class WebApp:
                 return PlainTextResponse("a form must say its length (Content-Length)", status_code=411)
             if int(size) > limit:
                 return PlainTextResponse(f"a form here may carry at most {limit // 1024} KiB", status_code=413)
+            session, refused = await run_in_threadpool(before_body, request)
+            if refused is not None:
+                return refused
             form = await request.form(max_files=10 if files else 0, max_fields=200)
             try:
-                return await run_in_threadpool(run, request, form)
+                return await run_in_threadpool(run, request, form, session)
             finally:
                 await form.close()  # uploaded files are spooled to temporary files: gone now
 
@@ -254,6 +265,27 @@ def check_origin(request: Request) -> None:
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin != own:
             raise Forbidden("this form was sent from another site")
+
+
+def _aware(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        return None
+
+
+def local_iso(value: object) -> str:
+    """A stored UTC time as local ISO 8601 with its offset (for <time datetime>); other text as it is."""
+    moment = _aware(value)
+    return moment.astimezone().isoformat(timespec="seconds") if moment else str(value or "")
+
+
+def local_clock(value: object) -> str:
+    """The local time of day, HH:MM:SS (the events page lists one local day)."""
+    moment = _aware(value)
+    return f"{moment.astimezone():%H:%M:%S}" if moment else str(value or "")
 
 
 def set_session_cookie(response: Response, sid: str) -> None:

@@ -148,8 +148,9 @@ class Backend:
 
     # --- footage requests ---------------------------------------------------------------------------------
 
-    def requests(self) -> list[RequestRow]:
-        """Every request, the ones waiting for the owner first (newest first within each group)."""
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request (a RequestRow's fields, and the agency's name as configured), the ones waiting for the
+        owner first (newest first within each group)."""
         from edge.actions import footage
 
         if not StateLayout.of(self.config.state_dir).footage.exists():
@@ -157,7 +158,11 @@ class Backend:
         rows = footage.list_requests(self.desk())
         rows.sort(key=lambda r: r.received_at, reverse=True)
         rows.sort(key=lambda r: r.state != "waiting")
-        return rows
+        return [{**r.to_dict(), "agency_name": self.agency_name(r)} for r in rows]
+
+    def agency_name(self, row: RequestRow) -> str:
+        agency = self.config.footage_requests.agencies.get(row.agency or "")
+        return agency.name if agency is not None else row.agency or "An unknown agency"
 
     def request(self, request: str) -> dict[str, Any]:
         """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
@@ -189,15 +194,51 @@ class Backend:
             "data": now["data"],
             "policy_hash": now["policy_hash"],
             "owner_actions": summary["owner_actions"],
-            "exports": [{k: e.get(k) for k in ("id", "started_at", "completed_at", "sha256", "path")}
-                        for e in summary["exports"]],
+            "exports": self._exports(summary["id"], summary["exports"]),
+            "untrusted": self._untrusted([str(c["clip"]) for c in now["clips"]]),
         }
         view["summary"] = _plain_summary(view)
-        view["decidable"] = now["decision"] == "owner_review"
+        # Decided only while the request waits for the owner: after an export the approval is used and the policy
+        # says owner_review again (APPROVAL_USED), but the request is done, not waiting.
+        view["decidable"] = details.state == "waiting" and now["decision"] == "owner_review"
         view["exportable"] = now["decision"] == "release" and not any(e["completed_at"] for e in view["exports"])
         view["blocked_by"] = [r["code"] for r in reasons if r["blocking"]]
         view["shown_hash"] = shown_hash(view)
         return view
+
+    def _exports(self, request: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The request's exports with what each sent: its file count and the notes (clips left out, and why),
+        from the export_complete record in the audit log (the bundle itself is encrypted to the agency)."""
+        exports = [{k: e.get(k) for k in ("id", "started_at", "completed_at", "sha256", "path")} for e in rows]
+        if not any(e["completed_at"] for e in exports):
+            return exports
+        done = {str(r["data"].get("export")): r["data"] for r in self.desk().audit.records()
+                if r.get("kind") == "export_complete" and r["data"].get("request") == request}
+        for e in exports:
+            record = done.get(str(e["id"]))
+            e["files"] = len(record.get("files") or []) if record is not None else None
+            e["notes"] = list(record.get("notes") or []) if record is not None else []
+        return exports
+
+    def _untrusted(self, clip_ids: list[str]) -> list[str]:
+        """The clips in scope recorded while the device clock was not trusted: an export leaves them out."""
+        from edge.actions import clips as clips_actions
+        from edge.errors import StorageError
+
+        if not clip_ids:
+            return []
+        try:
+            store = clips_actions.open_store(self.config.state_dir, self.clock)
+        except StorageError:
+            return []
+        out = []
+        for clip_id in clip_ids:
+            try:
+                if not store.get(clip_id).trusted:
+                    out.append(clip_id)
+            except StorageError:
+                continue  # gone since the decision was made: the export says so itself
+        return out
 
     def approve(self, request: str, user: str, seen_sha256: str, clips: list[str] | None = None) -> str:
         """Approve (clips=None) or narrow to `clips` (edge.actions.footage); RequestChanged when the document is

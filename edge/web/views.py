@@ -14,6 +14,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
+from edge.actions.events import DAY, FIRST_DAY, LAST_DAY
 from edge.errors import EdgeError, StorageError
 from edge.web.auth import Session
 from edge.web.backend import today
@@ -53,10 +54,13 @@ class Views:
         except ValueError:
             return self.web.render(request, "error.html", 400, session=session,
                                    error="That is not a date (YYYY-MM-DD).")
-        events, more = self.backend.events(day, after_seq=after)
+        try:
+            events, more = self.backend.events(day, after_seq=after)
+        except EdgeError as exc:
+            return self.web.render(request, "error.html", 400, session=session, error=str(exc))
         return self.web.render(request, "events.html", session=session, day=day, events=events, more=more,
-                               prev_day=date.fromordinal(day.toordinal() - 1),
-                               next_day=date.fromordinal(day.toordinal() + 1),
+                               prev_day=day - DAY if day > FIRST_DAY else None,
+                               next_day=day + DAY if day < LAST_DAY else None,
                                last_seq=events[-1]["seq"] if events else 0)
 
     def clip(self, request: Request, session: Session) -> Response:

@@ -97,3 +97,16 @@ def test_nothing_recorded_and_bad_arguments(tmp_path: Path) -> None:
         read_events(cfg, clock, types=["doorbell"])
     with pytest.raises(EdgeError, match="limit must be at least 1, not 0"):
         read_events(cfg, clock, limit=0)
+
+
+def test_the_days_at_the_ends_of_the_calendar_are_refused_and_the_next_ones_read(tmp_path: Path) -> None:
+    """date.min and date.max are dates, but their day's bounds are not datetimes (year 0, year 10000)."""
+    cfg, clock = config(tmp_path), FakeClock(T0)
+    with open_journal(cfg, clock) as journal:
+        journal.record(ring(T0))
+    for day in (date.min, date.max):
+        with pytest.raises(EdgeError, match=f"{day.isoformat()} is outside the days the device can show"):
+            read_day(cfg, clock, day)
+    for day in (date.min + timedelta(days=1), date.max - timedelta(days=1)):
+        assert read_day(cfg, clock, day).events == ()
+        assert read_day(cfg, clock, day, zone=UTC).events == ()

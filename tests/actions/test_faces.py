@@ -7,15 +7,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
-from edge.actions.faces import enrol, forget, list_faces
+from edge.actions.faces import enrol, forget, list_faces, read_image
 from edge.clock import FakeClock
 from edge.config import Config
 from edge.errors import EdgeError, StorageError
 from edge.footage.audit import AuditLog
 from edge.permissions import real_user
 from edge.vision.engine import FaceEngine
+from tests.photos import huge_png_header, jpeg_claiming
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO.parent / "shared" / "data" / "gallery" / "face_recognition" / "examples"
@@ -118,3 +121,27 @@ def test_the_daemons_quality_rules_and_the_consent_date_are_enforced(
     with pytest.raises(EdgeError, match=r"junk\.jpg: not a readable image"):
         enrol(config(tmp_path), clock, "Ada", [junk], "Ada", CONSENTED, engine=engine)
     assert files(tmp_path / "state" / "faces") == []
+
+
+@pytest.mark.parametrize(("name", "data", "size"), [
+    ("bomb.png", huge_png_header(30000, 30000), "30000x30000"),  # beyond even Pillow's own bomb limit
+    ("big.png", huge_png_header(7000, 6000), "7000x6000"),  # 42 MP: over ours, under Pillow's
+    ("bomb.jpg", jpeg_claiming(20000, 20000), "20000x20000"),
+])
+def test_a_photo_too_large_to_decode_is_refused_by_its_header(tmp_path: Path, engine: FaceEngine, name: str,
+                                                               data: bytes, size: str) -> None:
+    """Found by trying the page (helper webtest): an 855 KB PNG of 30000x30000 pixels took the daemon to 5.5 GB
+    RSS while it was decoded. The header says the size; above 40 megapixels the photo is refused undecoded."""
+    photo = tmp_path / name
+    photo.write_bytes(data)
+    with pytest.raises(EdgeError, match=rf"{name}: {size} pixels is larger than the doorbell can use"):
+        read_image(photo)
+    with pytest.raises(EdgeError, match=rf"{name}: {size} pixels"):
+        enrol(config(tmp_path), FakeClock(NOW), "Ada", [photo], "Ada", CONSENTED, engine=engine)
+    assert files(tmp_path / "state" / "faces") == []
+
+
+def test_a_photo_just_under_the_limit_is_decoded(tmp_path: Path) -> None:
+    photo = tmp_path / "wide.png"
+    assert cv2.imwrite(str(photo), np.zeros((4000, 10000), np.uint8))  # exactly 40 MP: allowed
+    assert read_image(photo).shape == (4000, 10000, 3)

@@ -16,6 +16,7 @@ import pytest
 
 from edge.cli import main
 from edge.vision.engine import FaceEngine
+from tests.photos import huge_png_header
 
 EX = Path("gallery") / "face_recognition" / "examples"
 CONSENT = ["--consent-by", "the person", "--consent-date", "2024-05-01"]
@@ -174,6 +175,18 @@ def test_a_photo_without_a_face_is_refused(shared_data: Path, state: Path, capsy
         f"doorbell-edge: {neg}: no face found; use a photo with the face well lit, looking at the camera and at "
         "least 40 px wide")
     assert [p for p in state.rglob("*") if p.is_file()] == []
+
+
+def test_a_photo_too_large_to_decode_is_refused_by_its_size(tmp_path: Path, state: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI shares the page's check (edge.actions.faces.read_image): the header's size, before decoding."""
+    photo = tmp_path / "huge.png"
+    photo.write_bytes(huge_png_header(30000, 30000))
+    assert enroll("X", str(photo), *CONSENT) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"doorbell-edge: {photo}: 30000x30000 pixels is larger than the doorbell can use (at most 40 megapixels; "
+        "scale the photo down)")
+    assert not state.exists() or [p for p in state.rglob("*") if p.is_file()] == []
 
 
 def test_faces_test_names_who_would_be_recognised_and_stores_nothing(

@@ -122,6 +122,10 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
                 .filter(([, r]) => r.width < 44 || r.height < 44).map(([t, r]) => `${t} ${r.width}x${r.height}`)""")
             assert small == [], (path, small)
     page.goto(served.url(f"/requests/{served.request}"))
+    # "What this means" keeps its disclosure triangle (a <summary> shown as flex loses its marker), 44 px tall
+    display, height = page.evaluate("""(() => { const s = document.querySelector('details summary');
+        return [getComputedStyle(s).display, s.getBoundingClientRect().height]; })()""")
+    assert display == "list-item" and height >= 44, (display, height)
     for name in ("Approve", "Narrow", "Deny"):
         box = page.get_by_role("button", name=name, exact=True).bounding_box()
         assert box and box["width"] >= 44 and box["height"] >= 44, (name, box)

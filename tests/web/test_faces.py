@@ -13,6 +13,7 @@ from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
 from edge.vision.engine import FaceEngine
 from edge.vision.gallery import Gallery
+from tests.photos import huge_png_header
 
 from .conftest import NOW
 from .helpers import OWNER, VIEWER, VIEWER_PASSWORD, Site, csrf_of, login, make_config, setup_owner
@@ -116,3 +117,21 @@ def test_a_viewer_cannot_enrol_or_forget_and_strangers_are_never_offered(tmp_pat
     r = viewer.post("/faces/forget", data={"csrf": token, "name": "Barack Obama", "confirm": "yes"})
     assert r.status_code == 403
     assert not [x for x in AuditLog(site.config.state_dir, site.clock).records() if x["kind"].startswith("face_")]
+
+
+def test_a_photo_too_large_to_decode_is_refused_by_its_size(tmp_path: Path, engine: FaceEngine) -> None:
+    """Found by trying the page (helper webtest): an 855 KB PNG of 30000x30000 pixels (one colour) took the
+    running daemon from 264 MB to 5.48 GB RSS and 33 s of CPU before "no face found"; on a Pi that is the OOM
+    killer for capture, recording and MQTT too. Refused by the size in its header, named in the message. The
+    photo here has the header of a 30000x30000 PNG and a truncated body, so the test never allocates."""
+    site = Site(make_config(tmp_path / "state"), FakeClock(NOW))
+    site.backend.engine = engine
+    client = site.client()
+    setup_owner(site, client)
+    page = client.get("/faces").text
+    r = client.post("/faces/enrol", data={"csrf": csrf_of(page), "name": "Mallory", "consent_by": "Mallory",
+                                          "consent_date": "2026-03-01", "consent": "yes"},
+                    files=[("photo", ("big.png", huge_png_header(30000, 30000), "image/png"))])
+    assert r.status_code == 400
+    assert "big.png: 30000x30000 pixels is larger than the doorbell can use" in r.text
+    assert "Nobody is enrolled" in r.text and Gallery(tmp_path / "state").people() == []

@@ -1,6 +1,7 @@
 """The page's newer features over TestClient: export from a request's card (its sha256 and place shown, never a
 download), the document hash the owner saw checked by the footage desk itself, events with their snapshot and
-a clip served for playing in place (with Range), the Host allow-list against DNS rebinding."""
+a clip served for playing in place (with Range), the Host allow-list against DNS rebinding; what an export
+sent (its file count, the clips it left out) and no decision offered again after it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import re
 from datetime import timedelta
 from pathlib import Path
+
+from starlette.testclient import TestClient
 
 from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
@@ -107,6 +110,55 @@ def test_an_approved_request_is_exported_from_its_card_and_never_offered_for_dow
     assert ok, message
     assert "Verified" in client.get("/audit").text
     assert clips  # the clips exist on the device; they reach the agency only inside the encrypted bundle
+
+
+def exported(tmp_path: Path, *, untrusted: bool) -> tuple[Site, TestClient, str, str, str]:
+    """A one-clip request approved and exported from its card; (site, client, request, clip, the card before
+    approval). untrusted: the clip was recorded while the device clock was not trusted."""
+    clock = FakeClock(NOW)
+    cfg = seeded_config(tmp_path)
+    clip = add_clip(cfg, clock, 2)
+    if untrusted:
+        ClipStore(cfg.state_dir, clock).mark_untrusted(clip)  # recorded before the clock was trusted
+    request = seed_request(cfg, clock)
+    site = Site(cfg, clock)
+    site.backend.find_faces = shipped_finders()
+    client = site.client()
+    setup_owner(site, client)
+    before = client.get(f"/requests/{request}").text
+    r = client.post(f"/requests/{request}/decide", data=decide_form(before, action="approve", password=PASSWORD,
+                                                                     confirm="yes"))
+    assert r.status_code == 303, r.text
+    page = client.get(f"/requests/{request}").text
+    r = client.post(f"/requests/{request}/export", data={"csrf": csrf_of(page)})
+    assert r.status_code == 303, r.text
+    return site, client, request, clip, before
+
+
+def test_an_export_that_left_a_clip_out_says_so_on_the_card(tmp_path: Path) -> None:
+    """Found by trying the page (helper webtest): on a device whose clock was not trusted when a clip was
+    recorded, the export leaves that clip out (docs/time.md), and the card showed it as a plain success."""
+    site, client, request, clip, before = exported(tmp_path, untrusted=True)
+    # Before approval the card says which clip will be left out, and why.
+    assert "not trusted" in before and "left out" in before and clip in before
+    [done] = [r for r in AuditLog(site.config.state_dir, site.clock).records() if r["kind"] == "export_complete"]
+    assert done["data"]["files"] == []  # the desk left the clip out, as docs/time.md says
+    assert any(clip in note and "excluded" in note for note in done["data"]["notes"])
+    page = client.get(f"/requests/{request}").text
+    assert "excluded" in page.lower() and "not trusted" in page, f"the card does not say {clip} was left out"
+    assert "No clip was exported" in page and "(0 files)" in page
+
+
+def test_after_the_export_the_card_does_not_ask_to_decide_again(tmp_path: Path) -> None:
+    """Found by trying the page (helper webtest): after an export the decision is owner_review again
+    (APPROVAL_USED) and the card offered Approve, Narrow and Deny again, as if nothing had been done."""
+    _site, client, request, clip, before = exported(tmp_path, untrusted=False)
+    assert "not trusted" not in before and "left out" not in before
+    page = client.get(f"/requests/{request}").text
+    assert "sha256" in page  # the export is shown
+    assert 'value="approve"' not in page and f'action="/requests/{request}/deny"' not in page
+    assert "Exported on" in page and "(1 file)" in page and "No clip was exported" not in page
+    assert clip
 
 
 def test_events_show_their_snapshot_and_stream_their_clip_with_ranges(tmp_path: Path) -> None:

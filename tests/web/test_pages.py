@@ -3,11 +3,16 @@ events), the newest frame never cached, the last ring and who, forgetting a face
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
+from starlette.testclient import TestClient
 
 from edge.clock import FakeClock
 from edge.events.bus import Event
@@ -16,7 +21,8 @@ from edge.events.journal_files import journal_path
 from edge.vision.gallery import Gallery
 
 from .conftest import NOW
-from .helpers import Site, csrf_of, make_config, setup_owner
+from .helpers import BASE, Site, csrf_of, make_config, setup_owner
+from .seed import WIN_START, add_clip, seed_request, seeded_config
 
 PER_DAY = 500
 DAYS = 20
@@ -71,7 +77,9 @@ def test_now_shows_the_frame_uncached_and_the_last_ring_and_who(tmp_path: Path) 
     setup_owner(site, client)
     page = client.get("/").text
     assert 'src="/now.jpg"' in page and 'src="/static/now.js"' in page and "Ann" in page
-    assert str((NOW - timedelta(minutes=5)).isoformat()[:16]) in page.replace("Z", "+00:00")
+    rang = NOW - timedelta(minutes=5)
+    assert f'<time datetime="{rang.astimezone().isoformat(timespec="seconds")}">{rang.astimezone():%Y-%m-%d %H:%M:%S}' \
+        in page
     r = client.get("/now.jpg")
     assert r.content == frame and r.headers["cache-control"] == "no-store"
     assert r.headers["content-type"] == "image/jpeg"
@@ -115,3 +123,65 @@ def test_the_audit_page_says_where_the_chain_breaks(tmp_path: Path) -> None:
     log.write_bytes(b"\n".join(lines) + b"\n")
     page = client.get("/audit").text
     assert "Not verified" in page and "up to entry 0" in page
+
+
+@pytest.mark.parametrize(("day", "status"), [("0001-01-01", 400), ("9999-12-31", 400),
+                                              ("0001-01-02", 200), ("9999-12-30", 200)])
+def test_a_day_at_the_ends_of_the_calendar_is_a_clear_400(site: Site, day: str, status: int) -> None:
+    """Found by trying the page (helper webtest): the first and last representable days are dates, but a day's
+    bounds step outside datetime's range (ValueError "year 0 is out of range", OverflowError), so the page
+    answered 500 without its security headers. Now 400 on the page's error page; the day next to each end works."""
+    client = TestClient(site.app, base_url=BASE, client=("192.168.1.20", 40000), follow_redirects=False,
+                        raise_server_exceptions=False)
+    setup_owner(site, client)
+    r = client.get(f"/events?day={day}")
+    assert r.status_code == status, r.status_code
+    assert "Content-Security-Policy" in r.headers
+    if status == 400:
+        assert f"{day} is outside the days the device can show" in r.text and 'href="/events"' in r.text
+    else:
+        assert "No events on this day." in r.text
+        assert ("Previous day" in r.text) == (day == "9999-12-30") and ("Next day" in r.text) == (day == "0001-01-02")
+
+
+@pytest.fixture
+def paris() -> Iterator[None]:
+    """The device's local zone is Europe/Paris (CET, UTC+1 in March) for this test."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/Paris"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+def test_times_are_local_in_words_and_agencies_by_name(tmp_path: Path, paris: None) -> None:
+    """Found by trying the page (helper webtest): raw ISO UTC times everywhere, and the events of a local day
+    listed with their UTC time of day; the request list named the agency by its id."""
+    clock = FakeClock(NOW)
+    cfg = seeded_config(tmp_path)
+    add_clip(cfg, clock, 2)
+    request = seed_request(cfg, clock)
+    site = Site(cfg, clock)
+    journal = EventJournal(journal_path(cfg), clock=clock, history=HistoryBounds(keep_days=365, max_events=100))
+    journal.record(Event("ring", "front_door", NOW - timedelta(minutes=5), {"source": "button"}))
+    journal.close()
+    client = site.client()
+    setup_owner(site, client)
+    ring = "2026-03-10 12:55:00 CET (11:55:00 UTC)"
+    assert ring in client.get("/").text
+    events = client.get(f"/events?day={NOW.date()}").text
+    assert '<time datetime="2026-03-10T12:55:00+01:00">12:55:00</time>' in events
+    listing = client.get("/requests").text
+    assert "Metro Police · warrant" in listing and "metro-pd ·" not in listing
+    assert "received <time" in listing and "CET (" in listing
+    card = client.get(f"/requests/{request}").text
+    start = WIN_START + timedelta(minutes=2)
+    assert f"front_door {start.astimezone():%Y-%m-%d %H:%M:%S} CET ({start:%H:%M:%S} UTC) to " in card
+    audit = client.get("/audit").text
+    assert "2026-03-10 13:00:00 CET (12:00:00 UTC)" in audit and "T12:00:00.000Z <" not in audit

@@ -3,10 +3,13 @@ gated by a one-time code, argon2id, sessions, cookie flags, CSRF, throttling tha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -350,3 +353,68 @@ def test_every_login_and_failure_is_in_the_audit_log_which_verifies(site: Site) 
     page = client.get("/audit").text
     assert f"up to entry {len(records)}" in page and "Verified" in page
     assert any(e.type == "system" for e in site.events)  # the new head went out as a witness event
+
+
+UPLOAD = 4 * 1024 * 1024  # a 4 MiB "photo", well under the 24 MiB upload limit
+CHUNK = 64 * 1024
+
+
+def read_by_app(site: Site, cookie: str | None) -> tuple[int, int]:
+    """Send a multipart upload to /faces/enrol straight to the ASGI app; (status, body bytes it pulled)."""
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nx\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    body = head + b"\xff" * UPLOAD + tail
+    chunks = [body[i:i + CHUNK] for i in range(0, len(body), CHUNK)]
+    headers = [(b"host", b"doorbell.test"), (b"content-length", str(len(body)).encode()),
+               (b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                             "scheme": "https", "path": "/faces/enrol", "raw_path": b"/faces/enrol",
+                             "query_string": b"", "root_path": "", "headers": headers,
+                             "client": ("192.168.1.66", 40000), "server": ("doorbell.test", 443)}
+    pulled = 0
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        if not chunks:
+            await asyncio.sleep(3600)  # nothing more: the client waits for the answer
+        chunk = chunks.pop(0)
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    async def run() -> None:
+        await asyncio.wait_for(site.app(scope, receive, send), timeout=60)
+
+    asyncio.run(run())
+    return status, pulled
+
+
+def test_an_upload_without_a_session_or_from_a_viewer_is_refused_before_its_body_is_read(site: Site) -> None:
+    """Found by trying the page as an attacker on the LAN (helper webtest): POST /faces/enrol parsed the whole
+    multipart body (up to 24 MiB, spooled to temporary files) before it looked at the session, so anyone who
+    could reach the port made the daemon read and write 24 MiB per request. The session, the role and the
+    Origin are checked from the headers first."""
+    owner = site.client()
+    setup_owner(site, owner)
+    status, pulled = read_by_app(site, cookie=None)
+    assert status == 303  # to the login page
+    assert pulled < 1024 * 1024, f"the app read {pulled} bytes of an upload from nobody"
+    site.auth.add_viewer(VIEWER, VIEWER_PASSWORD)
+    viewer = site.client("192.168.1.77")
+    assert login(viewer, VIEWER, VIEWER_PASSWORD).status_code == 303
+    status, pulled = read_by_app(site, cookie=f"{COOKIE}={viewer.cookies.get(COOKIE)}")
+    assert status == 403
+    assert pulled < 1024 * 1024, f"the app read {pulled} bytes of an upload from a viewer"
+    # The owner's upload is read in full; its CSRF token ("x") is then wrong: 403 after the body.
+    status, pulled = read_by_app(site, cookie=f"{COOKIE}={owner.cookies.get(COOKIE)}")
+    assert status == 403 and pulled > UPLOAD
