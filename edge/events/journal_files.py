@@ -17,6 +17,7 @@ from edge.errors import StorageError
 from edge.events.bus import Event
 from edge.events.journal import EventJournal, HistoryBounds, QueueBounds
 from edge.events.journal_schema import MQTT, SCHEMA_VERSION, copy_outbox, create_private
+from edge.fsutil import fsync_file
 from edge.layout import StateLayout
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,10 @@ def migrate_outbox(state_dir: Path) -> bool:
             copy.execute("COMMIT")
         finally:
             copy.close()
-        _fsync(tmp)
+        fsync_file(tmp)
         crash_point("journal-migrate-built")
         os.replace(tmp, new)
-        _fsync(paths.root)
+        fsync_file(paths.root)
         migrated = True
         crash_point("journal-migrate-renamed")
     except sqlite3.Error as exc:
@@ -108,15 +109,7 @@ def _remove_database(path: Path, why: str) -> None:
             pass
     if removed:
         log.info("event journal: removed %s (%s)", path, why)
-        _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_file(path.parent)
 
 
 def last_seq_of(state_dir: Path) -> int:

@@ -19,6 +19,7 @@ from edge.diskfaults import connect_readonly, is_read_only
 from edge.errors import StorageError
 from edge.layout import StateLayout
 from edge.recording.rawstream import from_us, to_us
+from edge.sqlitetx import immediate
 
 if TYPE_CHECKING:
     from edge.recording.refs import TimeGuard
@@ -253,14 +254,8 @@ class HoldStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.readonly:
             raise StorageError(f"hold store {self.path} is on a read-only file system: no hold can change")
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._connect() as db, immediate(db):
+            yield db
 
     def hold_now(self) -> datetime:
         """The time holds are judged at: the wall clock, except during a clock-jump grace period (docs/time.md)."""

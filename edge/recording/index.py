@@ -15,6 +15,7 @@ from edge.errors import StorageError
 from edge.layout import StateLayout
 from edge.permissions import private_file
 from edge.recording.holds import schema
+from edge.sqlitetx import immediate
 
 if TYPE_CHECKING:
     from edge.recording.holds import HoldStore
@@ -188,14 +189,8 @@ class IndexFile:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock of the index and of the hold file, so a
         hold and a deletion never cross."""
-        with self.connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self.connect() as db, immediate(db):
+            yield db
 
 
 def _migrate(db: sqlite3.Connection) -> None:

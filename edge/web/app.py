@@ -8,7 +8,6 @@ thread pool, never on the event loop."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import time
@@ -32,7 +31,7 @@ from edge.cli.common import human_time
 from edge.clock import parse_rfc3339
 from edge.web.auth import MIN_PASSWORD, AuthStore, Session
 from edge.web.backend import BUTTONS, Backend
-from edge.web.tls import device_names
+from edge.web.tls import device_names, is_ip
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ class HostList:
         host = host_of(header)
         if host in self._allowed:
             return True
-        if _is_ip(host) and time.monotonic() - self._loaded > HOSTS_REFRESH_S:
+        if is_ip(host) and time.monotonic() - self._loaded > HOSTS_REFRESH_S:
             # the device may have a new address since the list was made (DHCP); another name never gets in
             self._allowed, self._loaded = self._load(), time.monotonic()
             return host in self._allowed
@@ -245,14 +244,6 @@ def host_of(header: str) -> str:
         return header[1:header.find("]")] if "]" in header else ""
     name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
     return name.rstrip(".")
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def check_origin(request: Request) -> None:

@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from edge import layout
 from edge.clock import rfc3339
 from edge.config import WebConfig
+from edge.sqlitetx import immediate
 
 DB_NAME = layout.WEB_DB
 MIN_PASSWORD = 12
@@ -114,13 +115,8 @@ class AuthStore:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         try:
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             db.close()
         with contextlib.suppress(OSError):

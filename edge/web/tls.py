@@ -45,7 +45,7 @@ def device_names(config: Config) -> list[str]:
     """What the generated certificate names: the hostname, <hostname>.local, extra names, the device's addresses."""
     host = config.web.hostname or socket.gethostname()
     names = [host]
-    if "." not in host and not _is_ip(host):
+    if "." not in host and not is_ip(host):
         names.append(f"{host}.local")
     names += config.web.extra_names
     names += ["localhost", "127.0.0.1", "::1"]
@@ -55,7 +55,8 @@ def device_names(config: Config) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True for an IPv4 or IPv6 address (not a host name)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -121,7 +122,7 @@ def issue(folder: Path, names: list[str], now: dt.datetime) -> None:
     )
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names
+        x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in names
     ]
     server = (
         x509.CertificateBuilder()
@@ -148,7 +149,7 @@ def _subtrees(names: list[str]) -> list[x509.GeneralName]:
 
     out: list[x509.GeneralName] = []
     for n in names:
-        if _is_ip(n):
+        if is_ip(n):
             ip = ipaddress.ip_address(n)
             out.append(x509.IPAddress(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}")))
         else:
