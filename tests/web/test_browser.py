@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from edge.clock import FakeClock
+from edge.footage.audit import AuditLog
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
+from edge.vision.gallery import Gallery
 from edge.web.auth import AuthStore
 from edge.web.server import WebServer
 
@@ -248,4 +250,125 @@ def test_the_accessibility_check_can_fail(browser: Browser) -> None:
     page = context.new_page()
     page.set_content('<html><body><input type="text"><img src="data:,"></body></html>')
     assert serious(page), "axe found nothing on a page with an unlabelled input and an image without alt"
+    context.close()
+
+
+FACE_EXAMPLES = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gallery" / "face_recognition"
+                 / "examples")
+
+
+class AuditTail:
+    """The audit log's records since the last look: what each step of the page wrote."""
+
+    def __init__(self, served: Served) -> None:
+        self.log = AuditLog(served.config.state_dir, served.clock)
+        self.seen = len(self.log.records())
+
+    def new(self) -> list[dict[str, Any]]:
+        records = self.log.records()
+        fresh, self.seen = records[self.seen:], len(records)
+        return fresh
+
+
+def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, served: Served) -> None:
+    """Issue 16: every action a plain form that works with JavaScript off. Setup, approve + export, narrow,
+    enrol from an uploaded photo with the consent form, forget with the confirmation, log out; after each, what
+    the page says and what the state (requests, gallery, audit log) says."""
+    photo = FACE_EXAMPLES / "obama.jpg"
+    if not photo.is_file():  # fail loudly: CI lays shared/data beside the checkout
+        raise AssertionError(f"test data missing: {photo}")
+    other = seed_request(served.config, served.clock, "MPD-2026-0002")
+    desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
+    context = browser.context("phone", java_script_enabled=False)
+    seen: list[tuple[str, str]] = []
+    context.on("request", lambda r: seen.append((r.method, r.url)))
+    page = context.new_page()
+    audit = AuditTail(served)
+
+    # Setup: the owner account from the one-time code, a session cookie, the Now page.
+    set_up_owner(page, served)
+    assert "__Host-doorbell_sid" in {c["name"] for c in context.cookies()}
+    assert page.get_by_role("button", name=f"Log out {OWNER}").is_visible()
+    assert page.get_by_role("link", name="Refresh").is_visible()  # the Now page's <noscript>: scripts are off
+    kinds = [r["kind"] for r in audit.new()]
+    assert "web_setup" in kinds, kinds
+
+    # Approve the seeded warrant with the password and "I confirm", then export from the card's button.
+    page.goto(served.url(f"/requests/{served.request}"))
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    page.get_by_role("button", name="Approve", exact=True).click()
+    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    assert "OWNER_APPROVED" in page.content()
+    [(_, kind, _, data)] = desk.store.actions(served.request)
+    assert kind == "approve" and sorted(data["clips"]) == sorted(served.clips) and data["by"] == f"web:{OWNER}"
+    approvals = [r for r in audit.new() if r["kind"] == "owner_approve"]
+    assert len(approvals) == 1, approvals
+    page.get_by_role("button", name="Export", exact=True).click()
+    page.wait_for_url(served.url(f"/requests/{served.request}#exports"))
+    [written] = desk.store.exports(served.request)
+    assert written["completed_at"] and Path(written["path"]).is_file()
+    assert written["sha256"] in page.content() and "Exported on" in page.content()
+    kinds = [r["kind"] for r in audit.new()]
+    assert "export_start" in kinds and "export_complete" in kinds, kinds
+
+    # Narrow the second request to its first clip: untick the other, password, "I confirm", Narrow.
+    page.goto(served.url(f"/requests/{other}"))
+    boxes = page.locator('input[name="clip"]')
+    assert boxes.count() == len(served.clips)
+    page.locator(f'input[name="clip"][value="{served.clips[1]}"]').uncheck()
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    page.get_by_role("button", name="Narrow", exact=True).click()
+    page.wait_for_url(served.url(f"/requests/{other}"))
+    assert "OWNER_APPROVED" in page.content() and 'value="narrow"' not in page.content()
+    [(_, kind, _, data)] = desk.store.actions(other)
+    assert kind == "approve" and data["clips"] == [served.clips[0]], data
+    [narrowed] = [r for r in audit.new() if r["kind"] == "owner_approve"]
+    assert served.clips[1] not in str(narrowed["data"]), narrowed
+    assert desk.verify_audit()[0]
+
+    # Enrol from an uploaded photo with the consent form (a multipart form, no script).
+    page.goto(served.url("/faces"))
+    assert "Nobody is enrolled" in page.content()
+    page.get_by_label("Name (as events will show it)").fill("Barack Obama")
+    page.get_by_label("Consent given by").fill("Barack Obama")
+    page.get_by_label("Date of consent").fill("2026-03-01")
+    page.get_by_label("Photos of the face").set_input_files(photo)
+    page.get_by_label("They consented to being recognised").check()
+    page.get_by_role("button", name="Enrol", exact=True).click()
+    page.wait_for_url(served.url("/faces"), timeout=120_000)
+    assert "Consent given by Barack Obama on 2026-03-01" in page.content()
+    [person] = Gallery(served.config.state_dir).people()
+    assert (person.name, person.photos, person.consent_by, person.consent_date) == (
+        "Barack Obama", 1, "Barack Obama", "2026-03-01")
+    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
+    assert faces == [("face_enrol", "Barack Obama", f"web:{OWNER}")]
+
+    # Forget them: the button alone does nothing (the box is required), with the box ticked they are gone.
+    forget = page.get_by_role("button", name="Forget Barack Obama")
+    forget.click()
+    assert page.get_by_label("Yes, delete Barack Obama's photos").evaluate("box => box.validity.valueMissing")
+    assert ("POST", served.url("/faces/forget")) not in seen  # the browser itself held the form back
+    assert page.url == served.url("/faces") and Gallery(served.config.state_dir).people() != []
+    page.get_by_label("Yes, delete Barack Obama's photos").check()
+    with page.expect_navigation():
+        forget.click()
+    assert page.url == served.url("/faces") and "Nobody is enrolled" in page.content()
+    assert Gallery(served.config.state_dir).people() == []
+    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
+    assert faces == [("face_forget", "Barack Obama", f"web:{OWNER}")]
+
+    # Log out: back to the login page, the session gone.
+    page.get_by_role("button", name=f"Log out {OWNER}").click()
+    page.wait_for_url(served.url("/login"))
+    kinds = [r["kind"] for r in audit.new()]
+    assert kinds == ["web_logout"], kinds
+    page.goto(served.url("/faces"))
+    assert page.url == served.url("/login")
+    assert AuditLog(served.config.state_dir, served.clock).verify().ok
+    assert not [u for _, u in seen if u.endswith(".js") or "/now.jpg?t=" in u], seen  # no script ran or loaded
+    posts = [u.removeprefix(served.origin) for m, u in seen if m == "POST"]
+    assert posts == ["/setup", f"/requests/{served.request}/decide", f"/requests/{served.request}/export",
+                     f"/requests/{other}/decide", "/faces/enrol", "/faces/forget", "/logout"], posts
     context.close()
