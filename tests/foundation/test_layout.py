@@ -71,6 +71,7 @@ def test_names_are_those_older_state_dirs_hold(tmp_path: Path) -> None:
         "holds": "holds.sqlite3", "holds_moved": "holds.moved", "holds_lock": "holds.lock",
         "footage": "footage", "footage_requests": "footage/requests.sqlite3", "footage_exports": "footage/exports",
         "exports_partial": "footage/exports/.partial", "export_lock": "footage/export.lock",
+        "sweep_lock": "footage/sweep.lock",
         "audit": "audit", "audit_log": "audit/footage.jsonl", "audit_head": "audit/footage.head",
         "audit_lock": "audit/.lock", "keys": "keys", "device_key": "keys/device_ed25519.pem", "faces": "faces",
         "events_journal": "events.sqlite3", "events_migrating": "events.sqlite3.migrating",
