@@ -250,13 +250,6 @@ class RequestStore:
                 (export_id, request, approval_seq, rfc3339(at)),
             )
 
-    def complete_export(self, export_id: str, at: datetime, path: Path, sha256: str) -> None:
-        with self._db() as db:
-            db.execute(
-                "UPDATE exports SET completed_at=?, path=?, sha256=? WHERE id=?",
-                (rfc3339(at), str(path), sha256, export_id),
-            )
-
     def finish_export(
         self, export_id: str, request: str, approval_seq: int | None, at: datetime, path: Path, sha256: str
     ) -> None:

@@ -33,9 +33,7 @@ __all__ = ["ClipRef", "ClipStore", "ClipWriter", "Hold", "RetentionReport", "Sna
 
 log = logging.getLogger(__name__)
 
-CLIPS_DIR = layout.CLIPS_DIR  # these four: edge.layout's names, kept for the code and tests that import them here
-INDEX_NAME = layout.CLIP_INDEX
-LOCK_NAME = layout.CLIP_LOCK
+INDEX_NAME = layout.CLIP_INDEX  # these two: edge.layout's names, kept for the code and tests that import them here
 QUARANTINE_DIR = layout.QUARANTINE_DIR
 _HELD = held_sql(HOLDS_AS)
 

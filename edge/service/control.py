@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge import layout
 from edge.config import ControlConfig
 from edge.errors import EdgeError
 from edge.layout import StateLayout
@@ -21,7 +20,6 @@ from edge.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = layout.CONTROL_SOCKET
 MAX_REQUEST = 4096
 BACKLOG = 64  # connections the kernel queues before accept(); a burst of clients waits there, not refused
 

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
@@ -26,7 +25,7 @@ import numpy.typing as npt
 
 from edge.crashpoints import crash_point
 from edge.errors import StorageError
-from edge.fsutil import fsync_dir
+from edge.fsutil import fsync_dir, replace_private
 from edge.layout import StateLayout
 from edge.vision.align import CHIP
 
@@ -86,21 +85,6 @@ def _slug(name: str) -> str:
     if not s:
         raise StorageError(f"unusable name {name!r}")
     return s
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write atomically with mode 0600 from the start (no window where the file is world-readable)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _private_dir(path: Path) -> None:
@@ -243,10 +227,10 @@ class Gallery:
         _private_dir(staged)
         _private_dir(staged / "photos")
         for i, blob in enumerate(blobs):
-            _write_private(staged / "photos" / f"{i:03d}.jpg", blob)
+            replace_private(staged / "photos" / f"{i:03d}.jpg", blob)
         crash_point("enroll:photos-written")
-        _write_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
-        _write_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
+        replace_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
+        replace_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
         fsync_dir(staged / "photos")
         fsync_dir(staged)
         crash_point("enroll:staged")

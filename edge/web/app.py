@@ -39,7 +39,6 @@ HERE = Path(__file__).parent
 COOKIE = "__Host-doorbell_sid"
 PRE_COOKIE = "__Host-doorbell_pre"  # the CSRF token of the login and setup forms (no session yet)
 OPEN_PATHS = ("/setup", "/healthz", "/ca.crt")  # everything else waits for an owner to exist
-PUBLIC_PATHS = (*OPEN_PATHS, "/login")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 MAX_FORM_BYTES = 64 * 1024  # a form without files

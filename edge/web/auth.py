@@ -23,10 +23,8 @@ from edge.clock import rfc3339
 from edge.config import WebConfig
 from edge.sqlitetx import immediate
 
-DB_NAME = layout.WEB_DB
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is only a way to spend our CPU
-ROLES = ("owner", "viewer")
 SETUP_CODE_BYTES = 15  # 120 bits, shown as 24 base32 letters in groups of four
 
 # One argon2 hash at a time in the whole process: each costs argon2_memory_kib, and a login flood must queue

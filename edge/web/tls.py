@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
-import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from edge import layout
 from edge.config import Config
 from edge.errors import ConfigError
+from edge.fsutil import replace_private
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 # cryptography is imported only when a certificate is issued: a restart with the names unchanged (every boot
 # after the first) does not load it, which keeps the page's share of the daemon's memory down.
 
-TLS_DIR = layout.WEB_TLS_DIR
 CA_NAME = "ca.crt"
 CERT_NAME = "server.crt"
 KEY_NAME = "server.key"
@@ -136,12 +135,12 @@ def issue(folder: Path, names: list[str], now: dt.datetime) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     del ca_key  # never written anywhere: nothing can be signed with this CA again
-    _write(folder / KEY_NAME, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    replace_private(folder / KEY_NAME, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                 serialization.NoEncryption()))
-    _write(folder / CERT_NAME, server.public_bytes(serialization.Encoding.PEM)
+    replace_private(folder / CERT_NAME, server.public_bytes(serialization.Encoding.PEM)
            + ca.public_bytes(serialization.Encoding.PEM))
-    _write(folder / CA_NAME, ca.public_bytes(serialization.Encoding.PEM))
-    _write(folder / NAMES_NAME, json.dumps(names).encode())
+    replace_private(folder / CA_NAME, ca.public_bytes(serialization.Encoding.PEM))
+    replace_private(folder / NAMES_NAME, json.dumps(names).encode())
 
 
 def _subtrees(names: list[str]) -> list[x509.GeneralName]:
@@ -155,14 +154,3 @@ def _subtrees(names: list[str]) -> list[x509.GeneralName]:
         else:
             out.append(x509.DNSName(n))
     return out
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
