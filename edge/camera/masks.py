@@ -35,13 +35,21 @@ def apply_masks(image: Image, polygons: Sequence[Polygon]) -> Image:
     """A copy of `image` black inside every privacy polygon (the input is never modified)."""
     if not polygons:
         return image
-    return blacken(image, _cached_mask(_freeze(polygons), image.shape[0], image.shape[1]))
+    return blacken(image, _cached_inside(_freeze(polygons), image.shape[0], image.shape[1]))
 
 
-def blacken(image: Image, mask: np.ndarray) -> Image:
-    """A copy of `image` black wherever `mask` is set (the input is never modified)."""
+@lru_cache(maxsize=64)
+def _cached_inside(polygons: tuple[tuple[tuple[float, float], ...], ...], height: int, width: int) -> np.ndarray:
+    """The polygons' pixels as a boolean index, made once per size (not per frame)."""
+    inside = _cached_mask(polygons, height, width) > 0
+    inside.setflags(write=False)
+    return inside
+
+
+def blacken(image: Image, inside: np.ndarray) -> Image:
+    """A copy of `image` black wherever the boolean `inside` is True (the input is never modified)."""
     out = image.copy()
-    out[mask > 0] = 0
+    out[inside] = 0
     return out
 
 

@@ -35,7 +35,7 @@ class StorageEncoder:
             return image
         if self._mask is None or self._mask.shape != (height, width):
             margin = self.config.mask_margin_px
-            self._mask = storage_mask(self.camera_config.privacy_masks, height, width, margin)
+            self._mask = storage_mask(self.camera_config.privacy_masks, height, width, margin) > 0
         return blacken(image, self._mask)
 
     def fits(self, image: Image) -> bool:
