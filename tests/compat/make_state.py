@@ -341,6 +341,24 @@ def record_expected(archive: Path) -> None:
         (EXPECTED / "bundle.txt").write_text(f"{bundle}\n")
 
 
+def scrub_faces(faces: Path) -> None:
+    """Nothing of ../shared goes into the repository: each enrolled person's chip becomes a plain grey 150x150 JPEG
+    and each template a random vector of the same shape and length. The files stay where and as the old code wrote
+    them (names, modes, shapes), which is all the newer code reads back."""
+    import cv2
+
+    rng = np.random.default_rng(68299)
+    for chip in faces.glob("*/photos/*.jpg"):
+        ok, jpeg = cv2.imencode(".jpg", np.full((150, 150, 3), 128, np.uint8))
+        chip.write_bytes(jpeg.tobytes())
+    for path in faces.glob("*/templates.npy"):
+        old = np.load(path)
+        new = rng.standard_normal(old.shape).astype(old.dtype)
+        new *= np.linalg.norm(old, axis=-1, keepdims=True) / np.linalg.norm(new, axis=-1, keepdims=True)
+        with open(path, "wb") as handle:
+            np.save(handle, new)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared-data", type=Path, required=True, help="the shared data folder (gallery/)")
@@ -353,6 +371,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "fixture"
         build(root, args.shared_data.resolve())
+        scrub_faces(root / "state" / "faces")
         with tarfile.open(ARCHIVE, "w:gz") as tar:
             tar.add(root, arcname="fixture")
     print(f"wrote {ARCHIVE} ({ARCHIVE.stat().st_size} bytes)")
