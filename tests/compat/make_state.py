@@ -349,7 +349,7 @@ def scrub_faces(faces: Path) -> None:
 
     rng = np.random.default_rng(68299)
     for chip in faces.glob("*/photos/*.jpg"):
-        ok, jpeg = cv2.imencode(".jpg", np.full((150, 150, 3), 128, np.uint8))
+        _ok, jpeg = cv2.imencode(".jpg", np.full((150, 150, 3), 128, np.uint8))
         chip.write_bytes(jpeg.tobytes())
     for path in faces.glob("*/templates.npy"):
         old = np.load(path)
