@@ -33,7 +33,7 @@ from edge.cli.common import human_time
 from edge.clock import parse_rfc3339
 from edge.web.auth import MIN_PASSWORD, AuthStore
 from edge.web.backend import BUTTONS, Backend
-from edge.web.sessions import Session, SessionStore
+from edge.web.sessions import Session, SessionStore, boot_id
 from edge.web.tls import device_names, is_ip
 from edge.web.webdb import Reset, StoreReset
 
@@ -78,7 +78,7 @@ class WebApp:
         self.ca_file = ca_file
         self.ca_fingerprint = ca_fingerprint
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.sessions = SessionStore(auth.db, auth.config, auth.now)
+        self.sessions = SessionStore(auth.db, auth.config, auth.now, backend.clock.monotonic, boot_id())
         self.templates.env.globals.update(
             min_password=MIN_PASSWORD, buttons=BUTTONS, warn_s=int(warn_before(self.sessions.idle)),
             idle_words=amount(auth.config.idle_timeout_min, "minute"),

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_changed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL, client TEXT NOT NULL, ended REAL);
+    csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL, client TEXT NOT NULL, ended REAL,
+    boot TEXT, mono_created REAL, mono_seen REAL);
 CREATE TABLE IF NOT EXISTS setup_codes (code_hash TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS login_failures (client TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_client ON login_failures(client, at);
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS drafts (
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE, request TEXT NOT NULL, action TEXT NOT NULL,
     clips TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (user, request));
 """
-TABLES = ("users", "sessions", "setup_codes", "login_failures", "drafts")
+# sessions' columns added since the first web.db: a session ended by a timeout (kept for its draft), and the boot
+# and monotonic times that a step of the wall clock cannot move
+ADDED_COLUMNS = (("ended", "REAL"), ("boot", "TEXT"), ("mono_created", "REAL"), ("mono_seen", "REAL"))
 COMPANIONS = ("-journal", "-wal", "-shm")  # SQLite's files beside the database: they belong to the old file
 DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 # The wall clock may step (wrong at boot, set later): a time stored more than this ahead of now was written
@@ -213,8 +216,9 @@ class WebDB:
                     if statement.strip():
                         db.execute(statement)
                 columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-                if "ended" not in columns:  # a web.db from before sessions ended into drafts
-                    db.execute("ALTER TABLE sessions ADD COLUMN ended REAL")
+                for column, kind in ADDED_COLUMNS:  # a web.db from before these existed
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
         finally:
             db.close()
         self.path.chmod(0o600)
