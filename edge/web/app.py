@@ -100,15 +100,16 @@ class WebApp:
                            detail=reset.detail[:200])
 
     def _lost_at_start(self) -> None:
-        """web.db was missing at start (removed while the daemon was stopped) after an owner had been set up: the
-        audit log says so once."""
+        """web.db was missing or empty at start (removed while the daemon was stopped, or lost) after an owner had
+        been set up: the audit log says so once."""
         if self.auth.has_owner():
             return
         last = self.backend.last_record_of(("web_setup", "web_reset"))
         if last is not None and last["kind"] == "web_setup":
-            log.warning("web: %s was missing at start; the page's accounts are reset: run "
-                        "`doorbell-edge web setup-code` to set the owner up again", self.auth.path)
-            self.backend.audit("web_reset", why="missing at start", kept=None, detail="no web.db at start")
+            log.warning("web: %s had no accounts at start although an owner was set up before; the page's accounts "
+                        "are reset: run `doorbell-edge web setup-code` to set the owner up again", self.auth.path)
+            self.backend.audit("web_reset", why="missing or empty at start", kept=None,
+                               detail="no owner in web.db at start, after a web_setup")
 
     def owner_exists(self) -> bool:
         if not self._owner_exists:
