@@ -36,9 +36,9 @@ def browser() -> Iterator[Browser]:
 
 
 class Served:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **web: Any) -> None:
         self.port = free_port()
-        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port)
+        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port, **web)
         self.clock = FakeClock(NOW)
         self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
         self.request = seed_request(self.config, self.clock)
