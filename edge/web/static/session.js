@@ -35,7 +35,8 @@
   // Ask the server before warning: another tab may have kept the session alive meanwhile.
   function check() {
     if (over) { return; }
-    fetch("/session", {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+    // redirect "manual": a redirect (to the login or setup page) is an answer too, and it means "ended"
+    fetch("/session", {credentials: "same-origin", cache: "no-store", redirect: "manual"}).then(function (r) {
       return r.status === 200 ? r.json() : {live: false};
     }).then(function (s) {
       if (s.live) { schedule(s.idle_left, s.absolute_left); } else { showEnded(); }
@@ -93,7 +94,7 @@
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    fetch(form.action, {method: "POST", credentials: "same-origin",
+    fetch(form.action, {method: "POST", credentials: "same-origin", redirect: "manual",
                         body: new URLSearchParams(new FormData(form))}).then(function (r) {
       if (r.status === 204) { hide(); check(); } else { showEnded(); }
     }, function () { update(); });
