@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS setup_codes (code_hash TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS login_failures (client TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS login_failures_client ON login_failures(client, at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS drafts (
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE, request TEXT NOT NULL, action TEXT NOT NULL,
     clips TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (user, request));
@@ -52,8 +54,8 @@ class StoreReset(Exception):
 @dataclass(frozen=True)
 class Reset:
     """What happened to web.db: `missing` (deleted), `damaged` (not a database, or malformed: moved aside to
-    `kept`), `emptied` (a database without the page's tables), `replaced` (another file under the same name, e.g.
-    made by `web setup-code` after the old one was removed)."""
+    `kept`), `emptied` (a database without the page's tables: moved aside unless it is 0 bytes), `replaced`
+    (another sound store under the name, e.g. made by `web setup-code` after the old one was removed)."""
 
     why: str
     kept: Path | None
@@ -72,16 +74,21 @@ def damage_of(exc: sqlite3.Error) -> str | None:
     return None
 
 
+class _Replaced(Exception):
+    """The file under web.db is a sound store, but not the one this process opened."""
+
+
 class WebDB:
-    """One connection per use (the page's handlers run in a thread pool). Before each use the file is checked to
-    be the one the store opened (same device and inode); any loss found then or by SQLite resets the store and
-    raises StoreReset. `now` (wall-clock seconds) names the moved-aside file."""
+    """One connection per use (the page's handlers run in a thread pool). Each use checks the file is there and
+    is the store this process opened: a random id written at creation (meta.store), because a file made anew
+    can get the old one's inode number. Any loss found then or by SQLite resets the store and raises StoreReset.
+    `now` (wall-clock seconds) names the moved-aside file."""
 
     def __init__(self, path: Path, now: Callable[[], float]) -> None:
         self.path = path
         self.now = now
         self._lock = threading.Lock()
-        self._identity: tuple[int, int] | None = None
+        self._identity: str | None = None  # meta.store of the file this process uses
         self._listeners: list[Callable[[Reset], None]] = []
         self.pending: list[Reset] = []  # resets nobody listened to yet (at start: replayed to the first listener)
         self._start()
@@ -96,7 +103,10 @@ class WebDB:
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on the store (StoreReset when the file turned out lost or damaged)."""
-        seen = self._check_file()
+        seen = self._identity
+        if not self.path.exists():
+            self._lost(seen, "missing", None)
+            raise StoreReset("web.db is missing")
         try:
             db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=10, isolation_level=None)
         except sqlite3.OperationalError as exc:  # gone between the check and the open
@@ -105,7 +115,14 @@ class WebDB:
         try:
             db.execute("PRAGMA foreign_keys = ON")
             with immediate(db):
+                store = db.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
+                if store is None or store[0] != seen:
+                    raise _Replaced()
                 yield db
+        except _Replaced:
+            db.close()
+            self._adopt(seen)
+            raise StoreReset("web.db was replaced") from None
         except sqlite3.DatabaseError as exc:
             cause = exc.__context__  # a failed ROLLBACK may hide the error that said the file is damaged
             why = damage_of(exc) or (damage_of(cause) if isinstance(cause, sqlite3.Error) else None)
@@ -130,30 +147,20 @@ class WebDB:
                 self._set_aside(COMPANIONS)  # a stray journal must not be rolled into the new file
                 self._create()
                 return
+            if self.path.stat().st_size == 0:  # SQLite's empty database: nothing to keep
+                self._create()
+                return
             try:
                 self._create(check=True)
             except sqlite3.DatabaseError as exc:
                 why = damage_of(exc) or "damaged"
                 self._replace(why, exc)
 
-    def _check_file(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            seen = self._identity
-            self._lost(seen, "missing", None)
-            raise StoreReset("web.db is missing") from None
-        identity = (st.st_dev, st.st_ino)
-        if identity != self._identity:
-            self._adopt(identity)
-            raise StoreReset("web.db was replaced")
-        return identity
-
-    def _adopt(self, identity: tuple[int, int]) -> None:
+    def _adopt(self, seen: str | None) -> None:
         """Another file now has the name (the CLI made a fresh one, or a backup was put back): use it when it is
         a sound store, otherwise treat it as damaged."""
         with self._lock:
-            if self._identity == identity:
+            if self._identity != seen:
                 return  # another thread adopted it already
             try:
                 self._create(check=True)
@@ -162,7 +169,7 @@ class WebDB:
                 return
             self._announce(Reset("replaced", None, "another file took web.db's place"))
 
-    def _lost(self, seen: tuple[int, int] | None, why: str, exc: BaseException | None) -> None:
+    def _lost(self, seen: str | None, why: str, exc: BaseException | None) -> None:
         with self._lock:
             if self._identity != seen:
                 return  # another thread reset the store since this one looked
@@ -170,8 +177,13 @@ class WebDB:
 
     def _replace(self, why: str, exc: BaseException | None) -> None:
         """Move the lost or damaged file aside (kept for the owner, never deleted), start a fresh store, tell."""
-        # a missing file leaves nothing to keep, but a stray journal must not be rolled into the new file
-        kept = self._set_aside(COMPANIONS if why == "missing" else ("", *COMPANIONS))
+        kept = None
+        if why == "missing":
+            if not self.path.exists():  # nothing to keep, but a stray journal must not be rolled into a new file
+                self._set_aside(COMPANIONS)
+        elif not (why == "emptied" and self.path.exists() and self.path.stat().st_size == 0):
+            kept = self._set_aside(("", *COMPANIONS))
+        # (a 0-byte file gets its tables in place: a `web setup-code` making the file right now keeps its code)
         self._create()
         detail = str(exc) if exc is not None else "the file is gone"
         if kept is not None:
@@ -219,11 +231,12 @@ class WebDB:
                 for column, kind in ADDED_COLUMNS:  # a web.db from before these existed
                     if column not in columns:
                         db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('store', ?)", (secrets.token_hex(16),))
+                store = db.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
         finally:
             db.close()
         self.path.chmod(0o600)
-        st = os.stat(self.path)
-        self._identity = (st.st_dev, st.st_ino)
+        self._identity = str(store[0])
 
     def _announce(self, reset: Reset) -> None:
         if not self._listeners:

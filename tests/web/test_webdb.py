@@ -80,7 +80,7 @@ def test_damage_while_running_gives_setup_not_500s_and_keeps_the_file(site: Site
     [reset] = resets(site)  # once, however many requests saw it
     assert reset["why"] == WHY[damage]
     kept = kept_files(site)
-    if damage == "deleted":
+    if damage in ("deleted", "emptied"):  # nothing to keep: a fresh file, or the tables made in the empty one
         assert kept == [] and reset["kept"] is None
     else:
         assert [p.name for p in kept] == [reset["kept"]]
@@ -240,3 +240,21 @@ def test_a_web_db_from_before_drafts_is_upgraded_and_its_sessions_still_work(tmp
         columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
     db.close()
     assert {"ended", "boot", "mono_created", "mono_seen"} <= columns
+
+
+def test_another_store_written_over_the_same_inode_is_noticed(tmp_path: Path, clock: FakeClock) -> None:
+    """The check is the store's own id, not the inode: a file made anew can get the old one's inode number."""
+    site = Site(make_config(tmp_path / "a"), clock)
+    client = site.client()
+    setup_owner(site, client)
+    other = AuthStore(tmp_path / "b", make_config(tmp_path / "b").web, lambda: clock.now().timestamp())
+    code = other.new_setup_code()  # a sound store, no owner, a code of its own
+    inode = web_db(site).stat().st_ino
+    web_db(site).write_bytes(other.path.read_bytes())
+    assert web_db(site).stat().st_ino == inode
+    assert client.get("/").headers["location"] == "/setup"
+    assert [r["why"] for r in resets(site)] == ["replaced"] and kept_files(site) == []
+    page = client.get("/setup").text
+    r = client.post("/setup", data={"csrf": csrf_of(page), "code": code, "username": OWNER, "password": PASSWORD,
+                                    "password2": PASSWORD})
+    assert r.status_code == 303 and site.auth.has_owner()
