@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -193,7 +193,12 @@ class WebApp:
             session, refused = await run_in_threadpool(before_body, request)
             if refused is not None:
                 return refused
-            form = await request.form(max_files=10 if files else 0, max_fields=200)
+            try:
+                form = await request.form(max_files=10 if files else 0, max_fields=200)
+            except ClientDisconnect:
+                # the client left, or the connection guard cut off a body that came too slowly (and logged it);
+                # the parser has dropped what it spooled, and nobody is left to read an answer
+                return PlainTextResponse("the form did not arrive", status_code=400)
             try:
                 return await run_in_threadpool(run, request, form, session)
             finally:
