@@ -198,9 +198,10 @@ class GuardedH11Protocol(H11Protocol):
         if self._phase != BODY or self.transport.is_closing():
             return
         limits = self.guard.limits
-        # A pause is the page's doing (uvicorn stops reading while the app has not taken the body): not the
-        # client's fault, so that window does not count.
-        if self._received < limits.body_min_bytes and not self.flow.read_paused:
+        # A pause is the page's doing (uvicorn stops reading while the app has not taken the body), and a client
+        # that sent "Expect: 100-continue" waits for the app to ask for the body: neither window counts.
+        waiting = self.flow.read_paused or self.conn.they_are_waiting_for_100_continue
+        if self._received < limits.body_min_bytes and not waiting:
             self._refuse(f"request body slower than {limits.body_min_rate} bytes/s over {limits.body_window_s:g} s")
             return
         self._received = 0

@@ -5,15 +5,18 @@ still works."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.config import WebConfig
+from edge.web import server as web_server
 
 from .slowclient import DEADLINE_S, HOST, closed_by_server, eventually, head, refused, serving, still_open
 
@@ -203,6 +206,37 @@ def test_a_dribbled_body_is_closed_and_an_honest_slow_one_is_read(
     assert "web: refused 127.0.0.9: request body slower than 100 bytes/s over 2 s" in caplog.text
     assert "refused 127.0.0.2" not in caplog.text
     assert "Exception in ASGI application" not in caplog.text  # the cut-off form is no crash of the app
+
+
+def test_a_client_waiting_for_100_continue_is_not_blamed_for_a_page_slow_to_ask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The body windows pass while the page has not asked for the body yet (here it waits 3 windows)."""
+    caplog.set_level(logging.INFO)
+    real = web_server.build_web
+
+    def slow_to_read(*args: Any, **kwargs: Any) -> Any:
+        app, tls = real(*args, **kwargs)
+
+        async def late(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] == "POST":
+                await asyncio.sleep(3)
+            await app(scope, receive, send)
+
+        return late, tls
+
+    monkeypatch.setattr(web_server, "build_web", slow_to_read)
+    with serving(tmp_path, body_timeout_s=1, body_min_rate=100) as page:
+        headers, body = login_post(2000)
+        sock = page.tls("127.0.0.2")
+        try:
+            sock.sendall(headers.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+            sock.settimeout(DEADLINE_S)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100")
+            sock.sendall(body)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 403")  # read and answered by the app
+        finally:
+            sock.close()
+    assert "web: refused" not in caplog.text
 
 
 def test_a_normal_request_and_a_kept_alive_second_one_still_work(tmp_path: Path) -> None:
