@@ -6,26 +6,20 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 
-from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
 from edge.vision.gallery import Gallery
-from edge.web.auth import AuthStore
-from edge.web.server import WebServer
 
-from .browser import Browser, free_port, launch, serious
-from .conftest import NOW
+from .browser import Browser, launch, serious
 from .helpers import OWNER, PASSWORD
-from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
+from .seed import seed_request
+from .served import AuditTail, Served, no_sideways_scroll, serving, set_up_owner
 
 pytestmark = pytest.mark.slow
 
@@ -35,60 +29,9 @@ def browser() -> Iterator[Browser]:
     yield from launch(["doorbell.test", "evil.test"])
 
 
-class Served:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port)
-        self.clock = FakeClock(NOW)
-        self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
-        self.request = seed_request(self.config, self.clock)
-        rang = NOW - timedelta(minutes=30)
-        self.ring, self.ring_clip = seed_ring_with_clip(self.config, self.clock, rang)
-        self.day = f"/events?day={rang.astimezone().date()}"
-        ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
-        assert ok
-        self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
-        self.server.start()
-        assert self.server.started.wait(20), "the page did not start"
-        self.origin = f"https://doorbell.test:{self.port}"
-        self.auth = AuthStore(self.config.state_dir, self.config.web, lambda: self.clock.now().timestamp())
-
-    def url(self, path: str) -> str:
-        return self.origin + path
-
-
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    from edge.footage import redact
-
-    def shipped() -> redact.ExportFinders:  # what `doorbell-edge run` hands every export (edge/cli)
-        from edge.vision import redaction_finders as finders
-
-        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
-
-    monkeypatch.setattr(redact, "_provider", shipped)
-    s = Served(tmp_path)
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
-def set_up_owner(page: Any, served: Served, check_axe: bool = False) -> None:
-    page.goto(served.url("/requests"))
-    assert page.url == served.url("/setup")
-    if check_axe:
-        assert serious(page) == [], "the setup page"
-    page.get_by_label("Setup code").fill(served.auth.new_setup_code())
-    page.get_by_label("Your user name").fill(OWNER)
-    page.get_by_label("Password (at least").fill(PASSWORD)
-    page.get_by_label("The same password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create the owner account").click()
-    page.wait_for_url(served.url("/"))
-
-
-def no_sideways_scroll(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+    yield from serving(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", ["desktop", "phone"])
@@ -136,6 +79,8 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     page.get_by_role("button", name="Approve", exact=True).click()
     page.wait_for_url(served.url(f"/requests/{served.request}"))
     assert "OWNER_APPROVED" in page.content()
+    rotated = {c["name"]: c["value"] for c in context.cookies()}["__Host-doorbell_sid"]
+    assert rotated != sid["value"] and len(rotated) >= 43  # re-authenticated at the approval: a new session id
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
     assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
     export = page.get_by_role("button", name="Export", exact=True)
@@ -255,19 +200,6 @@ def test_the_accessibility_check_can_fail(browser: Browser) -> None:
 
 FACE_EXAMPLES = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gallery" / "face_recognition"
                  / "examples")
-
-
-class AuditTail:
-    """The audit log's records since the last look: what each step of the page wrote."""
-
-    def __init__(self, served: Served) -> None:
-        self.log = AuditLog(served.config.state_dir, served.clock)
-        self.seen = len(self.log.records())
-
-    def new(self) -> list[dict[str, Any]]:
-        records = self.log.records()
-        fresh, self.seen = records[self.seen:], len(records)
-        return fresh
 
 
 def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, served: Served) -> None:
