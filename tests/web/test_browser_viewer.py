@@ -73,6 +73,9 @@ def test_a_viewer_sees_events_and_audit_and_cannot_decide_enrol_or_export(browse
     seen: list[str] = []
     context.on("request", lambda r: seen.append(r.url))
     page = context.new_page()
+    blocked: list[str] = []  # what the CSP refused (an inline script or style would be), and script errors
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: blocked.append(str(e)))
     audit = AuditTail(served)
 
     # Log in; the password is pasted from the clipboard (password managers and paste work).
@@ -134,6 +137,7 @@ def test_a_viewer_sees_events_and_audit_and_cannot_decide_enrol_or_export(browse
     assert Gallery(served.config.state_dir).people() == []
     page.goto(served.url("/"))
     assert page.url == served.url("/login")
+    assert blocked == [] and any("/static/now.js" in u for u in seen)  # the one script ran, nothing refused
     context.close()
 
 
