@@ -26,7 +26,7 @@ from edge.vision.engine import FaceEngine
 from edge.vision.gallery import Gallery
 
 from .conftest import NOW
-from .helpers import OWNER, PASSWORD, VIEWER, VIEWER_PASSWORD, Site, csrf_of, login, setup_owner
+from .helpers import OWNER, PASSWORD, VIEWER, VIEWER_PASSWORD, Site, csrf_of, login, make_config, setup_owner
 from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
 from .test_faces import EXAMPLES, upload
 from .test_requests import decide_form
@@ -375,3 +375,23 @@ def test_no_answer_allows_inline_script_or_style_and_no_page_has_any(tmp_path: P
         parser = Controls()
         parser.feed(template.read_text())
         assert parser.inline == [], template.name
+
+
+# --- 3: the password policy at a password change ---------------------------------------------------------------
+
+def test_a_password_change_refuses_11_characters_and_takes_a_64_character_unicode_pass_phrase(tmp_path: Path
+                                                                                             ) -> None:
+    site = Site(make_config(tmp_path), FakeClock(NOW))
+    client = site.client()
+    setup_owner(site, client)
+    token = csrf_of(client.get("/account").text)
+    short = "elevenchars"
+    r = client.post("/account/password", data={"csrf": token, "old": PASSWORD, "new": short, "new2": short})
+    assert r.status_code == 400 and "at least 12" in r.text
+    assert login(site.client("192.168.1.31")).status_code == 303  # nothing changed
+    phrase = "Grüße aus Köln, 東京 und Zürich — ein langer Satz mit Leerzeichen!!"[:64]
+    assert len(phrase) == 64
+    r = client.post("/account/password", data={"csrf": token, "old": PASSWORD, "new": phrase, "new2": phrase})
+    assert r.status_code == 303
+    assert login(site.client("192.168.1.32"), OWNER, phrase).status_code == 303
+    assert login(site.client("192.168.1.33")).status_code == 401

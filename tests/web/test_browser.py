@@ -279,6 +279,9 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
 
     # Forget them: the button alone does nothing (the box is required), with the box ticked they are gone.
     forget = page.get_by_role("button", name="Forget Barack Obama")
+    for target in (forget, page.get_by_text("Yes, delete Barack Obama's photos")):  # 44 px targets on a phone
+        box = target.bounding_box()
+        assert box and box["width"] >= 44 and box["height"] >= 44, box
     forget.click()
     assert page.get_by_label("Yes, delete Barack Obama's photos").evaluate("box => box.validity.valueMissing")
     assert ("POST", served.url("/faces/forget")) not in seen  # the browser itself held the form back
