@@ -307,3 +307,54 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     assert posts == ["/setup", f"/requests/{served.request}/decide", f"/requests/{served.request}/export",
                      f"/requests/{other}/decide", "/faces/enrol", "/faces/forget", "/logout"], posts
     context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_stale_tampered_and_blocked_decisions_are_refused_in_the_browser(browser: Browser, served: Served,
+                                                                          kind: str) -> None:
+    """Draft items 13, 15 and 17 in the browser: a request that changed after the card was drawn gets 409 and
+    nothing decided; a narrow whose clip box was edited to a clip not asked for is refused; a blocked request
+    offers no Approve and says why."""
+    from ..footage.factory import document, signed
+    from .seed import add_clip
+
+    doc = document("warrant", request_id="MPD-2026-0003")
+    doc["scope"]["cameras"] = ["back_yard"]
+    blocked, _ = FootageDesk(served.config, served.clock, emit=lambda e: None).submit(signed(doc))
+    other = seed_request(served.config, served.clock, "MPD-2026-0002")
+    served.auth.create_owner(served.auth.new_setup_code(), OWNER, PASSWORD)
+    context = browser.context(kind)
+    page = context.new_page()
+    page.goto(served.url("/login"))
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(served.url("/"))
+    desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
+
+    # Stale: a third clip falls in the window after the card was drawn.
+    page.goto(served.url(f"/requests/{served.request}"))
+    add_clip(served.config, served.clock, 20)
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Approve", exact=True).click()
+    assert answer.value.status == 409 and "changed since the page was shown" in page.content()
+    assert desk.store.actions(served.request) == [] and desk.store.actions(other) == []
+
+    # Tampered: the first clip's box now names a clip that was not asked for.
+    page.goto(served.url(f"/requests/{other}"))
+    page.locator('input[name="clip"]').first.evaluate("box => { box.value = 'clip-not-asked-for'; }")
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Narrow", exact=True).click()
+    assert answer.value.status == 400 and "not in request" in page.content()
+    assert desk.store.actions(other) == []
+
+    # Blocked: no Approve, and why.
+    page.goto(served.url(f"/requests/{blocked}"))
+    assert page.get_by_role("button", name="Approve", exact=True).count() == 0
+    assert page.get_by_text("Approve is not offered: blocked by BAD_CAMERA").is_visible()
+    assert "Blocking:" in page.get_by_role("listitem").filter(has_text="BAD_CAMERA").inner_text()
+    context.close()
