@@ -16,9 +16,10 @@ from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
 from edge.vision.gallery import Gallery
 
+from ..footage.factory import document, signed
 from .browser import Browser, launch, serious
 from .helpers import OWNER, PASSWORD
-from .seed import seed_request
+from .seed import add_clip, seed_request
 from .served import AuditTail, Served, no_sideways_scroll, serving, set_up_owner
 
 pytestmark = pytest.mark.slow
@@ -315,9 +316,6 @@ def test_stale_tampered_and_blocked_decisions_are_refused_in_the_browser(browser
     """Draft items 13, 15 and 17 in the browser: a request that changed after the card was drawn gets 409 and
     nothing decided; a narrow whose clip box was edited to a clip not asked for is refused; a blocked request
     offers no Approve and says why."""
-    from ..footage.factory import document, signed
-    from .seed import add_clip
-
     doc = document("warrant", request_id="MPD-2026-0003")
     doc["scope"]["cameras"] = ["back_yard"]
     blocked, _ = FootageDesk(served.config, served.clock, emit=lambda e: None).submit(signed(doc))
