@@ -61,6 +61,7 @@ KINDS = frozenset(
         "web_password",  # a password was changed (every session of that user ended)
         "web_user",  # the owner added or removed a viewer
         "web_refused",  # a decision from the page was refused (request changed, no confirmation, out of scope)
+        "web_clip_viewed",  # a clip was played on the page: who, which clip (once per session and clip)
     }
 )
 

@@ -19,7 +19,6 @@ from edge.layout import StateLayout
 
 if TYPE_CHECKING:
     from edge.actions.faces import Enrolled
-    from edge.actions.footage import RequestRow
     from edge.footage.desk import FootageDesk
     from edge.footage.export_run import ExportResult
     from edge.vision.gallery import Existing, Person
@@ -155,14 +154,11 @@ class Backend:
 
         if not StateLayout.of(self.config.state_dir).footage.exists():
             return []
-        rows = footage.list_requests(self.desk())
+        desk = self.desk()
+        rows = footage.list_requests(desk)
         rows.sort(key=lambda r: r.received_at, reverse=True)
         rows.sort(key=lambda r: r.state != "waiting")
-        return [{**r.to_dict(), "agency_name": self.agency_name(r)} for r in rows]
-
-    def agency_name(self, row: RequestRow) -> str:
-        agency = self.config.footage_requests.agencies.get(row.agency or "")
-        return agency.name if agency is not None else row.agency or "An unknown agency"
+        return [{**r.to_dict(), "agency_name": footage.agency_name(desk, r.agency, r.verified).text} for r in rows]
 
     def request(self, request: str) -> dict[str, Any]:
         """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
@@ -170,7 +166,9 @@ class Backend:
         from edge.actions import footage
         from edge.footage.policy import CODES
 
-        details = footage.show(self.desk(), request)
+        desk = self.desk()
+        details = footage.show(desk, request)
+        agency = footage.request_agency(desk, details)  # the configured name, as the list and `requests show`
         summary = details.summary
         now = summary["now"]
         reasons = [{"code": r["code"], "sentence": CODES.get(r["code"], ("note", ""))[1], "detail": r["detail"],
@@ -180,7 +178,9 @@ class Backend:
             "id": summary["id"],
             "state": details.state,
             "agency": summary["agency"],
-            "agency_name": (doc.get("agency") or {}).get("name") or summary["agency"],
+            "agency_name": agency.name,
+            "agency_says": agency.says,  # the document's own name for itself, when it differs: shown as such
+            "agency_unverified": agency.configured and not agency.verified,
             "request_id": summary["request_id"],
             "legal_basis": summary["legal_basis"],
             "basis_note": BASIS_NOTES.get(str(summary["legal_basis"]), "A kind of request the device does not know."),

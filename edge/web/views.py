@@ -18,6 +18,7 @@ from edge.actions.events import DAY, FIRST_DAY, LAST_DAY
 from edge.errors import EdgeError, StorageError
 from edge.web.auth import Session
 from edge.web.backend import today
+from edge.web.watched import Watched
 
 if TYPE_CHECKING:
     from edge.vision.gallery import Existing
@@ -35,6 +36,7 @@ class Views:
     def __init__(self, web: WebApp) -> None:
         self.web = web
         self.backend = web.backend
+        self.watched = Watched(self.backend.audit)
 
     def now_page(self, request: Request, session: Session) -> Response:
         return self.web.render(request, "now.html", session=session,
@@ -65,11 +67,19 @@ class Views:
 
     def clip(self, request: Request, session: Session) -> Response:
         """A stored clip, streamed for the <video> on the events page (Range requests: the player seeks). Shown
-        inline, never as an attachment; a footage request's bundle is never served by the page."""
+        inline, never as an attachment; a footage request's bundle is never served by the page. Audited first:
+        once per session and clip (web_clip_viewed); no record, no clip."""
+        clip_id = request.path_params["clip_id"]
         try:
-            media = self.backend.clip(request.path_params["clip_id"])
+            media = self.backend.clip(clip_id)
         except StorageError:
             return PlainTextResponse("no such clip", status_code=404)
+        try:
+            self.watched.clip(session, clip_id)
+        except StorageError as exc:
+            log.error("web: clip %s not shown: the audit log cannot be written: %s", clip_id, exc)
+            return PlainTextResponse("the clip is not shown: the audit log cannot be written (doorbell-edge audit "
+                                     "verify says why)", status_code=503)
         return FileResponse(media.path, media_type=media.mime, headers={"Cache-Control": "private, no-store"})
 
     def snapshot(self, request: Request, session: Session) -> Response:

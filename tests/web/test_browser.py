@@ -6,26 +6,21 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 
-from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
 from edge.vision.gallery import Gallery
-from edge.web.auth import AuthStore
-from edge.web.server import WebServer
 
-from .browser import Browser, free_port, launch, serious
-from .conftest import NOW
+from ..footage.factory import document, signed
+from .browser import Browser, launch, serious
 from .helpers import OWNER, PASSWORD
-from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
+from .seed import add_clip, seed_request
+from .served import AuditTail, Served, no_sideways_scroll, serving, set_up_owner
 
 pytestmark = pytest.mark.slow
 
@@ -35,60 +30,9 @@ def browser() -> Iterator[Browser]:
     yield from launch(["doorbell.test", "evil.test"])
 
 
-class Served:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port)
-        self.clock = FakeClock(NOW)
-        self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
-        self.request = seed_request(self.config, self.clock)
-        rang = NOW - timedelta(minutes=30)
-        self.ring, self.ring_clip = seed_ring_with_clip(self.config, self.clock, rang)
-        self.day = f"/events?day={rang.astimezone().date()}"
-        ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
-        assert ok
-        self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
-        self.server.start()
-        assert self.server.started.wait(20), "the page did not start"
-        self.origin = f"https://doorbell.test:{self.port}"
-        self.auth = AuthStore(self.config.state_dir, self.config.web, lambda: self.clock.now().timestamp())
-
-    def url(self, path: str) -> str:
-        return self.origin + path
-
-
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    from edge.footage import redact
-
-    def shipped() -> redact.ExportFinders:  # what `doorbell-edge run` hands every export (edge/cli)
-        from edge.vision import redaction_finders as finders
-
-        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
-
-    monkeypatch.setattr(redact, "_provider", shipped)
-    s = Served(tmp_path)
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
-def set_up_owner(page: Any, served: Served, check_axe: bool = False) -> None:
-    page.goto(served.url("/requests"))
-    assert page.url == served.url("/setup")
-    if check_axe:
-        assert serious(page) == [], "the setup page"
-    page.get_by_label("Setup code").fill(served.auth.new_setup_code())
-    page.get_by_label("Your user name").fill(OWNER)
-    page.get_by_label("Password (at least").fill(PASSWORD)
-    page.get_by_label("The same password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create the owner account").click()
-    page.wait_for_url(served.url("/"))
-
-
-def no_sideways_scroll(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+    yield from serving(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", ["desktop", "phone"])
@@ -136,6 +80,8 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     page.get_by_role("button", name="Approve", exact=True).click()
     page.wait_for_url(served.url(f"/requests/{served.request}"))
     assert "OWNER_APPROVED" in page.content()
+    rotated = {c["name"]: c["value"] for c in context.cookies()}["__Host-doorbell_sid"]
+    assert rotated != sid["value"] and len(rotated) >= 43  # re-authenticated at the approval: a new session id
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
     assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
     export = page.get_by_role("button", name="Export", exact=True)
@@ -257,19 +203,6 @@ FACE_EXAMPLES = (Path(__file__).resolve().parents[2].parent / "shared" / "data" 
                  / "examples")
 
 
-class AuditTail:
-    """The audit log's records since the last look: what each step of the page wrote."""
-
-    def __init__(self, served: Served) -> None:
-        self.log = AuditLog(served.config.state_dir, served.clock)
-        self.seen = len(self.log.records())
-
-    def new(self) -> list[dict[str, Any]]:
-        records = self.log.records()
-        fresh, self.seen = records[self.seen:], len(records)
-        return fresh
-
-
 def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, served: Served) -> None:
     """Issue 16: every action a plain form that works with JavaScript off. Setup, approve + export, narrow,
     enrol from an uploaded photo with the consent form, forget with the confirmation, log out; after each, what
@@ -347,6 +280,9 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
 
     # Forget them: the button alone does nothing (the box is required), with the box ticked they are gone.
     forget = page.get_by_role("button", name="Forget Barack Obama")
+    for target in (forget, page.get_by_text("Yes, delete Barack Obama's photos")):  # 44 px targets on a phone
+        box = target.bounding_box()
+        assert box and box["width"] >= 44 and box["height"] >= 44, box
     forget.click()
     assert page.get_by_label("Yes, delete Barack Obama's photos").evaluate("box => box.validity.valueMissing")
     assert ("POST", served.url("/faces/forget")) not in seen  # the browser itself held the form back
@@ -371,4 +307,52 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     posts = [u.removeprefix(served.origin) for m, u in seen if m == "POST"]
     assert posts == ["/setup", f"/requests/{served.request}/decide", f"/requests/{served.request}/export",
                      f"/requests/{other}/decide", "/faces/enrol", "/faces/forget", "/logout"], posts
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_stale_tampered_and_blocked_decisions_are_refused_in_the_browser(browser: Browser, served: Served,
+                                                                          kind: str) -> None:
+    """Draft items 13, 15 and 17 in the browser: a request that changed after the card was drawn gets 409 and
+    nothing decided; a narrow whose clip box was edited to a clip not asked for is refused; a blocked request
+    offers no Approve and says why."""
+    doc = document("warrant", request_id="MPD-2026-0003")
+    doc["scope"]["cameras"] = ["back_yard"]
+    blocked, _ = FootageDesk(served.config, served.clock, emit=lambda e: None).submit(signed(doc))
+    other = seed_request(served.config, served.clock, "MPD-2026-0002")
+    served.auth.create_owner(served.auth.new_setup_code(), OWNER, PASSWORD)
+    context = browser.context(kind)
+    page = context.new_page()
+    page.goto(served.url("/login"))
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(served.url("/"))
+    desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
+
+    # Stale: a third clip falls in the window after the card was drawn.
+    page.goto(served.url(f"/requests/{served.request}"))
+    add_clip(served.config, served.clock, 20)
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Approve", exact=True).click()
+    assert answer.value.status == 409 and "changed since the page was shown" in page.content()
+    assert desk.store.actions(served.request) == [] and desk.store.actions(other) == []
+
+    # Tampered: the first clip's box now names a clip that was not asked for.
+    page.goto(served.url(f"/requests/{other}"))
+    page.locator('input[name="clip"]').first.evaluate("box => { box.value = 'clip-not-asked-for'; }")
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Narrow", exact=True).click()
+    assert answer.value.status == 400 and "not in request" in page.content()
+    assert desk.store.actions(other) == []
+
+    # Blocked: no Approve, and why.
+    page.goto(served.url(f"/requests/{blocked}"))
+    assert page.get_by_role("button", name="Approve", exact=True).count() == 0
+    assert page.get_by_text("Approve is not offered: blocked by BAD_CAMERA").is_visible()
+    assert "Blocking:" in page.get_by_role("listitem").filter(has_text="BAD_CAMERA").inner_text()
     context.close()
