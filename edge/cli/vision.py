@@ -163,8 +163,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"migrated {line}", file=sys.stderr)
     person = done.person
     print(
-        f"{done.outcome} {person.name} (id {person.person_id}): {person.photos} photo(s) (face chips only), consent "
-        f"by {person.consent_by} on {person.consent_date} {person.consent_purpose}, until {person.consent_until}"
+        f"{done.outcome} {person.name}: {person.photos} photo(s) (face chips only), consent by {person.consent_by} "
+        f"on {person.consent_date} until {person.consent_until} ({person.consent_purpose}); id {person.person_id} "
+        "in the audit log"
     )
     return 0
 
@@ -174,8 +175,8 @@ def cmd_consent(args: argparse.Namespace) -> int:
     from edge.clock import SystemClock
 
     person = renew(_config(args), SystemClock(), args.name, _consent(args))
-    print(f"consent recorded for {person.name} (id {person.person_id}): by {person.consent_by} on "
-          f"{person.consent_date} {person.consent_purpose}, until {person.consent_until}")
+    print(f"consent recorded for {person.name}: by {person.consent_by} on {person.consent_date} until "
+          f"{person.consent_until} ({person.consent_purpose}); id {person.person_id} in the audit log")
     return 0
 
 
@@ -306,11 +307,20 @@ def cmd_list(args: argparse.Namespace) -> int:
             print("nobody enrolled")
     for e in listed:
         if e.status.warning:
-            print(f"warning: {e.person.name}: consent {e.status.text}", file=sys.stderr)
+            print(f"warning: {_consent_warning(e.person.name, e.status)}", file=sys.stderr)
     if household.whole_photos:  # an older version kept whole photos (bystanders included)
         print(f"whole photos kept for {', '.join(household.whole_photos)}: `doorbell-edge faces migrate` keeps only "
               "the enrolled face", file=sys.stderr)
     return 0
+
+
+def _consent_warning(name: str, status) -> str:  # type: ignore[no-untyped-def]
+    renew = f"`doorbell-edge faces consent {name!r} --consent-by ... --consent-date ... --consent-until ...`"
+    if status.code == "no_end_date":
+        return f"{name}: no consent end date recorded: record one with {renew}"
+    if status.code == "ended":
+        return f"{name}: consent {status.text}: renew it with {renew}, or `doorbell-edge faces forget {name!r}`"
+    return f"{name}: consent {status.text}: renew it with {renew}"
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

@@ -107,7 +107,8 @@ def test_whole_photos_are_refused(data: Path, tmp_path: Path) -> None:
     rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
     for image in (rgb, cv2.resize(rgb, (150, 150))[:, :, 0], rgb[:150, :151]):
         with pytest.raises(StorageError, match="only aligned 150x150 face chips are stored, never whole photos"):
-            Gallery(tmp_path).enroll("X", [image], np.zeros((1, 128), np.float32), ada_consent(date(2026, 1, 1)), "m", NOON)
+            Gallery(tmp_path).enroll("X", [image], np.zeros((1, 128), np.float32), ada_consent(date(2026, 1, 1)), "m",
+                                     NOON)
     assert _files(tmp_path) == []
 
 
