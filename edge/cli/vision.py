@@ -8,9 +8,18 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.cli.common import load_config_for
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.actions.faces import Image
+    from edge.config import Config
+    from edge.vision.consent import Status
+    from edge.vision.detector import Detection
+    from edge.vision.engine import FaceEngine
+    from edge.vision.recognise import F32, Thresholds
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -218,7 +227,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 
-def _look(cfg, th, images: list[Path]) -> tuple[int, int, list[dict[str, object]]]:  # type: ignore[no-untyped-def]
+def _look(cfg: Config, th: Thresholds, images: list[Path]) -> tuple[int, int, list[dict[str, object]]]:
     """What the device would make of each face in the photos, judged as the daemon does today: a person whose
     consent has ended is not matched (their nearness is only noted). Reads the gallery, writes nothing."""
     from edge.actions.faces import faces_in, read_image
@@ -246,7 +255,8 @@ def _look(cfg, th, images: list[Path]) -> tuple[int, int, list[dict[str, object]
     return len(templates), len(active), report
 
 
-def _face(engine, img, det, i, th, active, ended, status) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _face(engine: FaceEngine, img: Image, det: Detection, i: int, th: Thresholds, active: dict[str, F32],
+          ended: dict[str, F32], status: dict[str, Status]) -> dict[str, object]:
     from edge.actions.faces import box
     from edge.vision import recognise as R
 
@@ -314,7 +324,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _consent_warning(name: str, status) -> str:  # type: ignore[no-untyped-def]
+def _consent_warning(name: str, status: Status) -> str:
     renew = f"`doorbell-edge faces consent {name!r} --consent-by ... --consent-date ... --consent-until ...`"
     if status.code == "no_end_date":
         return f"{name}: no consent end date recorded: record one with {renew}"

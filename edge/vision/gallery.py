@@ -9,13 +9,11 @@ is ever written; `forget` removes a person's whole folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,12 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge.crashpoints import crash_point
 from edge.errors import StorageError
-from edge.fsutil import fsync_dir, replace_private
 from edge.layout import StateLayout
 from edge.vision.align import CHIP
 from edge.vision.consent import Consent, check_record, checked, new_person_id
+from edge.vision.gallery_files import GalleryFolders, private_dir, why_unreadable
 
 if TYPE_CHECKING:
     from edge.vision.engine import FaceEngine
@@ -37,8 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
-STAGING = ".staging-"  # an enrolment being written: <STAGING><slug>-<token>
-TRASH = ".trash-"  # a forgotten or replaced enrolment being deleted: <TRASH><slug>-<token>
 CHIPS = "chips"  # Person.stored: the photos folder holds aligned face chips only
 WHOLE = "photos"  # Person.stored of a gallery written before chips: whole photos (see `migrate`)
 CHIP_JPEG_QUALITY = 95
@@ -98,74 +93,18 @@ def _slug(name: str) -> str:
     return s
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
-class Gallery:
-    """Enrol and forget are all-or-nothing: an enrolment is staged in `.staging-<slug>-<token>` and renamed into
-    place (a replaced person is first moved to `.trash-<slug>-<token>`), a forget renames the folder to a trash
-    name before deleting it. Opening a gallery finishes what a crash left: an incomplete staging is removed, a
-    complete one whose old folder was already moved aside is put in place, and trash is deleted.
+class Gallery(GalleryFolders):
+    """Who is enrolled, with their consent, chips and templates; every write all-or-nothing (GalleryFolders).
 
     Opening it also gives each person enrolled by an older version a random id (once: written with the record,
     all-or-nothing like an enrolment). `recover=False` opens it strictly read-only (`faces test`): nothing in the
     state dir is touched."""
 
     def __init__(self, state_dir: Path, *, recover: bool = True) -> None:
-        self.root = StateLayout.of(state_dir).faces
+        super().__init__(StateLayout.of(state_dir).faces)
         if recover:
             self.recover(blocking=False)
             self.assign_ids()
-
-    @contextlib.contextmanager
-    def _locked(self, *, blocking: bool = True) -> Iterator[bool]:
-        """The gallery's writer lock (enrol, forget, recovery); yields False when not blocking and it is busy.
-        The lock is on the faces folder itself, so a forget leaves no file behind, not even a lock file."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-                got = True
-            except BlockingIOError:
-                got = False
-            yield got
-        finally:
-            os.close(fd)
-
-    def recover(self, *, blocking: bool = True) -> list[str]:
-        """Finish or undo what an interrupted enrol or forget left (see the class docstring); what was done."""
-        if not any(e.startswith((STAGING, TRASH)) for e in _entries(self.root)):
-            return []
-        try:
-            with self._locked(blocking=blocking) as got:
-                return self._recover_locked() if got else []
-        except OSError as exc:  # a read-only or unreadable state dir: readers still read what is committed
-            log.warning("cannot recover the face gallery %s: %s", self.root, exc)
-            return []
-
-    def _recover_locked(self) -> list[str]:
-        done: list[str] = []
-        entries = _entries(self.root)
-        for entry in sorted(e for e in entries if e.startswith(STAGING)):
-            staged, slug = self.root / entry, _slug_of(entry, STAGING)
-            final = self.root / slug
-            replaced = any(_slug_of(e, TRASH) == slug for e in entries if e.startswith(TRASH))
-            if (staged / "person.json").is_file() and replaced and not final.exists():
-                # Killed between moving the old enrolment aside and renaming the new one in: roll forward.
-                os.rename(staged, final)
-                fsync_dir(self.root)
-                done.append(f"{slug}: interrupted enrolment completed")
-            else:
-                _remove_tree(staged)
-                done.append(f"{slug}: interrupted enrolment removed")
-        for entry in sorted(e for e in _entries(self.root) if e.startswith(TRASH)):
-            _remove_tree(self.root / entry)
-            done.append(f"{_slug_of(entry, TRASH)}: leftovers of a forget or replacement deleted")
-        for line in done:
-            log.warning("face gallery %s: %s", self.root, line)
-        return done
 
     def _dir(self, name: str) -> Path:
         return self.root / _slug(name)
@@ -192,7 +131,7 @@ class Gallery:
         if len(chips) != len(templates) or not chips:
             raise StorageError("one template per face chip, at least one")
         blobs = [encode_chip(c) for c in chips]  # refuses anything that is not a chip before a file is written
-        _private_dir(self.root)
+        private_dir(self.root)
         slug = _slug(name)
         final = self.root / slug
         person = Person(name, "", "", now.strftime("%Y-%m-%dT%H:%M:%SZ"), len(chips), embedder, CHIPS,
@@ -222,40 +161,8 @@ class Gallery:
                 blobs = kept + blobs
                 templates = np.concatenate([self._load_templates(final), templates])
                 person = replace(person, photos=len(templates))
-            self._commit_locked(slug, person, blobs, templates)
+            self._commit_locked(slug, asdict(person), blobs, templates)
         return person
-
-    def _commit_locked(self, slug: str, person: Person, blobs: list[bytes], templates: F32) -> None:
-        """Write a person's folder in full, replacing what was there: all-or-nothing (see the class docstring)."""
-        final = self.root / slug
-        # Everything is written into a staging folder first (person.json last), then renamed into place:
-        # a crash at any point leaves either the old enrolment or the new one, never a mix or an orphan.
-        staged = self.root / f"{STAGING}{slug}-{secrets.token_hex(4)}"
-        _private_dir(staged)
-        _private_dir(staged / "photos")
-        for i, blob in enumerate(blobs):
-            replace_private(staged / "photos" / f"{i:03d}.jpg", blob)
-        crash_point("enroll:photos-written")
-        replace_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
-        replace_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
-        fsync_dir(staged / "photos")
-        fsync_dir(staged)
-        crash_point("enroll:staged")
-        trash = None
-        if final.exists():
-            trash = self.root / f"{TRASH}{slug}-{secrets.token_hex(4)}"
-            os.rename(final, trash)
-            crash_point("enroll:old-moved-aside")
-        os.rename(staged, final)
-        fsync_dir(self.root)
-        crash_point("enroll:renamed")
-        if trash is not None:
-            _remove_tree(trash)
-
-    def _rewrite_locked(self, folder: Path, person: Person) -> None:
-        """Write the person's record anew with their photos and templates as they are (all-or-nothing)."""
-        blobs = [p.read_bytes() for p in sorted((folder / "photos").glob("*"))]
-        self._commit_locked(folder.name, person, blobs, self._load_templates(folder))
 
     def renew(self, name: str, consent: Consent, now: datetime, person_id: str) -> tuple[Person, Person]:
         """Record a new consent for an enrolled person, photos and templates untouched: (before, after). The
@@ -269,7 +176,7 @@ class Gallery:
             if old is None or old.person_id != person_id:
                 raise StorageError(f"{name} is not enrolled (any more): nothing recorded")
             new = old.with_consent(consent)
-            self._rewrite_locked(folder, new)
+            self._rewrite_locked(folder, asdict(new))
         return old, new
 
     def ensure_id(self, name: str) -> Person | None:
@@ -286,7 +193,7 @@ class Gallery:
         person = self._person_at(folder)
         if person is not None and person.person_id is None:
             person = replace(person, person_id=new_person_id())
-            self._rewrite_locked(folder, person)
+            self._rewrite_locked(folder, asdict(person))
             log.warning("face gallery %s: an enrolment from an older version now has the id %s", self.root,
                         person.person_id)
         return person
@@ -326,22 +233,13 @@ class Gallery:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise StorageError(f"cannot read the face gallery: {pj}: {_why(pj.parent, exc)}") from exc
+            raise StorageError(f"cannot read the face gallery: {pj}: {why_unreadable(pj.parent, exc)}") from exc
         try:
             data = json.loads(text)
             check_record(data)
             return Person(**data)
         except (ValueError, TypeError) as exc:
             raise StorageError(f"{pj}: unreadable: {exc}") from exc
-
-    def _load_templates(self, folder: Path) -> F32:
-        path = folder / "templates.npy"
-        try:
-            return np.load(path).astype(np.float32)
-        except OSError as exc:
-            raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
-        except ValueError as exc:  # damaged: np.load names what it could not parse
-            raise StorageError(f"face gallery: {path}: unreadable: {exc}") from exc
 
     def whole_photos(self) -> list[str]:
         """Names whose enrolment (from before chips) still keeps whole photos, which may show other people."""
@@ -369,7 +267,7 @@ class Gallery:
                     chip = chip_of(photo.read_bytes(), templates[i]) if i < len(templates) else None
                     if chip is not None:
                         blobs.append(encode_chip(chip))
-                self._commit_locked(folder.name, replace(person, stored=CHIPS), blobs, templates)
+                self._commit_locked(folder.name, asdict(replace(person, stored=CHIPS)), blobs, templates)
                 dropped = len(photos) - len(blobs)
                 done.append(
                     f"{name}: {len(blobs)} whole photo(s) replaced by the enrolled face's chip"
@@ -407,7 +305,7 @@ class Gallery:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
+            raise StorageError(f"cannot read the face gallery {self.root}: {why_unreadable(self.root, exc)}") from exc
         found = (self._person_at(self.root / e) for e in sorted(entries, key=lambda e: e + "/"))  # glob's order
         return [p for p in found if p is not None]
 
@@ -429,13 +327,7 @@ class Gallery:
             self._recover_locked()
             if not d.exists():
                 return False
-            # The rename is the commit point: from then on the person is not enrolled, and whatever of the
-            # folder a crash leaves behind is deleted when the gallery is next opened.
-            trash = self.root / f"{TRASH}{d.name}-{secrets.token_hex(4)}"
-            os.rename(d, trash)
-            fsync_dir(self.root)
-            crash_point("forget:renamed")
-            _remove_tree(trash)
+            self._trash_locked(d)
         return True
 
     def stamp(self) -> float:
@@ -444,45 +336,6 @@ class Gallery:
             if not self.root.is_dir():
                 return 0.0
         except OSError as exc:  # the state dir itself cannot be entered
-            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
+            raise StorageError(f"cannot read the face gallery {self.root}: {why_unreadable(self.root, exc)}") from exc
         stamps = [self.root.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in self.root.glob("*/person.json")]
         return float(max(stamps))
-
-
-def _why(path: Path, exc: OSError) -> str:
-    """'Permission denied (owned by root, mode 0700)': who owns what could not be read."""
-    from edge.service.owner import describe
-
-    return f"{exc.strerror or exc} ({describe(path)})" if isinstance(exc, PermissionError) else str(exc.strerror or exc)
-
-
-def _entries(root: Path) -> list[str]:
-    try:
-        return os.listdir(root)
-    except OSError:
-        return []
-
-
-def _slug_of(entry: str, prefix: str) -> str:
-    """The slug in `<prefix><slug>-<8 hex>`."""
-    return entry[len(prefix):].rsplit("-", 1)[0]
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a folder file by file (a crash part-way leaves a trash or staging folder that recovery finishes)."""
-    for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if sub.is_dir() and not sub.is_symlink():
-            sub.rmdir()
-        else:
-            sub.unlink()
-            crash_point("gallery:removing")
-    path.rmdir()
-    fsync_dir(path.parent)
-
-
-def _npy_bytes(arr: npt.NDArray[np.float32]) -> bytes:
-    import io
-
-    b = io.BytesIO()
-    np.save(b, arr)
-    return b.getvalue()
