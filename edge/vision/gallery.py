@@ -174,7 +174,7 @@ class Gallery(GalleryFolders):
             self._recover_locked()
             old = self._person_at(folder)
             if old is None or old.person_id != person_id:
-                raise StorageError(f"{name} is not enrolled (any more): nothing recorded")
+                raise StorageError(f"{name} is not enrolled any more: the consent record was not changed")
             new = old.with_consent(consent)
             self._rewrite_locked(folder, asdict(new))
         return old, new
