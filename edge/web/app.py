@@ -109,6 +109,7 @@ class WebApp:
             Route("/faces", self.page(v.faces_page, owner=True), methods=get),
             Route("/faces/enrol", self.form(v.enrol, owner=True, files=True), methods=post),
             Route("/faces/forget", self.form(v.forget, owner=True), methods=post),
+            Route("/faces/consent", self.form(v.renew, owner=True), methods=post),
             Route("/audit", self.page(v.audit_page), methods=get),
             Route("/account", self.page(e.account_page), methods=get),
             Route("/account/password", self.form(e.change_password), methods=post),

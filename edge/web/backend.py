@@ -18,9 +18,10 @@ from edge.config import Config
 from edge.layout import StateLayout
 
 if TYPE_CHECKING:
-    from edge.actions.faces import Enrolled
+    from edge.actions.faces import Enrolled, Household
     from edge.footage.desk import FootageDesk
     from edge.footage.export_run import ExportResult
+    from edge.vision.consent import Consent
     from edge.vision.gallery import Existing, Person
 
 # The service layer is imported when a page first needs it, not when the page starts: an idle page must add
@@ -265,23 +266,37 @@ class Backend:
 
     # --- faces --------------------------------------------------------------------------------------------
 
-    def people(self) -> list[Person]:
+    def people(self) -> Household:
+        """Everyone enrolled with their consent's status today (by the daemon's clock): those whose consent has
+        ended first, then those with no end date recorded, then those ending soon (soonest first), then the rest."""
+        from dataclasses import replace
+
         from edge.actions import faces
 
-        return list(faces.list_faces(self.config).people)
+        household = faces.list_faces(self.config, self.clock)
+        order = {"ended": 0, "no_end_date": 1, "ending": 2, "valid": 3}
+        listed = sorted(household.listed, key=lambda e: (order[e.status.code], e.status.days_left or 0))
+        return replace(household, listed=tuple(listed))
 
     def forget(self, name: str, user: str) -> bool:
         from edge.actions import faces
 
         return faces.forget(self.config, name, clock=self.clock, by=f"web:{user}")
 
-    def enrol(self, name: str, photos: list[Path], consent_by: str, consent_date: date, user: str,
+    def enrol(self, name: str, photos: list[Path], consent: Consent, user: str,
               existing: Existing = "refuse") -> Enrolled:
-        """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo)."""
+        """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo, a full
+        consent record)."""
         from edge.actions import faces
 
-        return faces.enrol(self.config, self.clock, name, photos, consent_by, consent_date, existing=existing,
+        return faces.enrol(self.config, self.clock, name, photos, consent, existing=existing,
                            by=f"web:{user}", engine=self.engine)
+
+    def renew(self, name: str, consent: Consent, user: str) -> Person:
+        """Record a new consent for someone enrolled, as `faces consent` does (audited first)."""
+        from edge.actions import faces
+
+        return faces.renew(self.config, self.clock, name, consent, by=f"web:{user}")
 
 
 def shown_hash(view: dict[str, Any]) -> str:

@@ -6,18 +6,22 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge.footage.audit import AuditLog
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.gallery import Gallery
 
 from ..footage.factory import document, signed
 from .browser import Browser, launch, serious
+from .conftest import NOW
 from .helpers import OWNER, PASSWORD
 from .seed import add_clip, seed_request
 from .served import AuditTail, Served, no_sideways_scroll, serving, set_up_owner
@@ -50,6 +54,10 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
 
     with page.expect_request(lambda r: "/now.jpg?t=" in r.url):  # the Now picture refreshes itself
         pass
+    # Someone whose consent has ended, so the Faces page shows a card with its warning and open renewal form.
+    Gallery(served.config.state_dir).enroll(
+        "Ann", [np.full((150, 150, 3), 100, np.uint8)], np.ones((1, 128), np.float32),
+        Consent("Ann's mother", date(2026, 2, 1), DEFAULT_PURPOSE, date(2026, 3, 1)), "m", now=NOW - timedelta(days=30))
     problems: dict[str, list[str]] = {}
     for path in ("/", "/events", served.day, "/requests", f"/requests/{served.request}", "/faces", "/audit",
                  "/account"):
@@ -205,8 +213,8 @@ FACE_EXAMPLES = (Path(__file__).resolve().parents[2].parent / "shared" / "data" 
 
 def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, served: Served) -> None:
     """Issue 16: every action a plain form that works with JavaScript off. Setup, approve + export, narrow,
-    enrol from an uploaded photo with the consent form, forget with the confirmation, log out; after each, what
-    the page says and what the state (requests, gallery, audit log) says."""
+    enrol from an uploaded photo with the consent form, renew the consent, forget with the confirmation, log out;
+    after each, what the page says and what the state (requests, gallery, audit log) says."""
     photo = FACE_EXAMPLES / "obama.jpg"
     if not photo.is_file():  # fail loudly: CI lays shared/data beside the checkout
         raise AssertionError(f"test data missing: {photo}")
@@ -267,16 +275,38 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     page.get_by_label("Name (as events will show it)").fill("Barack Obama")
     page.get_by_label("Consent given by").fill("Barack Obama")
     page.get_by_label("Date of consent").fill("2026-03-01")
+    assert page.get_by_label("Consent is for").input_value() == DEFAULT_PURPOSE  # pre-filled, editable
+    page.get_by_label("Consent ends on").fill("2026-03-20")
     page.get_by_label("Photos of the face").set_input_files(photo)
     page.get_by_label("They consented to being recognised").check()
     page.get_by_role("button", name="Enrol", exact=True).click()
     page.wait_for_url(served.url("/faces"), timeout=120_000)
-    assert "Consent given by Barack Obama on 2026-03-01" in page.content()
+    assert "ends in 10 days (last day 2026-03-20)" in page.content()
     [person] = Gallery(served.config.state_dir).people()
-    assert (person.name, person.photos, person.consent_by, person.consent_date) == (
-        "Barack Obama", 1, "Barack Obama", "2026-03-01")
-    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
-    assert faces == [("face_enrol", "Barack Obama", f"web:{OWNER}")]
+    assert (person.name, person.photos, person.consent_by, person.consent_date, person.consent_until) == (
+        "Barack Obama", 1, "Barack Obama", "2026-03-01", "2026-03-20")
+    pid = person.person_id
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_enrol", pid, f"web:{OWNER}")]
+    assert no_sideways_scroll(page), "the faces page with someone enrolled"
+
+    # Renew the consent: the <details> opens without a script, a plain form posts it.
+    card = page.locator("li.card", has_text="Barack Obama")
+    card.get_by_text("Renew Barack Obama's consent").click()
+    card.get_by_label("Consent ends on").fill("2027-03-10")
+    card.get_by_label("Barack Obama (or their guardian) agreed").check()
+    button = card.get_by_role("button", name="Record Barack Obama's consent")
+    box = button.bounding_box()
+    assert box and box["width"] >= 44 and box["height"] >= 44
+    button.click()
+    page.wait_for_url(served.url("/faces"))
+    assert "valid until 2027-03-10" in page.content()
+    [person] = Gallery(served.config.state_dir).people()
+    assert (person.consent_date, person.consent_until, person.person_id) == ("2026-03-10", "2027-03-10", pid)
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_consent", pid, f"web:{OWNER}")]
 
     # Forget them: the button alone does nothing (the box is required), with the box ticked they are gone.
     forget = page.get_by_role("button", name="Forget Barack Obama")
@@ -292,8 +322,9 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
         forget.click()
     assert page.url == served.url("/faces") and "Nobody is enrolled" in page.content()
     assert Gallery(served.config.state_dir).people() == []
-    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
-    assert faces == [("face_forget", "Barack Obama", f"web:{OWNER}")]
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_forget", pid, f"web:{OWNER}")]
 
     # Log out: back to the login page, the session gone.
     page.get_by_role("button", name=f"Log out {OWNER}").click()
@@ -306,7 +337,7 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     assert not [u for _, u in seen if u.endswith(".js") or "/now.jpg?t=" in u], seen  # no script ran or loaded
     posts = [u.removeprefix(served.origin) for m, u in seen if m == "POST"]
     assert posts == ["/setup", f"/requests/{served.request}/decide", f"/requests/{served.request}/export",
-                     f"/requests/{other}/decide", "/faces/enrol", "/faces/forget", "/logout"], posts
+                     f"/requests/{other}/decide", "/faces/enrol", "/faces/consent", "/faces/forget", "/logout"], posts
     context.close()
 
 
