@@ -95,7 +95,10 @@ class WebConfig(Section):
     setup_code_ttl_min: float = Field(
         30, gt=0, le=24 * 60, description="Minutes a setup code from `doorbell-edge web setup-code` stays valid."
     )
-    idle_timeout_min: float = Field(30, gt=0, le=24 * 60, description="A session unused this long is ended.")
+    idle_timeout_min: float = Field(
+        30, ge=1, le=24 * 60, description="A session unused this long is ended (at least 1 minute: the page warns "
+        "2 minutes before, or half the timeout when shorter, and offers to stay logged in)."
+    )
     absolute_timeout_h: float = Field(12, gt=0, le=24 * 30, description="Any session ends this long after login.")
     login_max_failures: int = Field(
         10, ge=1, le=100, description="Failed logins per client within login_window_s before it must wait (429)."

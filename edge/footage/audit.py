@@ -64,6 +64,7 @@ KINDS = frozenset(
         "web_user",  # the owner added or removed a viewer
         "web_refused",  # a decision from the page was refused (request changed, no confirmation, out of scope)
         "web_clip_viewed",  # a clip was played on the page: who, which clip (once per session and clip)
+        "web_reset",  # web.db was lost or damaged (kept aside when damaged): the page's accounts start again
     }
 )
 

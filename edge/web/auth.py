@@ -1,5 +1,5 @@
-"""Who may use the owner's page: accounts (argon2id), server-side sessions, setup codes and login throttling,
-all in one SQLite file under <state_dir>/web (so a restart forgets none of them)."""
+"""Who may use the owner's page: accounts (argon2id), setup codes and login throttling, in one SQLite file under
+<state_dir>/web (edge.web.webdb; so a restart forgets none of them). Sessions are edge.web.sessions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import base64
 import contextlib
 import hashlib
 import secrets
-import sqlite3
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from edge import layout
 from edge.clock import rfc3339
 from edge.config import WebConfig
-from edge.sqlitetx import immediate
+from edge.web.webdb import CLOCK_SLACK_S, WebDB
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is only a way to spend our CPU
@@ -30,19 +29,6 @@ SETUP_CODE_BYTES = 15  # 120 bits, shown as 24 base32 letters in groups of four
 # One argon2 hash at a time in the whole process: each costs argon2_memory_kib, and a login flood must queue
 # rather than multiply that on a 512 MB Pi.
 HASH_LOCK = threading.Lock()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL,
-    password_changed_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL NOT NULL, client TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS setup_codes (code_hash TEXT PRIMARY KEY, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS login_failures (client TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS login_failures_client ON login_failures(client, at);
-"""
-
 
 class AuthError(Exception):
     """A credential, code or form was refused; the message is safe to show the person at the page."""
@@ -56,13 +42,6 @@ class User:
     @property
     def owner(self) -> bool:
         return self.role == "owner"
-
-
-@dataclass(frozen=True)
-class Session:
-    user: User
-    csrf: str
-    id_hash: str
 
 
 def _sha(text: str) -> str:
@@ -85,7 +64,8 @@ def check_password(password: str) -> str:
 
 
 class AuthStore:
-    """Accounts, sessions, setup codes and failed logins. `now` is wall-clock seconds (injected in tests)."""
+    """Accounts, setup codes and failed logins. `now` is wall-clock seconds (injected in tests); a setup code or
+    a failed login stamped ahead of it was made before the clock stepped back, and is not trusted as it is."""
 
     def __init__(self, state_dir: Path, config: WebConfig, now: Callable[[], float]) -> None:
         paths = layout.StateLayout.of(state_dir)
@@ -97,28 +77,8 @@ class AuthStore:
                                      parallelism=1)
         self.hashes_running = 0
         self.most_hashes_at_once = 0  # what the login-flood test and bench read
-        self._init()
-
-    def _init(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(self.path, timeout=10)
-        try:
-            db.executescript(_SCHEMA)
-        finally:
-            db.close()
-        self.path.chmod(0o600)
-
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
-            db.execute("PRAGMA foreign_keys = ON")
-            with immediate(db):
-                yield db
-        finally:
-            db.close()
-        with contextlib.suppress(OSError):
-            self.path.chmod(0o600)
+        self.db = WebDB(self.path, now)
+        self._db = self.db.connect
 
     # --- hashing (one at a time) ---------------------------------------------------------------------------
 
@@ -174,8 +134,13 @@ class AuthStore:
             if row is None:
                 raise AuthError("that setup code is not valid: run `doorbell-edge web setup-code` on the doorbell")
             db.execute("DELETE FROM setup_codes")  # spent, whatever happens next
-            if row[0] <= self.now():
+            now = self.now()
+            if row[0] <= now:
                 raise AuthError("that setup code has expired: run `doorbell-edge web setup-code` again")
+            if row[0] > now + self.config.setup_code_ttl_min * 60 + CLOCK_SLACK_S:
+                # made before the clock stepped back: how old it is cannot be told, so it is not valid
+                raise AuthError("that setup code was made before the device's clock changed: run "
+                                "`doorbell-edge web setup-code` again")
         stored = self._hash(password)
         at = rfc3339(datetime.fromtimestamp(self.now()).astimezone())
         with self._db() as db:
@@ -237,7 +202,8 @@ class AuthStore:
         return None if row is None else str(row[0])
 
     def change_password(self, user: User, old: str, new: str) -> None:
-        """Needs the old password; ends every session of that user (the caller logs in afresh)."""
+        """Needs the old password; ends every session of that user (the caller logs in afresh) and drops their
+        drafts (one may have been left with an old session's cookie)."""
         new = check_password(new)
         if self.check(user.name, old) is None:
             raise AuthError("the current password is not right")
@@ -246,69 +212,26 @@ class AuthStore:
         with self._db() as db:
             db.execute("UPDATE users SET hash = ?, password_changed_at = ? WHERE name = ?", (stored, at, user.name))
             db.execute("DELETE FROM sessions WHERE user = ?", (user.name,))
-
-    # --- sessions -----------------------------------------------------------------------------------------
-
-    def open_session(self, user: User, client: str) -> str:
-        """A new random session id (only its hash is stored); the cookie carries the id."""
-        sid = secrets.token_urlsafe(32)
-        now = self.now()
-        with self._db() as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                       (_sha(sid), user.name, secrets.token_urlsafe(32), now, now, client))
-        return sid
-
-    def session(self, sid: str | None) -> Session | None:
-        """The live session for a cookie value, touched; an idle or too old one is deleted and None."""
-        if not sid:
-            return None
-        now = self.now()
-        idle = self.config.idle_timeout_min * 60
-        absolute = self.config.absolute_timeout_h * 3600
-        with self._db() as db:
-            row = db.execute(
-                "SELECT s.user, u.role, s.csrf, s.created, s.last_seen FROM sessions s JOIN users u ON u.name = s.user "
-                "WHERE s.id_hash = ?", (_sha(sid),)).fetchone()
-            if row is None:
-                return None
-            name, role, csrf, created, last_seen = row
-            if now - last_seen > idle or now - created > absolute:
-                db.execute("DELETE FROM sessions WHERE id_hash = ?", (_sha(sid),))
-                return None
-            db.execute("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, _sha(sid)))
-        return Session(User(name, role), csrf, _sha(sid))
-
-    def rotate(self, sid: str, client: str) -> str:
-        """After a re-authentication: the old id ends, a new one carries on (same user)."""
-        current = self.session(sid)
-        if current is None:
-            raise AuthError("the session has ended; log in again")
-        self.close_session(sid)
-        return self.open_session(current.user, client)
-
-    def close_session(self, sid: str) -> None:
-        with self._db() as db:
-            db.execute("DELETE FROM sessions WHERE id_hash = ?", (_sha(sid),))
-
-    def sessions_of(self, name: str) -> int:
-        with self._db() as db:
-            return int(db.execute("SELECT COUNT(*) FROM sessions WHERE user = ?", (name,)).fetchone()[0])
+            db.execute("DELETE FROM drafts WHERE user = ?", (user.name,))
 
     # --- throttling ---------------------------------------------------------------------------------------
 
     def retry_after(self, client: str) -> int:
-        """Seconds this client must wait before its next login attempt (0: it may try now)."""
+        """Seconds this client must wait before its next login attempt (0: it may try now; never more than the
+        window, whatever the clock did)."""
         now = self.now()
         window = self.config.login_window_s
         with self._db() as db:
             db.execute("DELETE FROM login_failures WHERE at <= ?", (now - window,))
+            # failures stamped ahead of now (the clock stepped back) count as now: the lockout ends a window later
+            db.execute("UPDATE login_failures SET at = ? WHERE at > ?", (now, now + CLOCK_SLACK_S))
             rows = [r[0] for r in db.execute(
                 "SELECT at FROM login_failures WHERE client = ? ORDER BY at", (client,))]
         if len(rows) < self.config.login_max_failures:
             return 0
         # Free again once enough of the failures have left the window.
         oldest_that_matters = rows[len(rows) - self.config.login_max_failures]
-        return max(1, int(oldest_that_matters + window - now + 0.999))
+        return min(int(window + 0.999), max(1, int(oldest_that_matters + window - now + 0.999)))
 
     def record_failure(self, client: str) -> bool:
         """Count a failed login; True when this failure starts a lockout."""

@@ -93,6 +93,15 @@ class Backend:
         """Append one record (with its witness event, as the footage desk does); returns its seq."""
         return int(self.desk().audit.append(kind, **data)["seq"])
 
+    def last_record_of(self, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        """The newest audit record of one of these kinds (None: none, or no audit log yet; nothing is created)."""
+        from edge.footage.audit import AuditLog
+
+        if not StateLayout.of(self.config.state_dir).audit_log.exists():
+            return None
+        return next((r for r in reversed(AuditLog(self.config.state_dir, self.clock).records())
+                     if r.get("kind") in kinds), None)
+
     def audit_status(self) -> AuditStatus:
         from edge.actions import audit as audit_actions
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from edge.errors import EdgeError, RequestChanged
 from edge.web.app import COOKIE, client_of, set_session_cookie
-from edge.web.auth import Session
+from edge.web.sessions import Draft, Session
 
 if TYPE_CHECKING:
     from edge.web.app import WebApp
@@ -29,6 +30,7 @@ class Decisions:
     def __init__(self, web: WebApp) -> None:
         self.web = web
         self.auth = web.auth
+        self.sessions = web.sessions
         self.backend = web.backend
 
     def requests_page(self, request: Request, session: Session) -> Response:
@@ -40,7 +42,40 @@ class Decisions:
             view = self.backend.request(request.path_params["request_id"])
         except EdgeError as exc:
             return self.web.render(request, "error.html", 404, session=session, error=str(exc))
-        return self.web.render(request, "request.html", status, session=session, r=view, error=error)
+        draft = self._draft(request, session, view) if error is None else None
+        return self.web.render(request, "request.html", status, session=session, r=view, error=error, draft=draft)
+
+    def keep_draft(self, request: Request, form: FormData, session: Session | None) -> Response:
+        """Approve or narrow sent after the session timed out, with that session's cookie and CSRF token from the
+        page itself: nothing is decided; the ticked clips are kept as a draft (never the password or "I confirm")
+        and the owner logs in again, coming back to the card with those clips ticked."""
+        assert session is not None
+        request_id = request.path_params["request_id"]
+        action = "narrow" if form.get("action") == "narrow" else "approve"
+        clips = [str(c) for c in form.getlist("clip")]
+        kept = self.sessions.save_draft(session.user.name, request_id, action, clips)
+        if kept:
+            log.info("web: a decision on request %s came after its session timed out; its ticked clips are kept "
+                     "until the owner logs in again", request_id)
+        query: dict[str, Any] = {"next": f"/requests/{quote(request_id, safe='')}"}
+        if kept:
+            query["draft"] = "1"
+        return RedirectResponse(f"/login?{urlencode(query)}", status_code=303)
+
+    def _draft(self, request: Request, session: Session, view: dict[str, Any]) -> Draft | None:
+        """The owner's draft for this card, taken once: shown only while the request still waits for a decision
+        and names only clips the request asks for (otherwise dropped)."""
+        if not session.user.owner:
+            return None
+        draft = self.sessions.take_draft(session.user.name, request.path_params["request_id"])
+        if draft is None:
+            return None
+        asked = {str(c["clip"]) for c in view["clips"]}
+        if not view["decidable"] or not set(draft.clips) <= asked:
+            log.warning("web: a draft for request %s was dropped: the request was decided meanwhile or the draft "
+                        "names clips it does not ask for", view["id"])
+            return None
+        return draft
 
     def _refused(self, request: Request, session: Session, status: int, why: str, text: str) -> Response:
         """A decision refused after the password was right: audited (who, which request, why), nothing decided."""
@@ -86,7 +121,7 @@ class Decisions:
         except EdgeError as exc:
             return self._refused(request, session, 400, str(exc)[:200], f"Refused: {exc}")
         # Re-authenticated: the session id changes (the old cookie is dead).
-        sid = self.auth.rotate(request.cookies.get(COOKIE, ""), client)
+        sid = self.sessions.rotate(request.cookies.get(COOKIE, ""), client)
         response = RedirectResponse(f"/requests/{request_id}", status_code=303)
         set_session_cookie(response, sid)
         return response

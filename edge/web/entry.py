@@ -12,8 +12,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
-from edge.web.app import COOKIE, PRE_COOKIE, client_of, set_session_cookie
-from edge.web.auth import AuthError, Session, User
+from edge.web.app import COOKIE, PRE_COOKIE, client_of, safe_next, set_session_cookie
+from edge.web.auth import AuthError, User
+from edge.web.sessions import Session
 
 if TYPE_CHECKING:
     from edge.web.app import WebApp
@@ -66,30 +67,35 @@ class Entry:
                                         username=name)
         self.backend.audit("web_setup", user=user.name, client=client)
         self.web._owner_exists = True
-        return self._logged_in(user, client)
+        return self._logged_in(user, client, "/")
 
     async def login_page(self, request: Request) -> Response:
+        """The login form; `next` (a path of this site only) is where login goes afterwards, and `draft=1` says a
+        decision's ticked clips were kept when the session timed out."""
+        target = safe_next(request.query_params.get("next"))
         if await run_in_threadpool(self.web.session, request) is not None:
-            return RedirectResponse("/", status_code=303)
-        return self._with_pre_token(request, "login.html")
+            return RedirectResponse(target, status_code=303)
+        return self._with_pre_token(request, "login.html", next=target,
+                                    kept=request.query_params.get("draft") == "1")
 
     def login(self, request: Request, form: FormData, _session: Session | None) -> Response:
         client = client_of(request)
         name = str(form.get("username", "")).strip()
+        target = safe_next(form.get("next"))
         wait = self.auth.retry_after(client)
         if wait:
-            return self._too_many(request, wait, "login.html", username=name)
+            return self._too_many(request, wait, "login.html", username=name, next=target)
         user = self.auth.check(name, str(form.get("password", "")))
         if user is None:
             self.web.failed(client, "login", name)
             wait = self.auth.retry_after(client)
             if wait:
-                return self._too_many(request, wait, "login.html", username=name)
-            return self._with_pre_token(request, "login.html", 401, username=name,
+                return self._too_many(request, wait, "login.html", username=name, next=target)
+            return self._with_pre_token(request, "login.html", 401, username=name, next=target,
                                         error="That user name and password do not match.")
         self.auth.clear_failures(client)
         self.backend.audit("web_login", user=user.name, client=client)
-        return self._logged_in(user, client)
+        return self._logged_in(user, client, target)
 
     def _too_many(self, request: Request, wait: int, template: str, **context: Any) -> Response:
         response = self._with_pre_token(request, template, 429, error=(
@@ -97,16 +103,16 @@ class Entry:
         response.headers["Retry-After"] = str(wait)
         return response
 
-    def _logged_in(self, user: User, client: str) -> Response:
-        sid = self.auth.open_session(user, client)
-        response = RedirectResponse("/", status_code=303)
+    def _logged_in(self, user: User, client: str, target: str) -> Response:
+        sid = self.web.sessions.open(user, client)  # a new id at every login (never the one the browser had)
+        response = RedirectResponse(target, status_code=303)
         set_session_cookie(response, sid)
         response.delete_cookie(PRE_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 
     def logout(self, request: Request, form: FormData, session: Session | None) -> Response:
         assert session is not None
-        self.auth.close_session(request.cookies.get(COOKIE, ""))
+        self.web.sessions.close(request.cookies.get(COOKIE, ""))
         self.backend.audit("web_logout", user=session.user.name, client=client_of(request))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")

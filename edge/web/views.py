@@ -16,8 +16,8 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 
 from edge.actions.events import DAY, FIRST_DAY, LAST_DAY
 from edge.errors import EdgeError, StorageError
-from edge.web.auth import Session
 from edge.web.backend import today
+from edge.web.sessions import Session
 from edge.web.watched import Watched
 
 if TYPE_CHECKING:

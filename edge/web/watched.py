@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from edge.web.auth import Session
+from edge.web.sessions import Session
 
 REMEMBERED = 4096  # (session, clip) pairs kept; past that the oldest is forgotten and recorded again if watched
 

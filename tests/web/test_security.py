@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def test_cli_setup_code_works_once_and_shows_the_fingerprint_the_page_shows(tmp_
     code = re.search(r"setup code: (\S+)", out)
     printed_fp = re.search(r"fingerprint \(SHA-256\): (\S+)", out)
     assert code and printed_fp
-    site = Site(make_config(state), FakeClock(clock.now()))
+    site = Site(make_config(state), FakeClock(datetime.now(UTC)))  # the CLI's clock is the real one
     client = site.client()
     page = client.get("/setup")
     assert printed_fp.group(1) in page.text
@@ -203,8 +204,8 @@ def test_logout_and_a_password_change_elsewhere_revoke_the_cookie(site: Site) ->
     assert r.status_code == 303 and r.headers["location"] == "/login"
     replay = site.client()
     replay.cookies.set(COOKIE, laptop_cookie or "", domain="doorbell.test")
-    assert replay.get("/events").headers["location"] == "/login"
-    assert site.auth.sessions_of(OWNER) == 0
+    assert replay.get("/events").headers["location"] == "/login?next=%2Fevents"
+    assert site.web.sessions.sessions_of(OWNER) == 0
     assert login(site.client("192.168.1.23"), OWNER, new).status_code == 303
     assert "web_password" in audit_kinds(site)
 

@@ -13,7 +13,8 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
-from edge.web.auth import Session, User
+from edge.web.auth import User
+from edge.web.sessions import Session
 from edge.web.watched import Watched
 
 from .conftest import NOW
