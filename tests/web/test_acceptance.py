@@ -137,7 +137,7 @@ def state_of(seeded: Seeded) -> dict[str, Any]:
     return {
         "files": files,
         "users": [(u.name, u.role) for u in auth.users()],
-        "sessions": (auth.sessions_of(OWNER), auth.sessions_of(VIEWER)),
+        "sessions": (seeded.site.web.sessions.sessions_of(OWNER), seeded.site.web.sessions.sessions_of(VIEWER)),
         "hash": auth.stored_hash(OWNER),
         "requests": [(desk.store.actions(r), desk.store.exports(r), desk.store.holds(r)) for r in seeded.requests],
         "people": Gallery(seeded.site.config.state_dir).people(),
