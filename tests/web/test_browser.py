@@ -332,7 +332,7 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     kinds = [r["kind"] for r in audit.new()]
     assert kinds == ["web_logout"], kinds
     page.goto(served.url("/faces"))
-    assert page.url == served.url("/login")
+    assert page.url == served.url("/login?next=%2Ffaces")  # the old cookie is dead: log in, then back to Faces
     assert AuditLog(served.config.state_dir, served.clock).verify().ok
     assert not [u for _, u in seen if u.endswith(".js") or "/now.jpg?t=" in u], seen  # no script ran or loaded
     posts = [u.removeprefix(served.origin) for m, u in seen if m == "POST"]
