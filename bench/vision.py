@@ -39,6 +39,7 @@ from edge.clock import FakeClock  # noqa: E402
 from edge.config import FacesConfig  # noqa: E402
 from edge.types import Frame  # noqa: E402
 from edge.vision import recognise as R  # noqa: E402
+from edge.vision.consent import DEFAULT_PURPOSE, Consent  # noqa: E402
 from edge.vision.engine import FaceEngine  # noqa: E402
 from edge.vision.gallery import Gallery  # noqa: E402
 from edge.vision.pipeline import FacePipeline  # noqa: E402
@@ -202,7 +203,8 @@ def name_delay(engine: FaceEngine, data: Path, fps: float = 10.0) -> dict[str, o
             det = max(engine.detect(img), key=lambda d: d.width)
             photos.append(engine.chip(img, det))  # the gallery stores face chips only
             embs.append(engine.embed_face(img, det))
-        g.enroll("Obama", photos, np.stack(embs), "bench", date(2026, 1, 1), engine.embedder_file)
+        consent = Consent("bench", date(2026, 1, 1), DEFAULT_PURPOSE, date(2099, 12, 31))
+        g.enroll("Obama", photos, np.stack(embs), consent, engine.embedder_file)
         probes = [
             to_640x480(imread(str(data / EX / n)))
             for n in (

@@ -108,6 +108,36 @@ class WebConfig(Section):
         65536, ge=19456, le=262144, description="argon2id memory per password hash, KiB (OWASP minimum 19456)."
     )
     argon2_time_cost: int = Field(3, ge=2, le=20, description="argon2id passes per password hash (OWASP minimum 2).")
+    max_connections_per_client: int = Field(
+        12, ge=2, le=256, description="Open connections one client address may hold (a browser opens up to 6 to "
+        "a site); more are closed as they arrive, before TLS."
+    )
+    max_connections: int = Field(
+        128, ge=8, le=512, description="Open connections the page holds in all; more are closed as they arrive. "
+        "Each costs about 0.3 MB while open and one open file (the daemon's limit is 1024)."
+    )
+    handshake_timeout_s: float = Field(
+        10, gt=0, le=60, description="A connection that has not finished its TLS handshake this long after it "
+        "opened is closed."
+    )
+    header_timeout_s: float = Field(
+        10, gt=0, le=300, description="A connection that has not sent a whole request head this long after its "
+        "TLS handshake (or after its last response) is closed."
+    )
+    body_timeout_s: float = Field(
+        10, gt=0, le=300, description="While the page reads a request body, the client must send at least "
+        "body_min_rate bytes/s over every window of this many seconds, or the connection is closed."
+    )
+    body_min_rate: int = Field(
+        500, ge=1, le=1_000_000, description="Slowest request body the page waits for, bytes/s, averaged over "
+        "body_timeout_s."
+    )
+
+    @model_validator(mode="after")
+    def _check_connections(self) -> WebConfig:
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError("@web.max_connections_per_client: more than web.max_connections")
+        return self
 
     @model_validator(mode="after")
     def _check_cert(self) -> WebConfig:

@@ -70,6 +70,7 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -324,8 +325,10 @@ mqtt:
     def enroll_visitor(self) -> None:
         from edge.camera.demo import visitor_photo_path
 
+        today = datetime.now(UTC).astimezone().date()
         done = self.edge("faces", "enroll", "grace", str(visitor_photo_path()), "--consent-by", "grace",
-                         "--consent-date", "2026-01-01", "--replace")  # a reused --workdir enrolled grace
+                         "--consent-date", today.isoformat(), "--consent-until",
+                         (today + timedelta(days=30)).isoformat(), "--replace")  # a reused --workdir enrolled grace
         if done.returncode != 0:
             self.problem(f"could not enroll the demo visitor: {done.stderr[-300:]}")
         else:

@@ -1,5 +1,6 @@
-"""The household's faces: enrol someone with their consent (one clear, sharp face per photo, only its aligned chip
-kept), list who is enrolled with their consent records, forget someone."""
+"""The household's faces: enrol someone with their consent (who, when, for what, until when; one clear, sharp face
+per photo, only its aligned chip kept), renew a consent, list who is enrolled with their consent and its status,
+forget someone. The audit log names people by their random id, never by name."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from edge.config import Config
 from edge.errors import EdgeError
 from edge.footage.audit import AuditLog
 from edge.permissions import real_user
-from edge.vision.gallery import CHIPS, Existing, Gallery, Person, check_consent_date, legacy_chipper
+from edge.vision import consent as C
+from edge.vision.gallery import CHIPS, Existing, Gallery, Person
+from edge.vision.gallery_legacy import legacy_chipper
 
 if TYPE_CHECKING:
     from edge.vision.detector import Detection
@@ -34,9 +37,19 @@ class Enrolled:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """One enrolled person with their consent's status today."""
+
+    person: Person
+    status: C.Status
+
+
+@dataclass(frozen=True)
 class Household:
     people: tuple[Person, ...]
     whole_photos: tuple[str, ...]  # names whose enrolment (from before chips) still keeps whole photos
+    listed: tuple[Listed, ...] = ()  # the same people, each with their consent's status on `today`
+    today: date | None = None  # the device's local date the statuses are for
 
 
 def load_engine(config: Config, model: str | None = None) -> FaceEngine:
@@ -47,15 +60,15 @@ def load_engine(config: Config, model: str | None = None) -> FaceEngine:
                            threads=config.faces.threads, detector_score=config.faces.detector_score)
 
 
-def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], consent_by: str, consent_date: date, *,
+def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], consent: C.Consent, *,
           face: int | None = None, largest: bool = False, existing: Existing = "refuse",
           engine: FaceEngine | None = None, by: str | None = None) -> Enrolled:
-    """Enrol `name` from photos with the consent given by `consent_by` on `consent_date`. Each photo must show
-    one face (or `face` N of the listing, or the `largest`) at least faces.min_face_px wide and as sharp as the
-    daemon needs; nothing else of the photo is kept. `existing` says what to do when `name` is enrolled already.
-    The checks that need no model come first; `engine` is loaded from the config when not given. The enrolment
-    is recorded in the audit log as by `by` (default: the local user)."""
-    check_consent_date(consent_date, clock.now())
+    """Enrol `name` from photos with `consent` (who, when, for what, until when: `consent.checked`'s rules).
+    Each photo must show one face (or `face` N of the listing, or the `largest`) at least faces.min_face_px wide
+    and as sharp as the daemon needs; nothing else of the photo is kept. `existing` says what to do when `name`
+    is enrolled already. The checks that need no model come first; `engine` is loaded from the config when not
+    given. The enrolment is recorded in the audit log by the person's id as by `by` (default: the local user)."""
+    consent = C.checked(consent.by, consent.given, consent.until, consent.purpose, clock.now())
     if face is not None and len(images) > 1:
         raise EdgeError("--face N picks a face in one photo: enrol that photo on its own (then --add the others)")
     gallery = Gallery(config.state_dir)
@@ -71,14 +84,37 @@ def enrol(config: Config, clock: Clock, name: str, images: Sequence[Path], conse
     migrated: list[str] = []
     if gallery.whole_photos():  # an older version kept whole photos: now is a good moment to drop them
         migrated = gallery.migrate(legacy_chipper(engine, config.faces.unknown_distance))
-    person = gallery.enroll(name, chips, np.stack(templates), consent_by, consent_date, engine.embedder_file,
+    person = gallery.enroll(name, chips, np.stack(templates), consent, engine.embedder_file, now=clock.now(),
                             existing=existing)
     outcome: Literal["enrolled", "replaced", "added to"] = (
         "added to" if old is not None and existing == "add" else "replaced" if old is not None else "enrolled")
     AuditLog(config.state_dir, clock).append(
-        "face_enrol", person=person.name, outcome=outcome, photos=len(chips), consent_by=consent_by,
-        consent_date=consent_date.isoformat(), by=by or real_user())
+        "face_enrol", person_id=person.person_id, outcome=outcome, photos=len(chips), **_consent_fields(person),
+        by=by or real_user())
     return Enrolled(person, outcome, tuple(migrated))
+
+
+def _consent_fields(person: Person) -> dict[str, str | None]:
+    """What the audit log keeps of a consent: its dates. Never the free text (who consented, what for): it can
+    carry the person's name, and the log can never drop it."""
+    return {"consent_date": person.consent_date, "consent_until": person.consent_until}
+
+
+def renew(config: Config, clock: Clock, name: str, consent: C.Consent, *, by: str | None = None) -> Person:
+    """Record a new consent for someone enrolled (`consent.checked`'s rules, as at enrolment), their photos and
+    templates untouched. The audit log records it first (`face_consent`, by the person's id, as by `by`): a
+    kill before the record is rewritten leaves the record and the old consent; the rewrite itself is
+    all-or-nothing. EdgeError when `name` is not enrolled."""
+    consent = C.checked(consent.by, consent.given, consent.until, consent.purpose, clock.now())
+    gallery = Gallery(config.state_dir)
+    person = gallery.ensure_id(name)
+    if person is None or person.person_id is None:
+        raise EdgeError(f"{name} is not enrolled")
+    AuditLog(config.state_dir, clock).append(
+        "face_consent", person_id=person.person_id, **_consent_fields(person.with_consent(consent)),
+        previous_until=person.consent_until, by=by or real_user())
+    _, new = gallery.renew(name, consent, clock.now(), person.person_id)
+    return new
 
 
 def _chip(config: Config, engine: FaceEngine, path: Path, face: int | None, largest: bool) -> Image:
@@ -116,22 +152,24 @@ def _chip(config: Config, engine: FaceEngine, path: Path, face: int | None, larg
     return chip
 
 
-def list_faces(config: Config) -> Household:
-    """Everyone enrolled with their consent records (StorageError when the gallery cannot be read)."""
+def list_faces(config: Config, clock: Clock | None = None) -> Household:
+    """Everyone enrolled with their consent records and each one's status on the device's local date (from
+    `clock`); StorageError when the gallery cannot be read."""
     people = Gallery(config.state_dir).people()
-    return Household(tuple(people), tuple(p.name for p in people if p.stored != CHIPS))
+    today = C.today_of((clock or SystemClock()).now())
+    return Household(tuple(people), tuple(p.name for p in people if p.stored != CHIPS),
+                     tuple(Listed(p, C.status(p, today)) for p in people), today)
 
 
 def forget(config: Config, name: str, *, clock: Clock | None = None, by: str | None = None) -> bool:
     """Delete the person's templates, face chips and consent record; False when `name` is not enrolled. The audit
-    log records it first (as by `by`, default the local user): no record, nothing deleted."""
+    log records it first, by the person's id (as by `by`, default the local user): no record, nothing deleted."""
     gallery = Gallery(config.state_dir)
-    person = gallery.enrolled(name)
+    person = gallery.ensure_id(name)
     if person is None:
         return False
     AuditLog(config.state_dir, clock or SystemClock()).append(
-        "face_forget", person=person.name, consent_by=person.consent_by, consent_date=person.consent_date,
-        by=by or real_user())
+        "face_forget", person_id=person.person_id, **_consent_fields(person), by=by or real_user())
     return gallery.forget(name)
 
 

@@ -37,11 +37,35 @@ class RequestRow:
     state: str
     decision: str
     codes: tuple[str, ...]
+    verified: bool = False  # its signature checked against the configured agency's key at intake
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, "agency": self.agency,
                 "request_id": self.request_id, "basis": self.basis, "state": self.state,
-                "decision": self.decision, "codes": list(self.codes)}
+                "decision": self.decision, "codes": list(self.codes), "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class AgencyName:
+    """Who sent a request, as the owner should read it. `name` is the one the owner configured for the agency id
+    (footage_requests.agencies.<id>.name: the owner typed it and holds that agency's key), else the bare id.
+    `says` is the document's own name for itself when it differs from `name`: self-declared, anyone can write
+    anything there, so it is only ever shown as what the document says."""
+
+    id: str | None
+    name: str
+    configured: bool  # the id is one of the configured agencies
+    verified: bool  # the signature checked against that agency's key at intake
+    says: str | None = None
+
+    @property
+    def text(self) -> str:
+        """One line: "Metro Police", "Metro Police (says it is: Metro Police Fraud Unit)", "unknown agency x-pd",
+        "Metro Police (signature not verified)"."""
+        notes = [] if self.verified or not self.configured else ["signature not verified"]
+        if self.says:
+            notes.append(f"says it is: {self.says}")
+        return self.name + (f" ({'; '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -74,7 +98,29 @@ def list_requests(desk: FootageDesk) -> list[RequestRow]:
     if not desk.store.exists():
         return []
     return [RequestRow(r["id"], r["received_at"], r["agency"], r["request_id"], r["basis"], r["state"],
-                       r["decision"], tuple(r["codes"])) for r in desk.rows()]
+                       r["decision"], tuple(r["codes"]), bool(r["verified"])) for r in desk.rows()]
+
+
+def agency_name(desk: FootageDesk, agency_id: str | None, verified: bool, says: str | None = None) -> AgencyName:
+    """The name to show for a request's agency (`requests show`, the page's list and card): the configured name
+    of `agency_id`, never the document's; the document's own name `says` kept only when it differs."""
+    agency = desk.config.footage_requests.agencies.get(agency_id or "")
+    if agency is not None:
+        name = agency.name
+    elif agency_id:
+        name = f"unknown agency {agency_id}"
+    else:
+        name = "an unknown sender"
+    claimed = (says or "").strip()
+    return AgencyName(agency_id, name, agency is not None, verified,
+                      claimed if claimed and claimed.casefold() != name.casefold() else None)
+
+
+def request_agency(desk: FootageDesk, details: RequestDetails) -> AgencyName:
+    """agency_name() of a shown request: its agency id, whether it verified, and the document's own name."""
+    summary = details.summary
+    doc_agency = (summary.get("document") or {}).get("agency") or {}
+    return agency_name(desk, summary.get("agency"), bool(summary.get("verified")), doc_agency.get("name"))
 
 
 def show(desk: FootageDesk, request: str) -> RequestDetails:

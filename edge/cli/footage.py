@@ -10,10 +10,13 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cli.common import load_config_for
 from edge.errors import RequestError
+
+if TYPE_CHECKING:
+    from edge.actions.footage import AgencyName
 
 OWNER_COMMANDS = frozenset({"approve", "deny", "ratify", "export", "renew-hold", "release-hold"})
 
@@ -311,11 +314,13 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from edge.actions import footage as actions
 
-    summary = actions.show(_desk(args), args.id).summary  # with where it stands, as `requests list` says it
+    desk = _desk(args)
+    details = actions.show(desk, args.id)
+    summary = details.summary  # with where it stands, as `requests list` says it
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        _print_summary(summary)
+        _print_summary(summary, actions.request_agency(desk, details))
     return 0
 
 
@@ -323,7 +328,7 @@ def _codes(reasons: list[dict[str, Any]]) -> str:
     return ", ".join(str(r.get("code")) for r in reasons) or "-"
 
 
-def _print_summary(s: dict[str, Any]) -> None:
+def _print_summary(s: dict[str, Any], agency: AgencyName) -> None:
     """`requests show` for people: local times, counts per camera instead of clip id lists (--json has them)."""
     from collections import Counter
 
@@ -354,7 +359,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         rows.append(("state", s["state"]))
     rows += [
         ("received", human_time(s.get("received_at"))),
-        ("agency", f"{s.get('agency') or '-'}" + (f" ({doc['agency']['name']})" if doc.get("agency") else "")),
+        # the configured name (the document's own name only as what it says), then the id it carries
+        ("agency", agency.text + (f" [{agency.id}]" if agency.id and agency.configured else "")),
         ("agency's id", s.get("request_id") or "-"),
         ("legal basis", s.get("legal_basis") or "-"),
         ("case number", s.get("case_number") or "-"),

@@ -1,4 +1,5 @@
-"""Command line for faces and evaluation: `faces enroll|list|forget|test|migrate`, `eval lfw|detect|redaction`."""
+"""Command line for faces and evaluation: `faces enroll|consent|list|forget|test|migrate`,
+`eval lfw|detect|redaction`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.cli.common import load_config_for
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.actions.faces import Image
+    from edge.config import Config
+    from edge.vision.consent import Status
+    from edge.vision.detector import Detection
+    from edge.vision.engine import FaceEngine
+    from edge.vision.recognise import F32, Thresholds
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from edge.cli.common import add_config_arg
 
-    faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), list, forget, test a photo")
+    faces = sub.add_parser("faces", help="enrolled people: enroll (with consent), renew consent, list, forget, "
+                                         "test a photo")
     fsub = faces.add_subparsers(dest="faces_command", metavar="ACTION")
     fsub.required = True
 
@@ -23,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_arg(enroll)
     enroll.add_argument("name", metavar="NAME", help="the person's name, as events will report it")
     enroll.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="photos of the person's face")
-    enroll.add_argument("--consent-by", required=True, help="who gave consent (the person, or their guardian)")
-    enroll.add_argument("--consent-date", required=True, type=_consent_date, metavar="DATE",
-                        help="the day consent was given, YYYY-MM-DD (not after today)")
+    _consent_args(enroll)
     choose = enroll.add_mutually_exclusive_group()
     choose.add_argument("--face", type=int, metavar="N",
                         help="in a photo with several faces, enrol face N of the listing (one IMAGE only)")
@@ -38,7 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="NAME is enrolled already: add these photos to it (the consent record becomes this one)")
     enroll.set_defaults(func=cmd_enroll)
 
-    lst = fsub.add_parser("list", help="list enrolled people and their consent records")
+    renew = fsub.add_parser("consent", help="record a new consent for someone enrolled (renew it), photos kept")
+    add_config_arg(renew)
+    renew.add_argument("name", metavar="NAME", help="the enrolled name")
+    _consent_args(renew)
+    renew.set_defaults(func=cmd_consent)
+
+    lst = fsub.add_parser("list", help="list enrolled people, their consent records and whether each is valid")
     add_config_arg(lst)
     lst.add_argument("--json", action="store_true", help="print JSON")
     lst.set_defaults(func=cmd_list)
@@ -119,11 +134,30 @@ def _engine(cfg, model: str | None = None):  # type: ignore[no-untyped-def]
     return load_engine(cfg, model)
 
 
+def _consent_args(parser: argparse.ArgumentParser) -> None:
+    from edge.vision.consent import DEFAULT_PURPOSE
+
+    parser.add_argument("--consent-by", required=True, help="who gave consent (the person, or their guardian)")
+    parser.add_argument("--consent-date", required=True, type=_consent_date, metavar="DATE",
+                        help="the day consent was given, YYYY-MM-DD (not after today)")
+    parser.add_argument("--consent-until", required=True, type=_consent_date, metavar="DATE",
+                        help="the last day the consent covers, YYYY-MM-DD (after --consent-date, not in the past); "
+                             "from the day after, the person is not recognised until the consent is renewed")
+    parser.add_argument("--consent-purpose", default=DEFAULT_PURPOSE, metavar="TEXT",
+                        help=f"what the person agreed to (default: \"{DEFAULT_PURPOSE}\"; written into the record)")
+
+
 def _consent_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _consent(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from edge.vision.consent import Consent
+
+    return Consent(args.consent_by, args.consent_date, args.consent_purpose, args.consent_until)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -132,57 +166,42 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from edge.vision.gallery import Existing
 
     existing: Existing = "replace" if args.replace else "add" if args.add else "refuse"
-    done = enrol(_config(args), SystemClock(), args.name, args.images, args.consent_by, args.consent_date,
+    done = enrol(_config(args), SystemClock(), args.name, args.images, _consent(args),
                  face=args.face, largest=args.largest, existing=existing)
     for line in done.migrated:
         print(f"migrated {line}", file=sys.stderr)
     person = done.person
     print(
         f"{done.outcome} {person.name}: {person.photos} photo(s) (face chips only), consent by {person.consent_by} "
-        f"on {person.consent_date}"
+        f"on {person.consent_date} until {person.consent_until} ({person.consent_purpose}); id {person.person_id} "
+        "in the audit log"
     )
     return 0
 
 
+def cmd_consent(args: argparse.Namespace) -> int:
+    from edge.actions.faces import renew
+    from edge.clock import SystemClock
+
+    person = renew(_config(args), SystemClock(), args.name, _consent(args))
+    print(f"consent recorded for {person.name}: by {person.consent_by} on {person.consent_date} until "
+          f"{person.consent_until} ({person.consent_purpose}); id {person.person_id} in the audit log")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
-    from edge.actions.faces import box, faces_in, read_image
-    from edge.vision import recognise as R
-    from edge.vision.gallery import Gallery
     from edge.vision.pipeline import thresholds
 
     cfg = _config(args)
     th = thresholds(cfg.faces)
-    gallery = Gallery(cfg.state_dir, recover=False)  # read only: nothing in the state dir is written
-    people = gallery.people()
-    templates = gallery.templates()
-    engine = _engine(cfg)
-    for p in people:
-        if p.embedder != engine.embedder_file:  # enrolled with the other precision: as the daemon does
-            templates[p.name] = gallery.reembed(p.name, engine)
-    report = []
-    for path in args.images:
-        img = read_image(path)
-        faces = []
-        for i, det in enumerate(faces_in(engine, img), 1):
-            chip = engine.chip(img, det)
-            face: dict[str, object] = {"face": i, "box": box(det), "name": None, "nearest": None, "distance": None}
-            if not R.passes_quality(det.width, R.sharpness(chip), th):
-                face["result"] = "too small or blurred to recognise"
-            else:
-                m = R.match(engine.embedder.embed(chip), templates, th)
-                named = m.name not in ("", R.UNKNOWN)
-                face["result"] = "recognised" if named else m.name or "undecided"
-                face["name"] = m.name if named else None
-                if m.nearest is not None:
-                    face["nearest"], face["distance"] = m.nearest, round(m.distance, 3)
-            faces.append(face)
-        report.append({"image": str(path), "faces": faces})
+    enrolled, recognised, report = _look(cfg, th, args.images)
     if args.json:
-        print(json.dumps({"enrolled": len(templates), "recognise_distance": th.recognise,
+        print(json.dumps({"enrolled": enrolled, "recognised": recognised, "recognise_distance": th.recognise,
                           "unknown_distance": th.unknown, "images": report}, indent=2))
         return 0
+    ended = f" ({enrolled - recognised} not recognised: consent ended)" if recognised < enrolled else ""
     print(
-        f"{len(templates)} enrolled; a face is named at distance <= {th.recognise}, unknown above {th.unknown} "
+        f"{enrolled} enrolled{ended}; a face is named at distance <= {th.recognise}, unknown above {th.unknown} "
         "(a photo is one frame: the device votes over several)"
     )
     for entry in report:
@@ -191,7 +210,11 @@ def cmd_test(args: argparse.Namespace) -> int:
         for f in found:
             b: dict[str, float] = f["box"]  # type: ignore[assignment]
             where = f"  face {f['face']}: x={b['x']} y={b['y']} w={b['w']} h={b['h']} score {b['score']:.2f}  "
-            if f["name"]:
+            gone: dict[str, object] | None = f["consent_ended"]  # type: ignore[assignment]
+            if gone is not None:
+                print(f"{where}{f['result']}: {gone['name']} (distance {gone['distance']:.3f}), but their consent "
+                      f"{gone['status']}")
+            elif f["name"]:
                 print(f"{where}{f['name']} (distance {f['distance']:.3f})")
             elif f["result"] in ("unknown", "undecided") and f["nearest"] is not None:
                 print(f"{where}{f['result']} (nearest {f['nearest']}, distance {f['distance']:.3f})")
@@ -202,8 +225,65 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _look(cfg: Config, th: Thresholds, images: list[Path]) -> tuple[int, int, list[dict[str, object]]]:
+    """What the device would make of each face in the photos, judged as the daemon does today: a person whose
+    consent has ended is not matched (their nearness is only noted). Reads the gallery, writes nothing."""
+    from edge.actions.faces import faces_in, read_image
+    from edge.clock import SystemClock
+    from edge.vision import consent as C
+    from edge.vision.gallery import Gallery
+
+    gallery = Gallery(cfg.state_dir, recover=False)  # read only: nothing in the state dir is written
+    people = {p.name: p for p in gallery.people()}
+    templates = gallery.templates()
+    engine = _engine(cfg)
+    for p in people.values():
+        if p.embedder != engine.embedder_file:  # enrolled with the other precision: as the daemon does
+            templates[p.name] = gallery.reembed(p.name, engine)
+    today = C.today_of(SystemClock().now())
+    status = {name: C.status(p, today) for name, p in people.items()}
+    active = {n: t for n, t in templates.items() if status[n].recognised}
+    ended = {n: t for n, t in templates.items() if not status[n].recognised}
+    report: list[dict[str, object]] = []
+    for path in images:
+        img = read_image(path)
+        found = enumerate(faces_in(engine, img), 1)
+        faces = [_face(engine, img, det, i, th, active, ended, status) for i, det in found]
+        report.append({"image": str(path), "faces": faces})
+    return len(templates), len(active), report
+
+
+def _face(engine: FaceEngine, img: Image, det: Detection, i: int, th: Thresholds, active: dict[str, F32],
+          ended: dict[str, F32], status: dict[str, Status]) -> dict[str, object]:
+    from edge.actions.faces import box
+    from edge.vision import recognise as R
+
+    chip = engine.chip(img, det)
+    face: dict[str, object] = {"face": i, "box": box(det), "name": None, "nearest": None, "distance": None,
+                               "consent_ended": None}
+    if not R.passes_quality(det.width, R.sharpness(chip), th):
+        face["result"] = "too small or blurred to recognise"
+        return face
+    emb = engine.embedder.embed(chip)
+    m = R.match(emb, active, th)
+    named = m.name not in ("", R.UNKNOWN)
+    face["result"] = "recognised" if named else m.name or "undecided"
+    face["name"] = m.name if named else None
+    if m.nearest is not None:
+        face["nearest"], face["distance"] = m.nearest, round(m.distance, 3)
+    if not named:
+        gone = R.match(emb, ended, th)
+        if gone.name not in ("", R.UNKNOWN) and (m.nearest is None or gone.distance < m.distance):
+            face["consent_ended"] = {"name": gone.name, "distance": round(gone.distance, 3),
+                                     "status": status[gone.name].text}
+    return face
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from edge.vision.gallery import Gallery, legacy_chipper
+    from edge.vision.gallery import Gallery
+    from edge.vision.gallery_legacy import legacy_chipper
 
     cfg = _config(args)
     gallery = Gallery(cfg.state_dir)
@@ -219,23 +299,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from edge.actions.faces import list_faces
+    from edge.clock import SystemClock
 
-    household = list_faces(_config(args))
-    people = household.people
+    household = list_faces(_config(args), SystemClock())
+    listed = household.listed
     if args.json:
-        print(json.dumps([asdict(p) for p in people], indent=2))
+        print(json.dumps([{**asdict(e.person), "consent_status": asdict(e.status)} for e in listed], indent=2))
     else:
-        for p in people:
+        for e in listed:
+            p = e.person
             print(
-                f"{p.name}\tphotos={p.photos}\tconsent_by={p.consent_by}\tconsent_date={p.consent_date}"
-                f"\tenrolled={p.enrolled_at}"
+                f"{p.name}\tid={p.person_id or '-'}\tphotos={p.photos}\tconsent_by={p.consent_by}"
+                f"\tconsent_date={p.consent_date}\tconsent_until={p.consent_until or '-'}"
+                f"\tconsent_purpose={p.consent_purpose or '-'}\tconsent={e.status.text}\tenrolled={p.enrolled_at}"
             )
-        if not people:
+        if not listed:
             print("nobody enrolled")
+    for e in listed:
+        if e.status.warning:
+            print(f"warning: {_consent_warning(e.person.name, e.status)}", file=sys.stderr)
     if household.whole_photos:  # an older version kept whole photos (bystanders included)
         print(f"whole photos kept for {', '.join(household.whole_photos)}: `doorbell-edge faces migrate` keeps only "
               "the enrolled face", file=sys.stderr)
     return 0
+
+
+def _consent_warning(name: str, status: Status) -> str:
+    renew = f"`doorbell-edge faces consent {name!r} --consent-by ... --consent-date ... --consent-until ...`"
+    if status.code == "no_end_date":
+        return f"{name}: no consent end date recorded: record one with {renew}"
+    if status.code == "ended":
+        return f"{name}: consent {status.text}: renew it with {renew}, or `doorbell-edge faces forget {name!r}`"
+    return f"{name}: consent {status.text}: renew it with {renew}"
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

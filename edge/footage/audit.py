@@ -49,8 +49,10 @@ KINDS = frozenset(
         "notification",
         "owner_copy",  # the owner copied a clip out of the store (`clips copy`): before the copy is made
         "owner_copy_failed",  # that copy then failed (the error): no file was left at the destination
-        "face_enrol",  # someone was enrolled (or photos added): who, who consented, when; by whom
-        "face_forget",  # an enrolled person was forgotten (before their templates, chips and consent go); by whom
+        # faces: the person's random id (never their name), the consent's dates, by whom (docs/faces.md)
+        "face_enrol",  # someone was enrolled (or photos added)
+        "face_consent",  # an enrolled person's consent was recorded anew (renewed): before the record changes
+        "face_forget",  # an enrolled person was forgotten (before their templates, chips and consent go)
         "repair",  # a torn last record (a power cut mid-append) was moved aside into a kept file
         # the owner's page (edge/web): who got in, who did not, and the account changes
         "web_setup",  # the owner account was created with a one-time setup code
@@ -61,6 +63,7 @@ KINDS = frozenset(
         "web_password",  # a password was changed (every session of that user ended)
         "web_user",  # the owner added or removed a viewer
         "web_refused",  # a decision from the page was refused (request changed, no confirmation, out of scope)
+        "web_clip_viewed",  # a clip was played on the page: who, which clip (once per session and clip)
         "web_reset",  # web.db was lost or damaged (kept aside when damaged): the page's accounts start again
     }
 )

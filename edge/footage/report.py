@@ -22,6 +22,7 @@ def summary(desk: FootageDesk, request: str) -> dict[str, Any]:
         "id": stored.id,
         "received_at": rfc3339(stored.received_at),
         "agency": stored.agency_id,
+        "verified": stored.verified,  # its signature checked against the configured agency's key at intake
         "request_id": stored.request_id,
         "legal_basis": stored.basis,
         "case_number": doc.case_number if doc else None,
@@ -45,7 +46,7 @@ def rows(desk: FootageDesk) -> list[dict[str, Any]]:
     for item in desk.store.all():
         _, _, decision = desk.current(item.id)
         out.append({"id": item.id, "received_at": rfc3339(item.received_at), "agency": item.agency_id,
-                    "request_id": item.request_id, "basis": item.basis,
+                    "verified": item.verified, "request_id": item.request_id, "basis": item.basis,
                     "state": state(desk, item, exported, decision),
                     "decision": decision.decision, "codes": list(decision.codes)})
     return out

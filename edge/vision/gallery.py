@@ -1,33 +1,32 @@
 """Enrolled people on disk: consent record, aligned face chips and templates, files mode 0600.
 
-<state_dir>/faces/<slug>/: person.json, templates.npy, photos/<n>.jpg (the 150x150 aligned chip of the enrolled
-face only, never the whole photo; older galleries' whole photos are replaced by `migrate`). Nothing about people
-not enrolled is ever written; `forget` removes a person's whole folder.
+<state_dir>/faces/<slug>/: person.json (the consent record, edge.vision.consent, and the person's random id),
+templates.npy, photos/<n>.jpg (the 150x150 aligned chip of the enrolled face only, never the whole photo; older
+galleries' whole photos are replaced by `migrate`, edge.vision.gallery_legacy). Nothing about people not enrolled
+is ever written; `forget` removes a person's whole folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from edge.crashpoints import crash_point
 from edge.errors import StorageError
-from edge.fsutil import fsync_dir, replace_private
 from edge.layout import StateLayout
 from edge.vision.align import CHIP
+from edge.vision.consent import Consent, check_record, checked, new_person_id
+from edge.vision.gallery_files import GalleryFolders, private_dir, why_unreadable
 
 if TYPE_CHECKING:
     from edge.vision.engine import FaceEngine
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
-STAGING = ".staging-"  # an enrolment being written: <STAGING><slug>-<token>
-TRASH = ".trash-"  # a forgotten or replaced enrolment being deleted: <TRASH><slug>-<token>
 CHIPS = "chips"  # Person.stored: the photos folder holds aligned face chips only
 WHOLE = "photos"  # Person.stored of a gallery written before chips: whole photos (see `migrate`)
 CHIP_JPEG_QUALITY = 95
@@ -52,6 +49,15 @@ class Person:
     photos: int  # face photos enrolled (one template each)
     embedder: str  # model file the templates were computed with
     stored: str = WHOLE  # what photos/ holds: CHIPS, or WHOLE photos in a gallery from before chips
+    # Absent from a gallery written before consent had an end date (edge.vision.consent.status says so):
+    consent_purpose: str | None = None
+    consent_until: str | None = None  # ISO date: the last day the consent covers
+    person_id: str | None = None  # random (consent.new_person_id); the audit log's name for the person
+
+    def with_consent(self, consent: Consent) -> Person:
+        assert consent.until is not None, "a consent record without an end date is never written"
+        return replace(self, consent_by=consent.by, consent_date=consent.given.isoformat(),
+                       consent_purpose=consent.purpose, consent_until=consent.until.isoformat())
 
 
 def encode_chip(chip_rgb: npt.NDArray[Any]) -> bytes:
@@ -87,71 +93,18 @@ def _slug(name: str) -> str:
     return s
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+class Gallery(GalleryFolders):
+    """Who is enrolled, with their consent, chips and templates; every write all-or-nothing (GalleryFolders).
 
-
-class Gallery:
-    """Enrol and forget are all-or-nothing: an enrolment is staged in `.staging-<slug>-<token>` and renamed into
-    place (a replaced person is first moved to `.trash-<slug>-<token>`), a forget renames the folder to a trash
-    name before deleting it. Opening a gallery finishes what a crash left: an incomplete staging is removed, a
-    complete one whose old folder was already moved aside is put in place, and trash is deleted.
-
-    `recover=False` opens it strictly read-only (`faces test`): nothing in the state dir is touched."""
+    Opening it also gives each person enrolled by an older version a random id (once: written with the record,
+    all-or-nothing like an enrolment). `recover=False` opens it strictly read-only (`faces test`): nothing in the
+    state dir is touched."""
 
     def __init__(self, state_dir: Path, *, recover: bool = True) -> None:
-        self.root = StateLayout.of(state_dir).faces
+        super().__init__(StateLayout.of(state_dir).faces)
         if recover:
             self.recover(blocking=False)
-
-    @contextlib.contextmanager
-    def _locked(self, *, blocking: bool = True) -> Iterator[bool]:
-        """The gallery's writer lock (enrol, forget, recovery); yields False when not blocking and it is busy.
-        The lock is on the faces folder itself, so a forget leaves no file behind, not even a lock file."""
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-                got = True
-            except BlockingIOError:
-                got = False
-            yield got
-        finally:
-            os.close(fd)
-
-    def recover(self, *, blocking: bool = True) -> list[str]:
-        """Finish or undo what an interrupted enrol or forget left (see the class docstring); what was done."""
-        if not any(e.startswith((STAGING, TRASH)) for e in _entries(self.root)):
-            return []
-        try:
-            with self._locked(blocking=blocking) as got:
-                return self._recover_locked() if got else []
-        except OSError as exc:  # a read-only or unreadable state dir: readers still read what is committed
-            log.warning("cannot recover the face gallery %s: %s", self.root, exc)
-            return []
-
-    def _recover_locked(self) -> list[str]:
-        done: list[str] = []
-        entries = _entries(self.root)
-        for entry in sorted(e for e in entries if e.startswith(STAGING)):
-            staged, slug = self.root / entry, _slug_of(entry, STAGING)
-            final = self.root / slug
-            replaced = any(_slug_of(e, TRASH) == slug for e in entries if e.startswith(TRASH))
-            if (staged / "person.json").is_file() and replaced and not final.exists():
-                # Killed between moving the old enrolment aside and renaming the new one in: roll forward.
-                os.rename(staged, final)
-                fsync_dir(self.root)
-                done.append(f"{slug}: interrupted enrolment completed")
-            else:
-                _remove_tree(staged)
-                done.append(f"{slug}: interrupted enrolment removed")
-        for entry in sorted(e for e in _entries(self.root) if e.startswith(TRASH)):
-            _remove_tree(self.root / entry)
-            done.append(f"{_slug_of(entry, TRASH)}: leftovers of a forget or replacement deleted")
-        for line in done:
-            log.warning("face gallery %s: %s", self.root, line)
-        return done
+            self.assign_ids()
 
     def _dir(self, name: str) -> Path:
         return self.root / _slug(name)
@@ -161,8 +114,7 @@ class Gallery:
         name: str,
         chips: list[npt.NDArray[np.uint8]],
         templates: F32,
-        consent_by: str,
-        consent_date: date,
+        consent: Consent,
         embedder: str,
         now: datetime | None = None,
         existing: Existing = "replace",
@@ -171,31 +123,25 @@ class Gallery:
 
         Whole photos are refused (only chips are ever written).  A name already enrolled is refused
         (`existing="refuse"`), replaced in full ("replace"), or gets these chips and templates added ("add":
-        the consent record becomes this one, the newest).  A consent dated after today (the local date of
-        `now`) is refused: consent is recorded when it was given, not in advance."""
-        if not consent_by.strip():
-            raise StorageError("enrolment needs a recorded consent (--consent-by)")
+        the consent record becomes this one, the newest); either way the person keeps their id.  The consent
+        must pass `consent.checked` on the local date of `now` (who, what for, given by today, an end date after
+        it and not past)."""
         now = now or datetime.now(UTC)
-        check_consent_date(consent_date, now)
+        consent = checked(consent.by, consent.given, consent.until, consent.purpose, now)
         if len(chips) != len(templates) or not chips:
             raise StorageError("one template per face chip, at least one")
         blobs = [encode_chip(c) for c in chips]  # refuses anything that is not a chip before a file is written
-        _private_dir(self.root)
+        private_dir(self.root)
         slug = _slug(name)
         final = self.root / slug
-        person = Person(
-            name,
-            consent_by.strip(),
-            consent_date.isoformat(),
-            now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            len(chips),
-            embedder,
-            CHIPS,
-        )
+        person = Person(name, "", "", now.strftime("%Y-%m-%dT%H:%M:%SZ"), len(chips), embedder, CHIPS,
+                        person_id=new_person_id()).with_consent(consent)
         templates = templates.astype(np.float32)
         with self._locked():
             self._recover_locked()
             old = self._person_at(final)
+            if old is not None and old.person_id is not None:
+                person = replace(person, person_id=old.person_id)
             if old is not None and existing == "refuse":
                 raise StorageError(
                     f"{old.name} is already enrolled ({old.photos} photo(s), consent by {old.consent_by} on "
@@ -215,61 +161,85 @@ class Gallery:
                 blobs = kept + blobs
                 templates = np.concatenate([self._load_templates(final), templates])
                 person = replace(person, photos=len(templates))
-            self._commit_locked(slug, person, blobs, templates)
+            self._commit_locked(slug, asdict(person), blobs, templates)
         return person
 
-    def _commit_locked(self, slug: str, person: Person, blobs: list[bytes], templates: F32) -> None:
-        """Write a person's folder in full, replacing what was there: all-or-nothing (see the class docstring)."""
-        final = self.root / slug
-        # Everything is written into a staging folder first (person.json last), then renamed into place:
-        # a crash at any point leaves either the old enrolment or the new one, never a mix or an orphan.
-        staged = self.root / f"{STAGING}{slug}-{secrets.token_hex(4)}"
-        _private_dir(staged)
-        _private_dir(staged / "photos")
-        for i, blob in enumerate(blobs):
-            replace_private(staged / "photos" / f"{i:03d}.jpg", blob)
-        crash_point("enroll:photos-written")
-        replace_private(staged / "templates.npy", _npy_bytes(templates.astype(np.float32)))
-        replace_private(staged / "person.json", json.dumps(asdict(person), indent=2).encode())
-        fsync_dir(staged / "photos")
-        fsync_dir(staged)
-        crash_point("enroll:staged")
-        trash = None
-        if final.exists():
-            trash = self.root / f"{TRASH}{slug}-{secrets.token_hex(4)}"
-            os.rename(final, trash)
-            crash_point("enroll:old-moved-aside")
-        os.rename(staged, final)
-        fsync_dir(self.root)
-        crash_point("enroll:renamed")
-        if trash is not None:
-            _remove_tree(trash)
+    def renew(self, name: str, consent: Consent, now: datetime, person_id: str) -> tuple[Person, Person]:
+        """Record a new consent for an enrolled person, photos and templates untouched: (before, after). The
+        consent must pass `consent.checked`; `person_id` is the id the caller audited the change under, so a
+        person forgotten or enrolled anew meanwhile is refused rather than given someone else's consent."""
+        consent = checked(consent.by, consent.given, consent.until, consent.purpose, now)
+        folder = self._dir(name)
+        with self._locked():
+            self._recover_locked()
+            old = self._person_at(folder)
+            if old is None or old.person_id != person_id:
+                raise StorageError(f"{name} is not enrolled any more: the consent record was not changed")
+            new = old.with_consent(consent)
+            self._rewrite_locked(folder, asdict(new))
+        return old, new
+
+    def ensure_id(self, name: str) -> Person | None:
+        """The person enrolled under `name`, given a random id first if their record has none (written once);
+        None if nobody is."""
+        person = self.enrolled(name)
+        if person is None or person.person_id is not None:
+            return person
+        with self._locked():
+            self._recover_locked()
+            return self._id_locked(self._dir(name))
+
+    def _id_locked(self, folder: Path) -> Person | None:
+        person = self._person_at(folder)
+        if person is not None and person.person_id is None:
+            person = replace(person, person_id=new_person_id())
+            self._rewrite_locked(folder, asdict(person))
+            log.warning("face gallery %s: an enrolment from an older version now has the id %s", self.root,
+                        person.person_id)
+        return person
+
+    def assign_ids(self) -> None:
+        """Give every person without an id (enrolled by an older version) one; nothing is written when all have
+        one. A busy gallery (someone enrolling) or one that cannot be written is left for the next opening."""
+        try:
+            if all(p.person_id is not None for p in self.people()):
+                return
+        except StorageError:
+            return  # unreadable: whatever reads it next says so, with the reason
+        with contextlib.ExitStack() as stack:
+            try:
+                if not stack.enter_context(self._locked(blocking=False)):
+                    return
+                missing = [p.name for p in self.people() if p.person_id is None]
+            except (OSError, StorageError) as exc:
+                log.warning("cannot give the enrolled people of %s their ids: %s", self.root, exc)
+                return
+            for name in missing:
+                try:
+                    self._id_locked(self._dir(name))
+                except (OSError, StorageError) as exc:  # a damaged or read-only folder: left as it is
+                    log.warning("cannot give an enrolled person of %s an id: %s", self.root, exc)
 
     def enrolled(self, name: str) -> Person | None:
         """The person enrolled under this name (or one that spells to the same folder), None if nobody is."""
         return self._person_at(self._dir(name))
 
     def _person_at(self, folder: Path) -> Person | None:
+        """The record in `folder`/person.json; None when there is none (an enrolment cut short: person.json is
+        written last, or a stray file); StorageError naming the file when it cannot be read or is damaged."""
         pj = folder / "person.json"
         try:
             text = pj.read_text()
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise StorageError(f"cannot read the face gallery: {pj}: {_why(pj.parent, exc)}") from exc
+            raise StorageError(f"cannot read the face gallery: {pj}: {why_unreadable(pj.parent, exc)}") from exc
         try:
-            return Person(**json.loads(text))
+            data = json.loads(text)
+            check_record(data)
+            return Person(**data)
         except (ValueError, TypeError) as exc:
             raise StorageError(f"{pj}: unreadable: {exc}") from exc
-
-    def _load_templates(self, folder: Path) -> F32:
-        path = folder / "templates.npy"
-        try:
-            return np.load(path).astype(np.float32)
-        except OSError as exc:
-            raise StorageError(f"cannot read the face gallery: {path}: {_why(path, exc)}") from exc
-        except ValueError as exc:  # damaged: np.load names what it could not parse
-            raise StorageError(f"face gallery: {path}: unreadable: {exc}") from exc
 
     def whole_photos(self) -> list[str]:
         """Names whose enrolment (from before chips) still keeps whole photos, which may show other people."""
@@ -297,7 +267,7 @@ class Gallery:
                     chip = chip_of(photo.read_bytes(), templates[i]) if i < len(templates) else None
                     if chip is not None:
                         blobs.append(encode_chip(chip))
-                self._commit_locked(folder.name, replace(person, stored=CHIPS), blobs, templates)
+                self._commit_locked(folder.name, asdict(replace(person, stored=CHIPS)), blobs, templates)
                 dropped = len(photos) - len(blobs)
                 done.append(
                     f"{name}: {len(blobs)} whole photo(s) replaced by the enrolled face's chip"
@@ -324,6 +294,8 @@ class Gallery:
         chips = self.chips(name)
         if chips:
             return np.stack([engine.embedder.embed(c) for c in chips]).astype(np.float32)
+        from edge.vision.gallery_legacy import embed_whole_photos
+
         return embed_whole_photos(self.photos(name), engine)
 
     def people(self) -> list[Person]:
@@ -333,21 +305,9 @@ class Gallery:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
-        out = []
-        for entry in sorted(entries, key=lambda e: e + "/"):  # the order glob("*/person.json") gave
-            pj = self.root / entry / "person.json"
-            try:
-                text = pj.read_text()
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # an enrolment cut short (person.json is written last) or a stray file
-            except OSError as exc:
-                raise StorageError(f"cannot read the face gallery: {pj}: {_why(pj.parent, exc)}") from exc
-            try:
-                out.append(Person(**json.loads(text)))
-            except (ValueError, TypeError) as exc:
-                raise StorageError(f"{pj}: unreadable: {exc}") from exc
-        return out
+            raise StorageError(f"cannot read the face gallery {self.root}: {why_unreadable(self.root, exc)}") from exc
+        found = (self._person_at(self.root / e) for e in sorted(entries, key=lambda e: e + "/"))  # glob's order
+        return [p for p in found if p is not None]
 
     def templates(self) -> dict[str, F32]:
         out: dict[str, F32] = {}
@@ -367,13 +327,7 @@ class Gallery:
             self._recover_locked()
             if not d.exists():
                 return False
-            # The rename is the commit point: from then on the person is not enrolled, and whatever of the
-            # folder a crash leaves behind is deleted when the gallery is next opened.
-            trash = self.root / f"{TRASH}{d.name}-{secrets.token_hex(4)}"
-            os.rename(d, trash)
-            fsync_dir(self.root)
-            crash_point("forget:renamed")
-            _remove_tree(trash)
+            self._trash_locked(d)
         return True
 
     def stamp(self) -> float:
@@ -382,102 +336,6 @@ class Gallery:
             if not self.root.is_dir():
                 return 0.0
         except OSError as exc:  # the state dir itself cannot be entered
-            raise StorageError(f"cannot read the face gallery {self.root}: {_why(self.root, exc)}") from exc
+            raise StorageError(f"cannot read the face gallery {self.root}: {why_unreadable(self.root, exc)}") from exc
         stamps = [self.root.stat().st_mtime_ns] + [p.stat().st_mtime_ns for p in self.root.glob("*/person.json")]
         return float(max(stamps))
-
-
-def check_consent_date(consent_date: date, now: datetime) -> None:
-    """Consent is recorded on the day it was given: a date after today (local calendar) is refused."""
-    today = now.astimezone().date()
-    if consent_date > today:
-        raise StorageError(
-            f"consent date {consent_date.isoformat()} is in the future (today is {today.isoformat()}): "
-            "record the day the person (or their guardian) actually gave consent"
-        )
-
-
-def legacy_chipper(engine: FaceEngine, max_distance: float) -> Callable[[bytes, F32], npt.NDArray[np.uint8] | None]:
-    """For `Gallery.migrate`: the chip of the face in a whole photo whose embedding is nearest the template
-    enrolled from that photo (within `max_distance`), None when no face there is that close."""
-    import cv2
-
-    def chip_of(blob: bytes, template: F32) -> npt.NDArray[np.uint8] | None:
-        img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            return None
-        best, best_d = None, max_distance
-        for det in engine.detect(img):
-            chip = engine.chip(img, det)
-            d = float(np.linalg.norm(engine.embedder.embed(chip) - template))
-            if d <= best_d:
-                best, best_d = chip, d
-        return best
-
-    return chip_of
-
-
-def embed_whole_photos(photos: list[Path], engine: FaceEngine) -> F32:
-    """Templates from whole photos kept from before chips: the largest face of each, as it was enrolled."""
-    import cv2
-
-    out = []
-    for p in photos:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        dets = engine.detect(img)
-        if dets:
-            det = max(dets, key=lambda d: d.width * d.height)
-            out.append(engine.embed_face(img, det))
-    return np.stack(out) if out else np.zeros((0, 128), np.float32)
-
-
-def migrate_at_start(gallery: Gallery, engine: FaceEngine, max_distance: float) -> None:
-    """The daemon's start: whole photos an older version kept are replaced by chips; a gallery that cannot be
-    written (read-only state dir) is left as it is, with a warning naming the command that does it later."""
-    try:
-        if gallery.whole_photos():
-            gallery.migrate(legacy_chipper(engine, max_distance))
-    except (OSError, StorageError) as exc:
-        log.warning("face gallery %s keeps whole photos (could not migrate: %s); run "
-                    "`doorbell-edge faces migrate`", gallery.root, exc)
-
-
-def _why(path: Path, exc: OSError) -> str:
-    """'Permission denied (owned by root, mode 0700)': who owns what could not be read."""
-    from edge.service.owner import describe
-
-    return f"{exc.strerror or exc} ({describe(path)})" if isinstance(exc, PermissionError) else str(exc.strerror or exc)
-
-
-def _entries(root: Path) -> list[str]:
-    try:
-        return os.listdir(root)
-    except OSError:
-        return []
-
-
-def _slug_of(entry: str, prefix: str) -> str:
-    """The slug in `<prefix><slug>-<8 hex>`."""
-    return entry[len(prefix):].rsplit("-", 1)[0]
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete a folder file by file (a crash part-way leaves a trash or staging folder that recovery finishes)."""
-    for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if sub.is_dir() and not sub.is_symlink():
-            sub.rmdir()
-        else:
-            sub.unlink()
-            crash_point("gallery:removing")
-    path.rmdir()
-    fsync_dir(path.parent)
-
-
-def _npy_bytes(arr: npt.NDArray[np.float32]) -> bytes:
-    import io
-
-    b = io.BytesIO()
-    np.save(b, arr)
-    return b.getvalue()

@@ -3,7 +3,8 @@
 Privacy: embeddings of visitors who are not enrolled live only in this object's memory, under a
 short-lived visit id, and are dropped at most `stranger_ttl_s` (<= 60 s) after their visit ends;
 nothing about them is written anywhere.  Events carry names, ids, scores and boxes, never an
-embedding or a face crop.
+embedding or a face crop.  A person whose consent has ended (edge.vision.consent) is matched like a
+stranger: their templates are left out from the first check on the day after their end date.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -26,11 +28,13 @@ from edge.events.bus import Event, EventBus
 from edge.queues import Closed, DropOldestQueue
 from edge.stage import Feature, Host, StageLoop
 from edge.types import Frame, MotionFrame
+from edge.vision import consent as C
 from edge.vision import recognise as R
 from edge.vision.detector import INPUT as DETECTOR_INPUT
 from edge.vision.detector import Detection, scale_detection
 from edge.vision.engine import FaceEngine
-from edge.vision.gallery import Gallery, migrate_at_start
+from edge.vision.gallery import Gallery, Person
+from edge.vision.gallery_legacy import migrate_at_start
 from edge.vision.tracker import IouTracker, Track
 
 log = logging.getLogger(__name__)
@@ -87,7 +91,10 @@ class FacePipeline:
         self.clock = clock
         self.th = thresholds(cfg)
         self.tracker = IouTracker(min_iou=0.3, max_age_s=cfg.visit_end_s)
-        self.templates: dict[str, F32] = templates if templates is not None else {}
+        self.templates: dict[str, F32] = templates if templates is not None else {}  # the ones matched against
+        self._enrolled: dict[str, tuple[Person, F32]] = {}  # everyone in the gallery, consent ended or not
+        self._today: date | None = None  # the local day `templates` was chosen for
+        self._ended: list[str] = []  # ids of the people left out, as last logged
         self._stamp = -1.0
         self._next_check = 0.0
         self._strangers: list[_Stranger] = []
@@ -95,24 +102,49 @@ class FacePipeline:
 
     # --- gallery -------------------------------------------------------------------------------------------
     def refresh_gallery(self, mono: float, force: bool = False) -> None:
+        """Every GALLERY_CHECK_S: reload the gallery when it changed on disk, and choose whose templates are
+        matched when it changed or the local day did (a day passing, or the wall clock stepping either way)."""
         if self.gallery is None or (mono < self._next_check and not force):
             return
         self._next_check = mono + GALLERY_CHECK_S
+        today = C.today_of(self.clock.now())
         try:
             stamp = self.gallery.stamp()
-            if stamp == self._stamp:
+            if stamp == self._stamp and today == self._today:
                 return
-            people = {p.name: p for p in self.gallery.people()}
-            templates = self.gallery.templates()
+            if stamp != self._stamp:
+                self._load()
+                self._stamp = stamp
         except StorageError as exc:  # the daemon's housekeeping says so loudly (log + a system event)
             log.debug("gallery not loaded: %s", exc)
             return
-        self._stamp = stamp
+        self._choose(today)
+
+    def _load(self) -> None:
+        assert self.gallery is not None
+        people = {p.name: p for p in self.gallery.people()}
+        templates = self.gallery.templates()
         for name, person in people.items():
             if person.embedder != self.engine.embedder_file:
                 templates[name] = self._reembed(name)  # enrolled with the other precision: redo from the photos
-        self.templates = templates
+        self._enrolled = {name: (people[name], t) for name, t in templates.items() if name in people}
         log.info("gallery loaded: %d enrolled", len(templates))
+
+    def _choose(self, today: date) -> None:
+        """Match only against people whose consent covers `today`; nothing is deleted for an ended consent (a
+        wrong clock would make that irreversible): their templates stay on disk and in `_enrolled`."""
+        active, ended = {}, []
+        for name, (person, templates) in self._enrolled.items():
+            if C.status(person, today).recognised:
+                active[name] = templates
+            else:
+                ended.append(person.person_id or "(no id)")
+        if ended and ended != self._ended:
+            log.warning("consent ended for %d enrolled person(s) (ids %s): not recognised until it is renewed",
+                        len(ended), ", ".join(ended))
+        self._ended = ended
+        self.templates = active
+        self._today = today
 
     def _reembed(self, name: str) -> F32:
         assert self.gallery is not None
@@ -319,7 +351,8 @@ def build(config: Config, bus: EventBus, clock: Clock, host: Host) -> Feature | 
     engine = FaceEngine.load(
         model=config.faces.model, threads=config.faces.threads, detector_score=config.faces.detector_score
     )
-    gallery = Gallery(config.state_dir)
+    gallery = Gallery(config.state_dir)  # gives people enrolled by an older version their ids
     migrate_at_start(gallery, engine, config.faces.unknown_distance)  # an older version's whole photos -> chips
+    C.warn_at_start(gallery, C.today_of(clock.now()))
     stage = FaceStage(config.faces, engine, gallery, clock, bus.publish, beat=host.health.beater("faces"))
     return Feature(stage, on_motion=stage.submit, state=stage.state)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -143,6 +143,7 @@ class WebApp:
             Route("/faces", self.page(v.faces_page, owner=True), methods=get),
             Route("/faces/enrol", self.form(v.enrol, owner=True, files=True), methods=post),
             Route("/faces/forget", self.form(v.forget, owner=True), methods=post),
+            Route("/faces/consent", self.form(v.renew, owner=True), methods=post),
             Route("/audit", self.page(v.audit_page), methods=get),
             Route("/account", self.page(e.account_page), methods=get),
             Route("/account/password", self.form(e.change_password), methods=post),
@@ -249,7 +250,12 @@ class WebApp:
             session, chosen, refused = await run_in_threadpool(before_body, request)
             if refused is not None:
                 return refused
-            form = await request.form(max_files=10 if files else 0, max_fields=200)
+            try:
+                form = await request.form(max_files=10 if files else 0, max_fields=200)
+            except ClientDisconnect:
+                # the client left, or the connection guard cut off a body that came too slowly (and logged it);
+                # the parser has dropped what it spooled, and nobody is left to read an answer
+                return PlainTextResponse("the form did not arrive", status_code=400)
             try:
                 return await run_in_threadpool(run, request, form, session, chosen)
             finally:

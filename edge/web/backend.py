@@ -18,10 +18,10 @@ from edge.config import Config
 from edge.layout import StateLayout
 
 if TYPE_CHECKING:
-    from edge.actions.faces import Enrolled
-    from edge.actions.footage import RequestRow
+    from edge.actions.faces import Enrolled, Household
     from edge.footage.desk import FootageDesk
     from edge.footage.export_run import ExportResult
+    from edge.vision.consent import Consent
     from edge.vision.gallery import Existing, Person
 
 # The service layer is imported when a page first needs it, not when the page starts: an idle page must add
@@ -164,14 +164,11 @@ class Backend:
 
         if not StateLayout.of(self.config.state_dir).footage.exists():
             return []
-        rows = footage.list_requests(self.desk())
+        desk = self.desk()
+        rows = footage.list_requests(desk)
         rows.sort(key=lambda r: r.received_at, reverse=True)
         rows.sort(key=lambda r: r.state != "waiting")
-        return [{**r.to_dict(), "agency_name": self.agency_name(r)} for r in rows]
-
-    def agency_name(self, row: RequestRow) -> str:
-        agency = self.config.footage_requests.agencies.get(row.agency or "")
-        return agency.name if agency is not None else row.agency or "An unknown agency"
+        return [{**r.to_dict(), "agency_name": footage.agency_name(desk, r.agency, r.verified).text} for r in rows]
 
     def request(self, request: str) -> dict[str, Any]:
         """A request as the page shows it, with `shown_hash`: the hash of exactly what is shown, and
@@ -179,7 +176,9 @@ class Backend:
         from edge.actions import footage
         from edge.footage.policy import CODES
 
-        details = footage.show(self.desk(), request)
+        desk = self.desk()
+        details = footage.show(desk, request)
+        agency = footage.request_agency(desk, details)  # the configured name, as the list and `requests show`
         summary = details.summary
         now = summary["now"]
         reasons = [{"code": r["code"], "sentence": CODES.get(r["code"], ("note", ""))[1], "detail": r["detail"],
@@ -189,7 +188,9 @@ class Backend:
             "id": summary["id"],
             "state": details.state,
             "agency": summary["agency"],
-            "agency_name": (doc.get("agency") or {}).get("name") or summary["agency"],
+            "agency_name": agency.name,
+            "agency_says": agency.says,  # the document's own name for itself, when it differs: shown as such
+            "agency_unverified": agency.configured and not agency.verified,
             "request_id": summary["request_id"],
             "legal_basis": summary["legal_basis"],
             "basis_note": BASIS_NOTES.get(str(summary["legal_basis"]), "A kind of request the device does not know."),
@@ -274,23 +275,37 @@ class Backend:
 
     # --- faces --------------------------------------------------------------------------------------------
 
-    def people(self) -> list[Person]:
+    def people(self) -> Household:
+        """Everyone enrolled with their consent's status today (by the daemon's clock): those whose consent has
+        ended first, then those with no end date recorded, then those ending soon (soonest first), then the rest."""
+        from dataclasses import replace
+
         from edge.actions import faces
 
-        return list(faces.list_faces(self.config).people)
+        household = faces.list_faces(self.config, self.clock)
+        order = {"ended": 0, "no_end_date": 1, "ending": 2, "valid": 3}
+        listed = sorted(household.listed, key=lambda e: (order[e.status.code], e.status.days_left or 0))
+        return replace(household, listed=tuple(listed))
 
     def forget(self, name: str, user: str) -> bool:
         from edge.actions import faces
 
         return faces.forget(self.config, name, clock=self.clock, by=f"web:{user}")
 
-    def enrol(self, name: str, photos: list[Path], consent_by: str, consent_date: date, user: str,
+    def enrol(self, name: str, photos: list[Path], consent: Consent, user: str,
               existing: Existing = "refuse") -> Enrolled:
-        """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo)."""
+        """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo, a full
+        consent record)."""
         from edge.actions import faces
 
-        return faces.enrol(self.config, self.clock, name, photos, consent_by, consent_date, existing=existing,
+        return faces.enrol(self.config, self.clock, name, photos, consent, existing=existing,
                            by=f"web:{user}", engine=self.engine)
+
+    def renew(self, name: str, consent: Consent, user: str) -> Person:
+        """Record a new consent for someone enrolled, as `faces consent` does (audited first)."""
+        from edge.actions import faces
+
+        return faces.renew(self.config, self.clock, name, consent, by=f"web:{user}")
 
 
 def shown_hash(view: dict[str, Any]) -> str:

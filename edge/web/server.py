@@ -1,5 +1,6 @@
 """Runs the owner's page in one thread of the daemon: uvicorn (h11, asyncio, no lifespan, no signal handlers,
-no forwarded headers), restarted with a back-off if it crashes, stopped by the daemon."""
+no forwarded headers) behind the connection guard (edge/web/guard.py: TLS, per-client slots, deadlines),
+restarted with a back-off if it crashes, stopped by the daemon."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
+KEEP_ALIVE_S = 5  # an idle connection after a response is closed after this (uvicorn's default, said here)
 
 
 def build_web(config: Config, clock: Clock | None = None, frame_source: Callable[[], bytes | None] | None = None,
@@ -63,14 +65,25 @@ class WebServer:
     def _serve_once(self) -> None:
         import uvicorn
 
+        from edge.web.guard import Guard
+        from edge.web.limits import Limits
+        from edge.web.tls import server_context
+
         app, tls = build_web(self.config, self.clock, self.frame_source, self.emit)
         web = self.config.web
+        guard = Guard(Limits.of(web), server_context(tls), self.clock.monotonic)
+        # uvicorn serves plain TCP: the guard's protocol takes a slot per client and does TLS itself. Its own
+        # limit_concurrency (503 to everyone once N connections are open, slow ones included) is off: the guard
+        # caps connections per client and in all before they cost a handshake.
         uconfig = uvicorn.Config(
-            app, host=web.listen, port=web.port, ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
-            lifespan="off", http="h11", loop="asyncio", ws="none", proxy_headers=False, server_header=False,
+            app, host=web.listen, port=web.port, http=guard.protocol_class(),
+            lifespan="off", loop="asyncio", ws="none", proxy_headers=False, server_header=False,
             date_header=False, log_config=None, access_log=False, timeout_graceful_shutdown=1,
-            limit_concurrency=64, h11_max_incomplete_event_size=64 * 1024,
+            timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=None, h11_max_incomplete_event_size=64 * 1024,
         )
+        # uvicorn warns once per bad request (the guard logs those, at most once a minute per client), and its
+        # start line would say http:// since TLS is the guard's: only its errors reach the journal.
+        logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
         self._server = uvicorn.Server(uconfig)
         if self._stop.is_set():
             return
@@ -78,18 +91,22 @@ class WebServer:
         loop = asyncio.new_event_loop()
         try:
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._serve(self._server))
+            loop.run_until_complete(self._serve(self._server, guard))
         finally:
             loop.close()
 
-    async def _serve(self, server: Any) -> None:
+    async def _serve(self, server: Any, guard: Any) -> None:
         task = asyncio.ensure_future(server.serve())
-        while not server.started and not task.done():
-            await asyncio.sleep(0.05)
-        if server.started:
-            self.started.set()
-            log.info("owner's page on https://%s:%d/", self.config.web.hostname or "<this host>", self.config.web.port)
-        await task
+        try:
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if server.started:
+                self.started.set()
+                log.info("owner's page on https://%s:%d/", self.config.web.hostname or "<this host>",
+                         self.config.web.port)
+            await task
+        finally:
+            await guard.close_all()  # what uvicorn's graceful shutdown left open, handshakes included
 
     def _run(self) -> None:
         delay = RESTART_MIN_S

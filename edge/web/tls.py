@@ -92,6 +92,13 @@ def ensure_tls(config: Config, now: dt.datetime | None = None) -> TlsFiles:
     return files
 
 
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """The TLS settings the page serves with: Python's defaults for a server (TLS 1.2 or newer, no compression)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
 def issue(folder: Path, names: list[str], now: dt.datetime) -> None:
     """A new CA and a server certificate for `names`; the CA key only ever lives in this function's memory."""
     from cryptography import x509

@@ -1,5 +1,5 @@
 """The owner's page: what the device saw and keeps - Now, the events of a day (snapshots, clips played in place),
-the faces with their consent (enrol from uploaded photos, forget) and the audit log."""
+the faces with their consent (enrol from uploaded photos, renew a consent, forget) and the audit log."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from edge.actions.events import DAY, FIRST_DAY, LAST_DAY
 from edge.errors import EdgeError, StorageError
 from edge.web.backend import today
 from edge.web.sessions import Session
+from edge.web.watched import Watched
 
 if TYPE_CHECKING:
+    from edge.vision.consent import Consent
     from edge.vision.gallery import Existing
     from edge.web.app import WebApp
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_PHOTOS = 10
 PHOTO_TYPES = (".jpg", ".jpeg", ".png", ".webp")
+CONSENT_FIELDS = ("consent_by", "consent_date", "consent_until", "consent_purpose")
 
 
 class Views:
@@ -35,6 +38,7 @@ class Views:
     def __init__(self, web: WebApp) -> None:
         self.web = web
         self.backend = web.backend
+        self.watched = Watched(self.backend.audit)
 
     def now_page(self, request: Request, session: Session) -> Response:
         return self.web.render(request, "now.html", session=session,
@@ -65,11 +69,19 @@ class Views:
 
     def clip(self, request: Request, session: Session) -> Response:
         """A stored clip, streamed for the <video> on the events page (Range requests: the player seeks). Shown
-        inline, never as an attachment; a footage request's bundle is never served by the page."""
+        inline, never as an attachment; a footage request's bundle is never served by the page. Audited first:
+        once per session and clip (web_clip_viewed); no record, no clip."""
+        clip_id = request.path_params["clip_id"]
         try:
-            media = self.backend.clip(request.path_params["clip_id"])
+            media = self.backend.clip(clip_id)
         except StorageError:
             return PlainTextResponse("no such clip", status_code=404)
+        try:
+            self.watched.clip(session, clip_id)
+        except StorageError as exc:
+            log.error("web: clip %s not shown: the audit log cannot be written: %s", clip_id, exc)
+            return PlainTextResponse("the clip is not shown: the audit log cannot be written (doorbell-edge audit "
+                                     "verify says why)", status_code=503)
         return FileResponse(media.path, media_type=media.mime, headers={"Cache-Control": "private, no-store"})
 
     def snapshot(self, request: Request, session: Session) -> Response:
@@ -81,8 +93,27 @@ class Views:
 
     def faces_page(self, request: Request, session: Session, status: int = 200, error: str | None = None,
                    form: dict[str, str] | None = None) -> Response:
-        return self.web.render(request, "faces.html", status, session=session, people=self.backend.people(),
-                               error=error, form=form or {}, max_photos=MAX_PHOTOS)
+        from edge.vision.consent import DEFAULT_PURPOSE, WARN_DAYS
+
+        household = self.backend.people()
+        return self.web.render(request, "faces.html", status, session=session, people=household.listed,
+                               today=household.today, error=error, form=form or {}, max_photos=MAX_PHOTOS,
+                               default_purpose=DEFAULT_PURPOSE, warn_days=WARN_DAYS)
+
+    def renew(self, request: Request, form: FormData, session: Session | None) -> Response:
+        """Record a new consent for someone enrolled (`faces consent`): their photos and templates stay."""
+        assert session is not None
+        fields = {k: str(form.get(k, "")).strip() for k in ("name", *CONSENT_FIELDS)}
+        try:
+            if not fields["name"]:
+                raise EdgeError("say whose consent this is")
+            consent = _consent(fields)
+            if form.get("consent") != "yes":
+                raise EdgeError(f"tick the box: {fields['name']} (or their guardian) agreed to this, until that day")
+            self.backend.renew(fields["name"], consent, session.user.name)
+        except EdgeError as exc:
+            return self.faces_page(request, session, 400, f"Consent not recorded: {_plain(exc, {})}")
+        return RedirectResponse("/faces", status_code=303)
 
     def forget(self, request: Request, form: FormData, session: Session | None) -> Response:
         assert session is not None
@@ -98,20 +129,15 @@ class Views:
         photo, big and sharp enough; only its aligned chip kept). The uploads go to a private temporary folder
         and are deleted when the enrolment is done or refused."""
         assert session is not None
-        fields = {k: str(form.get(k, "")).strip() for k in ("name", "consent_by", "consent_date")}
+        fields = {k: str(form.get(k, "")).strip() for k in ("name", *CONSENT_FIELDS)}
         uploads = [f for f in form.getlist("photo") if isinstance(f, UploadFile) and f.filename]
         shown_as: dict[str, str] = {}  # a saved photo's path -> the file name the owner chose
         try:
             if not fields["name"]:
                 raise EdgeError("give the person's name")
-            if not fields["consent_by"]:
-                raise EdgeError("say who gave consent (the person, or their parent or guardian)")
+            consent = _consent(fields)
             if form.get("consent") != "yes":
                 raise EdgeError("tick the box: the person (or their guardian) consented to being recognised")
-            try:
-                consent_date = date.fromisoformat(fields["consent_date"])
-            except ValueError:
-                raise EdgeError("the consent date is not a date (YYYY-MM-DD)") from None
             if not uploads:
                 raise EdgeError("choose at least one photo of the person's face")
             if len(uploads) > MAX_PHOTOS:
@@ -120,8 +146,7 @@ class Views:
             with tempfile.TemporaryDirectory(prefix="enrol-") as folder:  # 0700: only the daemon's user
                 photos = [_save(upload, Path(folder), i) for i, upload in enumerate(uploads)]
                 shown_as.update((str(p), u.filename or p.name) for p, u in zip(photos, uploads, strict=True))
-                done = self.backend.enrol(fields["name"], photos, fields["consent_by"], consent_date,
-                                          session.user.name, existing=existing)
+                done = self.backend.enrol(fields["name"], photos, consent, session.user.name, existing=existing)
         except EdgeError as exc:
             return self.faces_page(request, session, 400, f"Not enrolled: {_plain(exc, shown_as)}", fields)
         log.info("web: enrolment done (%s, %d photo(s))", done.outcome, len(uploads))
@@ -130,6 +155,21 @@ class Views:
     def audit_page(self, request: Request, session: Session) -> Response:
         return self.web.render(request, "audit.html", session=session, audit=self.backend.audit_status(),
                                report=self.backend.transparency())
+
+
+def _consent(fields: dict[str, str]) -> Consent:
+    """The consent form's fields as a record for the faces actions, which check it (`consent.checked`); only
+    what is not a date at all is refused here."""
+    from edge.vision.consent import Consent
+
+    def day(key: str, words: str) -> date:
+        try:
+            return date.fromisoformat(fields[key])
+        except ValueError:
+            raise EdgeError(f"{words} is not a date (YYYY-MM-DD)") from None
+
+    until = day("consent_until", "the day the consent ends") if fields["consent_until"] else None
+    return Consent(fields["consent_by"], day("consent_date", "the date of consent"), fields["consent_purpose"], until)
 
 
 def _save(upload: UploadFile, folder: Path, index: int) -> Path:
@@ -150,6 +190,8 @@ def _plain(exc: EdgeError, shown_as: dict[str, str]) -> str:
     text = str(exc)
     for path, name in shown_as.items():
         text = text.replace(path, name)
+    for option in ("--consent-by", "--consent-date", "--consent-until", "--consent-purpose"):
+        text = text.replace(f" ({option})", "")
     return (text.replace("choose the one to enrol with --face N, or --largest",
                          "use a photo with only that person in it")
             .replace("use --replace to replace that enrolment, or --add to add these photos",

@@ -20,7 +20,7 @@ from edge.footage.exporter import verify_bundle
 from edge.footage.keys import device_key, public_key_b64
 from edge.recording.store import ClipStore
 from tests.clips import write_test_clip
-from tests.footage.factory import AGENCY_BOX, NOW, config, document, signed
+from tests.footage.factory import AGENCY_BOX, NOW, OTHER_KEY, config, document, signed
 from tests.footage.test_export_e2e import FPS, WIN_START, find_faces, frames
 
 
@@ -153,3 +153,33 @@ def test_auto_released_warrant_is_exported_at_submit(tmp_path: Path) -> None:
     submitted = actions.submit(desk, signed(document("warrant")))
     assert submitted.decision.decision == "release"
     assert submitted.export is not None and submitted.export.path.exists()
+
+
+def test_the_agency_is_named_as_configured_and_the_document_s_own_name_only_as_what_it_says(
+        setup: dict[str, Any]) -> None:
+    """One function names a request's agency for `requests show` and the page's list and card: the name the
+    owner configured for the agency id, never the document's; the document's own name kept only when it
+    differs, as what it says; an unverified signature and an unknown id said as such."""
+    desk: FootageDesk = setup["desk"]
+    plain = actions.submit(desk, signed(document("warrant", request_id="MPD-1"))).request
+    doc = document("warrant", request_id="MPD-2")
+    doc["agency"]["name"] = "Federal Bureau of Everything"
+    grand = actions.submit(desk, signed(doc)).request
+    forged = actions.submit(desk, signed(document("warrant", request_id="MPD-3"), agency_key=OTHER_KEY)).request
+
+    same = actions.request_agency(desk, actions.show(desk, plain))
+    assert (same.name, same.says, same.configured, same.verified) == ("Metro Police", None, True, True)
+    assert same.text == "Metro Police"
+    differs = actions.request_agency(desk, actions.show(desk, grand))
+    assert (differs.name, differs.says) == ("Metro Police", "Federal Bureau of Everything")
+    assert differs.text == "Metro Police (says it is: Federal Bureau of Everything)"
+    unverified = actions.request_agency(desk, actions.show(desk, forged))
+    assert (unverified.name, unverified.verified) == ("Metro Police", False)
+    assert unverified.text == "Metro Police (signature not verified)"
+    rows = {r.id: r for r in actions.list_requests(desk)}
+    assert rows[plain].verified and not rows[forged].verified and rows[plain].to_dict()["verified"] is True
+
+    unknown = actions.agency_name(desk, "x-pd", False, "Metro Police")
+    assert unknown.text == "unknown agency x-pd (says it is: Metro Police)" and not unknown.configured
+    assert actions.agency_name(desk, None, False).text == "an unknown sender"
+    assert actions.agency_name(desk, "metro-pd", True, "  metro police ").says is None  # same name, any case

@@ -250,3 +250,21 @@ def test_requests_list_prints_local_time_with_utc_in_brackets(setup: dict[str, A
     (line,) = out.splitlines()
     assert local in line and received not in line
     assert json.loads(out_json)[0]["received_at"] == received  # --json unchanged: RFC 3339 UTC
+
+
+def test_show_names_the_agency_as_configured_and_the_document_s_own_name_as_what_it_says(
+        setup: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """`requests show` printed the document's own name beside the id as if it were the agency's; now the
+    configured name (as the page's list and card, one function: edge.actions.footage.agency_name)."""
+    cfg = setup["cfg"]
+    doc = document("warrant", request_id="MPD-2026-0009")
+    doc["agency"]["name"] = "Federal Bureau of Everything"
+    grand = setup["tmp"] / "grand.json"
+    grand.write_bytes(signed(doc))
+    shown = {}
+    for path in (setup["warrant"], grand):
+        _, out, _ = run(capsys, "requests", "submit", str(path), "--config", cfg, "--json")
+        _, out, _ = run(capsys, "requests", "show", json.loads(out)["id"], "--config", cfg)
+        shown[path] = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("agency:"))
+    assert shown[setup["warrant"]] == "Metro Police [metro-pd]"
+    assert shown[grand] == "Metro Police (says it is: Federal Bureau of Everything) [metro-pd]"

@@ -24,7 +24,8 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_enroll_list_forget(data: Path, state: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train = sorted(str(p) for p in (data / EX / "knn_examples" / "train" / "obama").glob("*.jpg"))
     rc = main(
-        ["faces", "enroll", "Barack Obama", *train, "--consent-by", "Barack Obama", "--consent-date", "2026-11-27"]
+        ["faces", "enroll", "Barack Obama", *train, "--consent-by", "Barack Obama", "--consent-date", "2026-11-27",
+         "--consent-until", "2099-12-31"]
     )
     assert rc == 0
     assert main(["faces", "list", "--json"]) == 0
@@ -36,16 +37,19 @@ def test_enroll_list_forget(data: Path, state: Path, capsys: pytest.CaptureFixtu
     # Nothing of the person is left but the audit log's record of the enrolment and of the forgetting.
     assert [p for p in state.rglob("*") if p.is_file() and p.parent.name != "audit"] == []
     records = [json.loads(line) for line in (state / "audit" / "footage.jsonl").read_text().splitlines()]
-    assert [(r["kind"], r["data"]["person"]) for r in records] == [
-        ("face_enrol", "Barack Obama"), ("face_forget", "Barack Obama")]
+    pid = people[0]["person_id"]
+    assert [(r["kind"], r["data"]["person_id"]) for r in records] == [("face_enrol", pid), ("face_forget", pid)]
+    assert "Obama" not in (state / "audit" / "footage.jsonl").read_text()  # nothing links the log to his name
     assert main(["faces", "forget", "Barack Obama"]) == 1
 
 
 def test_enroll_needs_consent_and_a_face(data: Path, state: Path) -> None:
     with pytest.raises(SystemExit):  # argparse: --consent-by is required
-        main(["faces", "enroll", "X", str(data / EX / "biden.jpg"), "--consent-date", "2026-11-27"])
+        main(["faces", "enroll", "X", str(data / EX / "biden.jpg"), "--consent-date", "2026-11-27",
+              "--consent-until", "2099-12-31"])
     neg = sorted((data / "negatives" / "skimage").glob("*"))[0]
-    assert main(["faces", "enroll", "X", str(neg), "--consent-by", "X", "--consent-date", "2026-11-27"]) == 1
+    assert main(["faces", "enroll", "X", str(neg), "--consent-by", "X", "--consent-date", "2026-11-27",
+                 "--consent-until", "2099-12-31"]) == 1
     assert not any(p.is_file() for p in state.rglob("*"))
 
 

@@ -156,6 +156,12 @@ def test_faces_list_shows_the_enrolled_face_and_its_consent(fixture: Fixture) ->
     old, new = json.loads(expected("faces-list")["stdout"]), json.loads(fixture.stdout("faces-list"))
     assert agrees(old, new) == []
     assert [(f["name"], f["consent_by"], f["consent_date"]) for f in new] == [("paul", "Paul (self)", "2026-03-09")]
+    # Enrolled before consent end dates: still enrolled (and recognised), shown with a warning until the owner
+    # records an end date; given a random id for the audit log when the gallery was first opened.
+    assert new[0]["consent_until"] is None and new[0]["consent_status"]["code"] == "no_end_date"
+    assert new[0]["consent_status"]["text"] == "no end date recorded"
+    assert len(new[0]["person_id"]) == 12 and "paul" not in new[0]["person_id"]
+    assert "warning: paul: no consent end date recorded" in fixture.stderr("faces-list")
 
 
 def test_requests_list_and_show_tell_the_old_story(fixture: Fixture) -> None:

@@ -110,7 +110,8 @@ def test_a_service_group_member_reads_nothing_private_and_can_still_ring(
             assert done.returncode == 0, f"{args}: {done.stderr}"
             return done
 
-        owner_command("faces", "enroll", "Grace", str(photo), "--consent-by", "Grace", "--consent-date", "2024-01-02")
+        owner_command("faces", "enroll", "Grace", str(photo), "--consent-by", "Grace", "--consent-date", "2024-01-02",
+                      "--consent-until", "2099-12-31")
         owner_command("requests", "submit", str(request))
         fingerprint = json.loads(owner_command("keys", "show", "--json").stdout)["fingerprint"]
         assert len(fingerprint) == 16

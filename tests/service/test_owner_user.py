@@ -98,7 +98,8 @@ def test_root_run_owner_commands_act_as_the_state_owner_and_leave_no_root_owned_
     env = _env(state, place)
 
     steps = [
-        ("faces", "enroll", "Grace", str(photo), "--consent-by", "Grace", "--consent-date", "2024-01-02"),
+        ("faces", "enroll", "Grace", str(photo), "--consent-by", "Grace", "--consent-date", "2024-01-02",
+         "--consent-until", "2099-12-31"),
         ("faces", "list", "--json"),
         ("requests", "submit", str(request), "--json"),
         ("requests", "list"),

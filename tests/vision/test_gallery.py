@@ -16,13 +16,19 @@ import pytest
 
 from edge.errors import StorageError
 from edge.vision import recognise as R
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.engine import FaceEngine
-from edge.vision.gallery import CHIPS, Gallery, decode_chip, legacy_chipper, migrate_at_start
+from edge.vision.gallery import CHIPS, Gallery, decode_chip
+from edge.vision.gallery_legacy import legacy_chipper, migrate_at_start
 from tests.footage.crash import killed_at
 
 EX = Path("gallery") / "face_recognition" / "examples"
 CHIP_PIXELS = np.full((150, 150, 3), 128, np.uint8)
 NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # the same calendar day in every time zone within +-11 h
+
+
+def ada_consent(given: date, until: date = date(2027, 3, 1)) -> Consent:
+    return Consent("Ada", given, DEFAULT_PURPOSE, until)
 
 
 def _faces(engine: FaceEngine, path: Path) -> list[np.ndarray]:
@@ -40,7 +46,8 @@ def _enroll_obama(engine: FaceEngine, data: Path, state: Path) -> Gallery:
         photos.append(chip)
         templates.append(engine.embedder.embed(chip))
     g = Gallery(state)
-    g.enroll("Barack Obama", photos, np.stack(templates), "Barack Obama", date(2026, 11, 27), engine.embedder_file)
+    consent = Consent("Barack Obama", date(2026, 11, 27), DEFAULT_PURPOSE, date(2099, 12, 31))
+    g.enroll("Barack Obama", photos, np.stack(templates), consent, engine.embedder_file)
     return g
 
 
@@ -87,7 +94,8 @@ def test_gallery_files_are_private_and_forget_purges(data: Path, engine_int8: Fa
 
 def test_enroll_requires_consent(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
-        Gallery(tmp_path).enroll("X", [CHIP_PIXELS], np.zeros((1, 128), np.float32), " ", date(2026, 1, 1), "m")
+        Gallery(tmp_path).enroll("X", [CHIP_PIXELS], np.zeros((1, 128), np.float32),
+                                 Consent(" ", date(2026, 1, 1), DEFAULT_PURPOSE, date(2099, 12, 31)), "m")
 
 
 def _files(root: Path) -> list[Path]:
@@ -99,14 +107,15 @@ def test_whole_photos_are_refused(data: Path, tmp_path: Path) -> None:
     rgb = cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
     for image in (rgb, cv2.resize(rgb, (150, 150))[:, :, 0], rgb[:150, :151]):
         with pytest.raises(StorageError, match="only aligned 150x150 face chips are stored, never whole photos"):
-            Gallery(tmp_path).enroll("X", [image], np.zeros((1, 128), np.float32), "X", date(2026, 1, 1), "m", NOON)
+            Gallery(tmp_path).enroll("X", [image], np.zeros((1, 128), np.float32), ada_consent(date(2026, 1, 1)), "m",
+                                     NOON)
     assert _files(tmp_path) == []
 
 
 def _enroll(tmp_path: Path, shade: int, count: int = 1, **kw: object) -> None:
     chips = [np.full((150, 150, 3), shade + i, np.uint8) for i in range(count)]
     Gallery(tmp_path).enroll(
-        "Ada", chips, np.full((count, 128), shade, np.float32), "Ada", date(2026, 1, 2), "m", NOON, **kw  # type: ignore[arg-type]
+        "Ada", chips, np.full((count, 128), shade, np.float32), ada_consent(date(2026, 1, 2)), "m", NOON, **kw  # type: ignore[arg-type]
     )
 
 
@@ -128,7 +137,7 @@ def test_an_enrolled_name_is_refused_replaced_or_added_to(tmp_path: Path) -> Non
     _enroll(tmp_path, 90, existing="replace")
     assert Gallery(tmp_path).templates()["Ada"][:, 0].tolist() == [90]
     with pytest.raises(StorageError, match="enrolled with m, these templates come from other"):
-        Gallery(tmp_path).enroll("ada", [CHIP_PIXELS], np.zeros((1, 128), np.float32), "Ada", date(2026, 1, 2),
+        Gallery(tmp_path).enroll("ada", [CHIP_PIXELS], np.zeros((1, 128), np.float32), ada_consent(date(2026, 1, 2)),
                                  "other", NOON, existing="add")
 
 
@@ -151,9 +160,9 @@ def test_a_consent_date_in_the_future_is_refused(tmp_path: Path) -> None:
     one = np.zeros((1, 128), np.float32)
     for day in (date(2026, 3, 2), date(2027, 1, 1)):
         with pytest.raises(StorageError, match=rf"consent date {day} is in the future \(today is 2026-03-01\)"):
-            g.enroll("Ada", [CHIP_PIXELS], one, "Ada", day, "m", NOON)
+            g.enroll("Ada", [CHIP_PIXELS], one, ada_consent(day), "m", NOON)
     assert _files(tmp_path) == []
-    g.enroll("Ada", [CHIP_PIXELS], one, "Ada", date(2026, 3, 1), "m", NOON)  # today is fine
+    g.enroll("Ada", [CHIP_PIXELS], one, ada_consent(date(2026, 3, 1)), "m", NOON)  # today is fine
     assert [p.consent_date for p in g.people()] == ["2026-03-01"]
 
 
@@ -232,6 +241,7 @@ def test_kill_during_migrate_leaves_the_old_or_the_migrated_enrolment(
     (det,) = engine_int8.detect(img)
     chip = engine_int8.chip(img, det)
     _legacy_gallery(tmp_path, photo, engine_int8.embed_face(img, det))
+    Gallery(tmp_path)  # opening gives the older enrolment its id (its own all-or-nothing rewrite, once)
     killed_at(point, lambda: Gallery(tmp_path).migrate(lambda blob, template: chip))  # no model in the child
     g = Gallery(tmp_path)
     (ada,) = g.people()

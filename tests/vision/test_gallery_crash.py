@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.gallery import Gallery, encode_chip
 from tests.footage.crash import killed_at
 
@@ -28,7 +29,8 @@ def templates(count: int, value: float) -> np.ndarray:
 
 
 def enroll(state: Path, count: int, tag: str, value: float) -> None:
-    Gallery(state).enroll(NAME, photos(count, tag), templates(count, value), "Ada Lovelace", date(2026, 1, 2), "m")
+    Gallery(state).enroll(NAME, photos(count, tag), templates(count, value),
+                          Consent("Ada Lovelace", date(2026, 1, 2), DEFAULT_PURPOSE, date(2099, 12, 31)), "m")
 
 
 def consistent(state: Path) -> list[tuple[str, int, float, bytes]]:

@@ -11,6 +11,7 @@ import numpy as np
 from edge.clock import FakeClock
 from edge.config import FacesConfig
 from edge.types import Frame
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.engine import FaceEngine
 from edge.vision.gallery import Gallery
 from edge.vision.pipeline import FacePipeline
@@ -41,7 +42,8 @@ def _pipeline(engine: FaceEngine, data: Path, state: Path, clock: FakeClock) -> 
         det = max(engine.detect(img), key=lambda d: d.width)
         photos.append(engine.chip(img, det))  # the gallery keeps the face chip, never the photo
         embs.append(engine.embed_face(img, det))
-    g.enroll("Barack Obama", photos, np.stack(embs), "Barack Obama", date(2026, 11, 27), engine.embedder_file)
+    consent = Consent("Barack Obama", date(2026, 11, 27), DEFAULT_PURPOSE, date(2099, 12, 31))
+    g.enroll("Barack Obama", photos, np.stack(embs), consent, engine.embedder_file)
     p = FacePipeline("front_door", FacesConfig(stranger_ttl_s=20, visit_end_s=1.0), engine, g, clock)
     p.refresh_gallery(clock.monotonic(), force=True)
     return p

@@ -6,26 +6,25 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
-from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
 from edge.footage.desk import FootageDesk
 from edge.recording.store import ClipStore
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.gallery import Gallery
-from edge.web.auth import AuthStore
-from edge.web.server import WebServer
 
-from .browser import Browser, free_port, launch, serious
+from ..footage.factory import document, signed
+from .browser import Browser, launch, serious
 from .conftest import NOW
 from .helpers import OWNER, PASSWORD
-from .seed import add_clip, seed_request, seed_ring_with_clip, seeded_config
+from .seed import add_clip, seed_request
+from .served import AuditTail, Served, no_sideways_scroll, serving, set_up_owner
 
 pytestmark = pytest.mark.slow
 
@@ -35,60 +34,9 @@ def browser() -> Iterator[Browser]:
     yield from launch(["doorbell.test", "evil.test"])
 
 
-class Served:
-    def __init__(self, tmp: Path, **web: Any) -> None:
-        self.port = free_port()
-        self.config = seeded_config(tmp, listen="127.0.0.1", port=self.port, **web)
-        self.clock = FakeClock(NOW)
-        self.clips = [add_clip(self.config, self.clock, 2), add_clip(self.config, self.clock, 10)]
-        self.request = seed_request(self.config, self.clock)
-        rang = NOW - timedelta(minutes=30)
-        self.ring, self.ring_clip = seed_ring_with_clip(self.config, self.clock, rang)
-        self.day = f"/events?day={rang.astimezone().date()}"
-        ok, jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
-        assert ok
-        self.server = WebServer(self.config, self.clock, lambda: jpeg.tobytes(), lambda e: None)
-        self.server.start()
-        assert self.server.started.wait(20), "the page did not start"
-        self.origin = f"https://doorbell.test:{self.port}"
-        self.auth = AuthStore(self.config.state_dir, self.config.web, lambda: self.clock.now().timestamp())
-
-    def url(self, path: str) -> str:
-        return self.origin + path
-
-
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    from edge.footage import redact
-
-    def shipped() -> redact.ExportFinders:  # what `doorbell-edge run` hands every export (edge/cli)
-        from edge.vision import redaction_finders as finders
-
-        return redact.ExportFinders(finders.find_faces(), finders.check_faces(), finders.NAMES)
-
-    monkeypatch.setattr(redact, "_provider", shipped)
-    s = Served(tmp_path)
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
-def set_up_owner(page: Any, served: Served, check_axe: bool = False) -> None:
-    page.goto(served.url("/requests"))
-    assert page.url == served.url("/setup")
-    if check_axe:
-        assert serious(page) == [], "the setup page"
-    page.get_by_label("Setup code").fill(served.auth.new_setup_code())
-    page.get_by_label("Your user name").fill(OWNER)
-    page.get_by_label("Password (at least").fill(PASSWORD)
-    page.get_by_label("The same password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create the owner account").click()
-    page.wait_for_url(served.url("/"))
-
-
-def no_sideways_scroll(page: Any) -> bool:
-    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+    yield from serving(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("kind", ["desktop", "phone"])
@@ -106,6 +54,10 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
 
     with page.expect_request(lambda r: "/now.jpg?t=" in r.url):  # the Now picture refreshes itself
         pass
+    # Someone whose consent has ended, so the Faces page shows a card with its warning and open renewal form.
+    Gallery(served.config.state_dir).enroll(
+        "Ann", [np.full((150, 150, 3), 100, np.uint8)], np.ones((1, 128), np.float32),
+        Consent("Ann's mother", date(2026, 2, 1), DEFAULT_PURPOSE, date(2026, 3, 1)), "m", now=NOW - timedelta(days=30))
     problems: dict[str, list[str]] = {}
     for path in ("/", "/events", served.day, "/requests", f"/requests/{served.request}", "/faces", "/audit",
                  "/account"):
@@ -136,6 +88,8 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     page.get_by_role("button", name="Approve", exact=True).click()
     page.wait_for_url(served.url(f"/requests/{served.request}"))
     assert "OWNER_APPROVED" in page.content()
+    rotated = {c["name"]: c["value"] for c in context.cookies()}["__Host-doorbell_sid"]
+    assert rotated != sid["value"] and len(rotated) >= 43  # re-authenticated at the approval: a new session id
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
     assert [k for _, k, _, _ in desk.store.actions(served.request)] == ["approve"]
     export = page.get_by_role("button", name="Export", exact=True)
@@ -257,23 +211,10 @@ FACE_EXAMPLES = (Path(__file__).resolve().parents[2].parent / "shared" / "data" 
                  / "examples")
 
 
-class AuditTail:
-    """The audit log's records since the last look: what each step of the page wrote."""
-
-    def __init__(self, served: Served) -> None:
-        self.log = AuditLog(served.config.state_dir, served.clock)
-        self.seen = len(self.log.records())
-
-    def new(self) -> list[dict[str, Any]]:
-        records = self.log.records()
-        fresh, self.seen = records[self.seen:], len(records)
-        return fresh
-
-
 def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, served: Served) -> None:
     """Issue 16: every action a plain form that works with JavaScript off. Setup, approve + export, narrow,
-    enrol from an uploaded photo with the consent form, forget with the confirmation, log out; after each, what
-    the page says and what the state (requests, gallery, audit log) says."""
+    enrol from an uploaded photo with the consent form, renew the consent, forget with the confirmation, log out;
+    after each, what the page says and what the state (requests, gallery, audit log) says."""
     photo = FACE_EXAMPLES / "obama.jpg"
     if not photo.is_file():  # fail loudly: CI lays shared/data beside the checkout
         raise AssertionError(f"test data missing: {photo}")
@@ -334,19 +275,44 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     page.get_by_label("Name (as events will show it)").fill("Barack Obama")
     page.get_by_label("Consent given by").fill("Barack Obama")
     page.get_by_label("Date of consent").fill("2026-03-01")
+    assert page.get_by_label("Consent is for").input_value() == DEFAULT_PURPOSE  # pre-filled, editable
+    page.get_by_label("Consent ends on").fill("2026-03-20")
     page.get_by_label("Photos of the face").set_input_files(photo)
     page.get_by_label("They consented to being recognised").check()
     page.get_by_role("button", name="Enrol", exact=True).click()
     page.wait_for_url(served.url("/faces"), timeout=120_000)
-    assert "Consent given by Barack Obama on 2026-03-01" in page.content()
+    assert "ends in 10 days (last day 2026-03-20)" in page.content()
     [person] = Gallery(served.config.state_dir).people()
-    assert (person.name, person.photos, person.consent_by, person.consent_date) == (
-        "Barack Obama", 1, "Barack Obama", "2026-03-01")
-    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
-    assert faces == [("face_enrol", "Barack Obama", f"web:{OWNER}")]
+    assert (person.name, person.photos, person.consent_by, person.consent_date, person.consent_until) == (
+        "Barack Obama", 1, "Barack Obama", "2026-03-01", "2026-03-20")
+    pid = person.person_id
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_enrol", pid, f"web:{OWNER}")]
+    assert no_sideways_scroll(page), "the faces page with someone enrolled"
+
+    # Renew the consent: the <details> opens without a script, a plain form posts it.
+    card = page.locator("li.card", has_text="Barack Obama")
+    card.get_by_text("Renew Barack Obama's consent").click()
+    card.get_by_label("Consent ends on").fill("2027-03-10")
+    card.get_by_label("Barack Obama (or their guardian) agreed").check()
+    button = card.get_by_role("button", name="Record Barack Obama's consent")
+    box = button.bounding_box()
+    assert box and box["width"] >= 44 and box["height"] >= 44
+    button.click()
+    page.wait_for_url(served.url("/faces"))
+    assert "valid until 2027-03-10" in page.content()
+    [person] = Gallery(served.config.state_dir).people()
+    assert (person.consent_date, person.consent_until, person.person_id) == ("2026-03-10", "2027-03-10", pid)
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_consent", pid, f"web:{OWNER}")]
 
     # Forget them: the button alone does nothing (the box is required), with the box ticked they are gone.
     forget = page.get_by_role("button", name="Forget Barack Obama")
+    for target in (forget, page.get_by_text("Yes, delete Barack Obama's photos")):  # 44 px targets on a phone
+        box = target.bounding_box()
+        assert box and box["width"] >= 44 and box["height"] >= 44, box
     forget.click()
     assert page.get_by_label("Yes, delete Barack Obama's photos").evaluate("box => box.validity.valueMissing")
     assert ("POST", served.url("/faces/forget")) not in seen  # the browser itself held the form back
@@ -356,8 +322,9 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
         forget.click()
     assert page.url == served.url("/faces") and "Nobody is enrolled" in page.content()
     assert Gallery(served.config.state_dir).people() == []
-    faces = [(r["kind"], r["data"]["person"], r["data"]["by"]) for r in audit.new() if r["kind"].startswith("face_")]
-    assert faces == [("face_forget", "Barack Obama", f"web:{OWNER}")]
+    faces = [(r["kind"], r["data"]["person_id"], r["data"]["by"]) for r in audit.new()
+             if r["kind"].startswith("face_")]
+    assert faces == [("face_forget", pid, f"web:{OWNER}")]
 
     # Log out: back to the login page, the session gone.
     page.get_by_role("button", name=f"Log out {OWNER}").click()
@@ -365,10 +332,58 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     kinds = [r["kind"] for r in audit.new()]
     assert kinds == ["web_logout"], kinds
     page.goto(served.url("/faces"))
-    assert page.url == served.url("/login?next=%2Ffaces")
+    assert page.url == served.url("/login?next=%2Ffaces")  # the old cookie is dead: log in, then back to Faces
     assert AuditLog(served.config.state_dir, served.clock).verify().ok
     assert not [u for _, u in seen if u.endswith(".js") or "/now.jpg?t=" in u], seen  # no script ran or loaded
     posts = [u.removeprefix(served.origin) for m, u in seen if m == "POST"]
     assert posts == ["/setup", f"/requests/{served.request}/decide", f"/requests/{served.request}/export",
-                     f"/requests/{other}/decide", "/faces/enrol", "/faces/forget", "/logout"], posts
+                     f"/requests/{other}/decide", "/faces/enrol", "/faces/consent", "/faces/forget", "/logout"], posts
+    context.close()
+
+
+@pytest.mark.parametrize("kind", ["desktop", "phone"])
+def test_stale_tampered_and_blocked_decisions_are_refused_in_the_browser(browser: Browser, served: Served,
+                                                                          kind: str) -> None:
+    """Draft items 13, 15 and 17 in the browser: a request that changed after the card was drawn gets 409 and
+    nothing decided; a narrow whose clip box was edited to a clip not asked for is refused; a blocked request
+    offers no Approve and says why."""
+    doc = document("warrant", request_id="MPD-2026-0003")
+    doc["scope"]["cameras"] = ["back_yard"]
+    blocked, _ = FootageDesk(served.config, served.clock, emit=lambda e: None).submit(signed(doc))
+    other = seed_request(served.config, served.clock, "MPD-2026-0002")
+    served.auth.create_owner(served.auth.new_setup_code(), OWNER, PASSWORD)
+    context = browser.context(kind)
+    page = context.new_page()
+    page.goto(served.url("/login"))
+    page.get_by_label("User name").fill(OWNER)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(served.url("/"))
+    desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
+
+    # Stale: a third clip falls in the window after the card was drawn.
+    page.goto(served.url(f"/requests/{served.request}"))
+    add_clip(served.config, served.clock, 20)
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Approve", exact=True).click()
+    assert answer.value.status == 409 and "changed since the page was shown" in page.content()
+    assert desk.store.actions(served.request) == [] and desk.store.actions(other) == []
+
+    # Tampered: the first clip's box now names a clip that was not asked for.
+    page.goto(served.url(f"/requests/{other}"))
+    page.locator('input[name="clip"]').first.evaluate("box => { box.value = 'clip-not-asked-for'; }")
+    page.get_by_label("Your password").fill(PASSWORD)
+    page.get_by_label("I confirm").check()
+    with page.expect_response(lambda r: r.url.endswith("/decide")) as answer:
+        page.get_by_role("button", name="Narrow", exact=True).click()
+    assert answer.value.status == 400 and "not in request" in page.content()
+    assert desk.store.actions(other) == []
+
+    # Blocked: no Approve, and why.
+    page.goto(served.url(f"/requests/{blocked}"))
+    assert page.get_by_role("button", name="Approve", exact=True).count() == 0
+    assert page.get_by_text("Approve is not offered: blocked by BAD_CAMERA").is_visible()
+    assert "Blocking:" in page.get_by_role("listitem").filter(has_text="BAD_CAMERA").inner_text()
     context.close()

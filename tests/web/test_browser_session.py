@@ -12,12 +12,21 @@ import pytest
 
 from edge.footage.desk import FootageDesk
 
-from .browser import Browser, serious
+from .browser import Browser, launch, serious
 from .helpers import OWNER, PASSWORD
-from .test_browser import Served, browser, served, set_up_owner
+from .served import Served, serving, set_up_owner
 
 pytestmark = pytest.mark.slow
-__all__ = ["browser", "served"]  # the fixtures, shared with test_browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    yield from launch(["doorbell.test"])
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    yield from serving(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from edge.clock import FakeClock
 from edge.footage.audit import AuditLog
+from edge.vision.consent import DEFAULT_PURPOSE
 from edge.vision.engine import FaceEngine
 from edge.vision.gallery import Gallery
 from tests.photos import huge_png_header
@@ -37,7 +38,8 @@ def photos() -> dict[str, Path]:
 
 def upload(client: object, page: str, files: list[Path], **fields: str) -> object:
     data = {"csrf": csrf_of(page), "name": "Barack Obama", "consent_by": "Barack Obama",
-            "consent_date": "2026-03-01", "consent": "yes", **fields}
+            "consent_date": "2026-03-01", "consent_until": "2027-03-01", "consent_purpose": DEFAULT_PURPOSE,
+            "consent": "yes", **fields}
     return client.post("/faces/enrol", data=data,  # type: ignore[attr-defined]
                        files=[("photo", (p.name, p.read_bytes(), "image/jpeg")) for p in files])
 
@@ -69,11 +71,12 @@ def test_enrol_from_uploaded_photos_with_consent_then_forget(tmp_path: Path, eng
     r = upload(client, page, [photos["obama1"], photos["obama2"]])
     assert r.status_code == 303, r.text  # type: ignore[attr-defined]
     [person] = Gallery(site.config.state_dir).people()
-    assert (person.name, person.photos, person.consent_by, person.consent_date) == (
-        "Barack Obama", 2, "Barack Obama", "2026-03-01")
+    assert (person.name, person.photos, person.consent_by, person.consent_date, person.consent_until,
+            person.consent_purpose) == ("Barack Obama", 2, "Barack Obama", "2026-03-01", "2027-03-01", DEFAULT_PURPOSE)
     assert list(scratch.iterdir()) == [], "an uploaded photo outlived the enrolment"
     page = client.get("/faces").text
-    assert "Consent given by Barack Obama on 2026-03-01" in page
+    assert "<dt>Consent given by</dt><dd>Barack Obama</dd>" in page and "<dd>2027-03-01</dd>" in page
+    assert f"<code>{person.person_id}</code>" in page and "valid until 2027-03-01" in page
     r = upload(client, page, [photos["obama1"]])  # enrolled already and "add" not ticked
     assert r.status_code == 400 and "already enrolled" in r.text  # type: ignore[attr-defined]
 
@@ -83,8 +86,11 @@ def test_enrol_from_uploaded_photos_with_consent_then_forget(tmp_path: Path, eng
     r = client.post("/faces/forget", data={"csrf": csrf_of(page), "name": "Barack Obama", "confirm": "yes"})
     assert r.status_code == 303 and Gallery(site.config.state_dir).people() == []
     log = AuditLog(site.config.state_dir, clock)
-    faces = [(x["kind"], x["data"]["person"], x["data"]["by"]) for x in log.records() if x["kind"].startswith("face_")]
-    assert faces == [("face_enrol", "Barack Obama", f"web:{OWNER}"), ("face_forget", "Barack Obama", f"web:{OWNER}")]
+    faces = [(x["kind"], x["data"]["person_id"], x["data"]["by"]) for x in log.records()
+             if x["kind"].startswith("face_")]
+    pid = person.person_id
+    assert faces == [("face_enrol", pid, f"web:{OWNER}"), ("face_forget", pid, f"web:{OWNER}")]
+    assert "Obama" not in log.path.read_text()
     assert log.verify().ok
 
 
@@ -130,7 +136,8 @@ def test_a_photo_too_large_to_decode_is_refused_by_its_size(tmp_path: Path, engi
     setup_owner(site, client)
     page = client.get("/faces").text
     r = client.post("/faces/enrol", data={"csrf": csrf_of(page), "name": "Mallory", "consent_by": "Mallory",
-                                          "consent_date": "2026-03-01", "consent": "yes"},
+                                          "consent_date": "2026-03-01", "consent_until": "2027-03-01",
+                                          "consent_purpose": DEFAULT_PURPOSE, "consent": "yes"},
                     files=[("photo", ("big.png", huge_png_header(30000, 30000), "image/png"))])
     assert r.status_code == 400
     assert "big.png: 30000x30000 pixels is larger than the doorbell can use" in r.text

@@ -18,6 +18,7 @@ from edge.clock import FakeClock
 from edge.events.bus import Event
 from edge.events.journal import EventJournal, HistoryBounds
 from edge.events.journal_files import journal_path
+from edge.vision.consent import DEFAULT_PURPOSE, Consent
 from edge.vision.gallery import Gallery
 
 from .conftest import NOW
@@ -92,8 +93,8 @@ def test_now_shows_the_frame_uncached_and_the_last_ring_and_who(tmp_path: Path) 
 
 def enrol(state: Path, name: str) -> None:
     chip = np.full((150, 150, 3), 100, np.uint8)
-    Gallery(state).enroll(name, [chip], np.ones((1, 128), np.float32), consent_by=name, consent_date=date(2026, 3, 1),
-                          embedder="test.tflite", now=NOW)
+    consent = Consent(name, date(2026, 3, 1), DEFAULT_PURPOSE, date(2027, 3, 1))
+    Gallery(state).enroll(name, [chip], np.ones((1, 128), np.float32), consent, embedder="test.tflite", now=NOW)
 
 
 def test_faces_show_the_consent_record_and_forget_needs_confirmation(tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_faces_show_the_consent_record_and_forget_needs_confirmation(tmp_path: P
     setup_owner(site, client)
     enrol(tmp_path, "Ann")
     page = client.get("/faces").text
-    assert "Ann" in page and "Consent given by Ann on 2026-03-01" in page
+    assert "Ann" in page and "<dt>Given on</dt><dd>2026-03-01</dd>" in page
     r = client.post("/faces/forget", data={"csrf": csrf_of(page), "name": "Ann"})
     assert r.status_code == 400 and [p.name for p in Gallery(tmp_path).people()] == ["Ann"]
     r = client.post("/faces/forget", data={"csrf": csrf_of(page), "name": "Ann", "confirm": "yes"})

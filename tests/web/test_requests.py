@@ -157,3 +157,27 @@ def test_a_blocking_result_takes_approve_away_and_says_why(tmp_path: Path) -> No
     assert 'value="approve"' not in page and "Approve is not offered: blocked by BAD_CAMERA" in page
     rows = client.get("/requests").text
     assert rows.index("Waiting for you") < rows.index("denied")  # pending first
+
+
+def test_the_card_names_the_agency_as_configured_and_the_document_s_name_only_as_what_it_says(
+        tmp_path: Path) -> None:
+    """The list used the configured name but the card the document's own: a request signed with Metro Police's
+    key that calls itself something grander is shown as Metro Police, with its own name only as what it says."""
+    from ..footage.factory import document, signed
+
+    site, plain, _clips = make(tmp_path)
+    doc = document("warrant", request_id="MPD-2026-0002")
+    doc["agency"]["name"] = "Federal Bureau of Everything"
+    grand, _ = FootageDesk(site.config, site.clock, emit=lambda e: None).submit(signed(doc))
+    client = site.client()
+    setup_owner(site, client)
+
+    card = client.get(f"/requests/{grand}").text
+    assert "<dt>Agency</dt><dd>Metro Police\n" in card
+    assert "The request says it is: Federal Bureau of Everything." in card
+    assert "Metro Police ask for 2 clips" in card  # the summary line too
+    assert card.count("Federal Bureau of Everything") == 1
+    same = client.get(f"/requests/{plain}").text
+    assert "<dt>Agency</dt><dd>Metro Police\n" in same and "says it is" not in same
+    listing = client.get("/requests").text
+    assert listing.count("Metro Police · warrant") == 2 and "Federal Bureau" not in listing

@@ -333,7 +333,7 @@ def test_a_viewer_sees_events_and_audit_but_gets_403_on_owner_actions(site: Site
     assert viewer.get("/events").status_code == 200 and viewer.get("/audit").status_code == 200
     token = csrf_of(home.text)
     assert viewer.get("/faces").status_code == 403
-    for path in ("/requests/R-1/decide", "/requests/R-1/deny", "/faces/forget", "/account/viewers",
+    for path in ("/requests/R-1/decide", "/requests/R-1/deny", "/faces/forget", "/faces/consent", "/account/viewers",
                  "/account/viewers/remove"):
         assert viewer.post(path, data={"csrf": token, "password": VIEWER_PASSWORD, "confirm": "yes",
                                        "name": "x", "username": "x", "action": "approve"}).status_code == 403, path

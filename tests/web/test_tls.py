@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -96,3 +97,50 @@ def test_the_setup_page_shows_the_ca_fingerprint_and_offers_the_ca(tmp_path: Pat
     cert = x509.load_pem_x509_certificate(r.content)
     digest = cert.fingerprint(hashes.SHA256()).hex().upper()
     assert fp.replace(":", "") == digest
+
+
+def private_keys_under(root: Path) -> list[Path]:
+    """Every file under root that holds a private key in any encoding cryptography reads (PEM, DER, OpenSSH)."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        for load in (serialization.load_pem_private_key, serialization.load_der_private_key,
+                     serialization.load_ssh_private_key):
+            try:
+                load(data, None)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                continue
+            found.append(path)
+            break
+    return found
+
+
+def test_the_cli_s_fingerprint_is_the_setup_page_s_and_the_ca_s_and_only_the_server_key_is_on_disk(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Draft item 7: after `web setup-code` (the first thing an owner runs) the fingerprint it prints is the one
+    /setup shows and the SHA-256 of the /ca.crt a browser downloads; the only private key anywhere in the state
+    dir, in any encoding, is the server's, and it is not the CA's."""
+    import re
+
+    import yaml
+
+    from edge.cli import main
+
+    state = tmp_path / "state"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"state_dir": str(state)}, "mqtt": {"enabled": False},
+                                   "web": {"enabled": True, "hostname": "doorbell.test",
+                                           "argon2_memory_kib": 19456, "argon2_time_cost": 2}}))
+    assert main(["web", "setup-code", "-c", str(cfg)]) == 0
+    printed = re.search(r"fingerprint \(SHA-256\): (\S+)", capsys.readouterr().out)
+    assert printed
+    site = Site(make_config(state), FakeClock())  # the daemon starting over the same state dir
+    client = site.client()
+    assert printed.group(1) in client.get("/setup").text
+    ca_der = x509.load_pem_x509_certificate(client.get("/ca.crt").content)
+    assert ca_der.fingerprint(hashes.SHA256()).hex().upper() == printed.group(1).replace(":", "")
+    assert private_keys_under(tmp_path) == [site.tls.key]
+    key = serialization.load_pem_private_key(site.tls.key.read_bytes(), None)
+    assert key.public_key().public_numbers() != ca_der.public_key().public_numbers()  # type: ignore[union-attr]
