@@ -43,7 +43,8 @@ BASIS_NOTES = {
                     "Nothing is sent.",
 }
 BUTTONS = {
-    "approve": "Approve sends these clips, with faces blurred and encrypted to the agency's key, and logs it.",
+    "approve": "Approve sends every clip asked for (all ticked), with faces blurred and encrypted to the agency's "
+               "key, and logs it.",
     "narrow": "Narrow sends only the clips you tick, and logs it.",
     "deny": "Deny tells the agency no and logs it.",
     "export": "Export writes the approved clips, faces blurred, as a signed bundle encrypted to the agency's key "

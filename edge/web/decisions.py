@@ -114,6 +114,10 @@ class Decisions:
                 return self.request_page(request, session, 400, "Tick at least one clip to narrow to.")
         elif action != "approve":
             return self.request_page(request, session, 400, "Choose Approve or Narrow.")
+        elif form.get("ticks") == "shown" and set(form.getlist("clip")) != {str(c["clip"]) for c in view["clips"]}:
+            # the card showed the boxes and some are unticked: Approve would send them all anyway
+            return self.request_page(request, session, 400, "Approve sends every clip, and some are not ticked. "
+                                     "Choose Narrow to send only the ticked clips, or tick them all.")
         try:
             self.backend.approve(request_id, session.user.name, str(form.get("seen", "")), clips)
         except RequestChanged:

@@ -181,3 +181,24 @@ def test_the_card_names_the_agency_as_configured_and_the_document_s_name_only_as
     assert "<dt>Agency</dt><dd>Metro Police\n" in same and "says it is" not in same
     listing = client.get("/requests").text
     assert listing.count("Metro Police · warrant") == 2 and "Federal Bureau" not in listing
+
+
+def test_approve_with_a_clip_unticked_is_refused_and_nothing_is_released(tmp_path: Path) -> None:
+    """Found by hand on a phone: Approve sent every clip even when the owner had unticked some on the card (and a
+    draft restores unticked boxes), so footage the form showed as not chosen left the device. The card's form says
+    it shows the boxes; Approve then needs all of them ticked, and points at Narrow."""
+    site, request, clips = make(tmp_path)
+    client = site.client()
+    setup_owner(site, client)
+    page = client.get(f"/requests/{request}").text
+    assert 'name="ticks" value="shown"' in page
+    url = f"/requests/{request}/decide"
+    for ticked in ([clips[0]], []):  # one unticked; all unticked (the browser then sends no clip at all)
+        r = client.post(url, data=decide_form(page, action="approve", password=PASSWORD, confirm="yes",
+                                              ticks="shown", clip=ticked))
+        assert r.status_code == 400 and "Narrow" in r.text and actions(site, request) == [], r.text
+    r = client.post(url, data=decide_form(page, action="approve", password=PASSWORD, confirm="yes",
+                                          ticks="shown", clip=clips))
+    assert r.status_code == 303
+    [(kind, data)] = actions(site, request)
+    assert kind == "approve" and sorted(data["clips"]) == sorted(clips)
