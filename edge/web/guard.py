@@ -72,6 +72,7 @@ class GuardedH11Protocol(H11Protocol):
         self._phase = ""
         self._timer: asyncio.TimerHandle | None = None
         self._received = 0  # bytes in the current head phase or body window
+        self._excused = False  # the client was excused (waiting on the page) at the last body check
 
     # --- accept and TLS ---
 
@@ -177,6 +178,7 @@ class GuardedH11Protocol(H11Protocol):
         self._stop_timer()
         self._phase = phase
         self._received = 0
+        self._excused = False
         limits = self.guard.limits
         if phase == HEAD:
             self._timer = self.loop.call_later(limits.head_s, self._head_late)
@@ -200,8 +202,11 @@ class GuardedH11Protocol(H11Protocol):
         limits = self.guard.limits
         # A pause is the page's doing (uvicorn stops reading while the app has not taken the body), and a client
         # that sent "Expect: 100-continue" waits for the app to ask for the body: neither window counts.
+        # A window that began while the client was excused is excused too: the wait may have ended just before
+        # this check (the 100 Continue sent a moment ago), so the client has not had a whole window to send in.
         waiting = self.flow.read_paused or self.conn.they_are_waiting_for_100_continue
-        if self._received < limits.body_min_bytes and not waiting:
+        excused, self._excused = waiting or self._excused, waiting
+        if self._received < limits.body_min_bytes and not excused:
             self._refuse(f"request body slower than {limits.body_min_rate} bytes/s over {limits.body_window_s:g} s")
             return
         self._received = 0
