@@ -299,11 +299,18 @@ class HostList:
 
 
 def host_of(header: str) -> str:
-    """The name in a Host header, without the port, lower case: "[::1]:8443" -> "::1"."""
+    """The name in a Host header, without the port, lower case: "[::1]:8443" -> "::1". Anything but a name or
+    an address with at most a numeric port ("doorbell.test:1@evil.test") gives "", which no list allows."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else ""
-    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+        end = header.find("]")
+        name, rest = (header[1:end], header[end + 1:]) if end > 0 else ("", "")
+    elif header.count(":") == 1:
+        name, rest = header.split(":")[0], header[header.find(":"):]
+    else:
+        name, rest = header, ""
+    if rest and not (rest[0] == ":" and rest[1:].isdigit() and rest[1:].isascii()):
+        return ""
     return name.rstrip(".")
 
 

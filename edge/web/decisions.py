@@ -126,7 +126,8 @@ class Decisions:
             return self._refused(request, session, 400, str(exc)[:200], f"Refused: {exc}")
         # Re-authenticated: the session id changes (the old cookie is dead).
         sid = self.sessions.rotate(request.cookies.get(COOKIE, ""), client)
-        response = RedirectResponse(f"/requests/{request_id}", status_code=303)
+        done = "narrowed" if action == "narrow" else "approved"
+        response = RedirectResponse(f"/requests/{request_id}?done={done}", status_code=303)
         set_session_cookie(response, sid)
         return response
 
@@ -138,7 +139,7 @@ class Decisions:
             self.backend.deny(request_id, session.user.name, reason)
         except EdgeError as exc:
             return self.request_page(request, session, 400, f"Refused: {exc}")
-        return RedirectResponse(f"/requests/{request_id}", status_code=303)
+        return RedirectResponse(f"/requests/{request_id}?done=denied", status_code=303)
 
     def export(self, request: Request, form: FormData, session: Session | None) -> Response:
         """Write the released request's bundle (signed, encrypted to the agency, audited first); the page shows

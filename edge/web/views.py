@@ -64,7 +64,7 @@ class Views:
             return self.web.render(request, "error.html", 400, session=session, error=str(exc))
         return self.web.render(request, "events.html", session=session, day=day, events=events, more=more,
                                prev_day=day - DAY if day > FIRST_DAY else None,
-                               next_day=day + DAY if day < LAST_DAY else None,
+                               next_day=day + DAY if day < min(LAST_DAY, today()) else None,
                                last_seq=events[-1]["seq"] if events else 0)
 
     def clip(self, request: Request, session: Session) -> Response:

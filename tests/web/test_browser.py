@@ -86,8 +86,9 @@ def test_setup_login_and_approve_a_warrant_in_the_browser(browser: Browser, serv
     page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_label("I confirm").check()
     page.get_by_role("button", name="Approve", exact=True).click()
-    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    page.wait_for_url(served.url(f"/requests/{served.request}?done=approved"))
     assert "OWNER_APPROVED" in page.content()
+    assert page.get_by_role("status").filter(has_text="You approved this request").count() == 1
     rotated = {c["name"]: c["value"] for c in context.cookies()}["__Host-doorbell_sid"]
     assert rotated != sid["value"] and len(rotated) >= 43  # re-authenticated at the approval: a new session id
     desk = FootageDesk(served.config, served.clock, emit=lambda e: None)
@@ -155,7 +156,7 @@ def test_with_javascript_off_login_and_deny_still_work(browser: Browser, served:
     page.goto(served.url(f"/requests/{served.request}"))
     page.get_by_label("Why you refuse").fill("Talk to me first")
     page.get_by_role("button", name="Deny", exact=True).click()
-    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    page.wait_for_url(served.url(f"/requests/{served.request}?done=denied"))
     assert "OWNER_DENIED" in page.content()
     context.close()
 
@@ -239,7 +240,7 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_label("I confirm").check()
     page.get_by_role("button", name="Approve", exact=True).click()
-    page.wait_for_url(served.url(f"/requests/{served.request}"))
+    page.wait_for_url(served.url(f"/requests/{served.request}?done=approved"))
     assert "OWNER_APPROVED" in page.content()
     [(_, kind, _, data)] = desk.store.actions(served.request)
     assert kind == "approve" and sorted(data["clips"]) == sorted(served.clips) and data["by"] == f"web:{OWNER}"
@@ -261,7 +262,7 @@ def test_with_javascript_off_every_action_works_on_a_phone(browser: Browser, ser
     page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_label("I confirm").check()
     page.get_by_role("button", name="Narrow", exact=True).click()
-    page.wait_for_url(served.url(f"/requests/{other}"))
+    page.wait_for_url(served.url(f"/requests/{other}?done=narrowed"))
     assert "OWNER_APPROVED" in page.content() and 'value="narrow"' not in page.content()
     [(_, kind, _, data)] = desk.store.actions(other)
     assert kind == "approve" and data["clips"] == [served.clips[0]], data

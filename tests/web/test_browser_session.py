@@ -141,7 +141,7 @@ def test_with_javascript_off_a_narrow_sent_after_the_timeout_survives_the_login(
     page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_label("I confirm").check()
     page.get_by_role("button", name="Narrow", exact=True).click()
-    page.wait_for_url(card)
+    page.wait_for_url(card + "?done=narrowed")
     [(_, kind, _, data)] = desk.store.actions(served.request)
     assert kind == "approve" and data["clips"] == [served.clips[0]]
     context.close()

@@ -197,7 +197,8 @@ def test_the_page_answers_only_to_the_device_s_names(tmp_path: Path) -> None:
         r = client.get("/healthz", headers={"host": host})
         assert r.status_code == 200, host
     for host in ("evil.example.com", "doorbell.evil.example.com", "doorbell.local.evil.example", "",
-                 "10.255.255.1", "attacker.test:8443"):
+                 "10.255.255.1", "attacker.test:8443", "doorbell:1@evil.example.com", "doorbell:x",
+                 "[::1]evil", "[::1]:8443@evil", "doorbell:8443:1"):
         r = client.get("/setup", headers={"host": host})
         assert r.status_code == 421, host
         assert r.headers["content-security-policy"].startswith("default-src 'self'")

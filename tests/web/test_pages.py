@@ -145,6 +145,19 @@ def test_a_day_at_the_ends_of_the_calendar_is_a_clear_400(site: Site, day: str, 
         assert ("Previous day" in r.text) == (day == "9999-12-30") and ("Next day" in r.text) == (day == "0001-01-02")
 
 
+def test_the_events_page_offers_no_day_after_today(tmp_path: Path) -> None:
+    from edge.web.backend import today
+
+    site = Site(make_config(tmp_path), FakeClock(NOW))
+    client = site.client()
+    setup_owner(site, client)
+    now = today()
+    assert "Next day" not in client.get("/events").text  # today: nothing recorded yet tomorrow
+    assert "Next day" not in client.get(f"/events?day={now + timedelta(days=3)}").text
+    yesterday = client.get(f"/events?day={now - timedelta(days=1)}").text
+    assert f'href="/events?day={now}">Next day' in yesterday
+
+
 @pytest.fixture
 def paris() -> Iterator[None]:
     """The device's local zone is Europe/Paris (CET, UTC+1 in March) for this test."""

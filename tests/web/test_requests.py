@@ -123,6 +123,9 @@ def test_deny_needs_no_password_and_is_audited(tmp_path: Path) -> None:
     assert kind == "deny" and data == {"reason": "Not without talking to me", "by": f"web:{OWNER}"}
     assert [x["kind"] for x in AuditLog(tmp_path, site.clock).records()][-1] == "owner_deny"
     assert 'value="approve"' not in client.get(f"/requests/{request}").text
+    assert r.headers["location"] == f"/requests/{request}?done=denied"
+    assert "You denied this request" in client.get(r.headers["location"]).text
+    assert "Done." not in client.get(f"/requests/{request}?done=<script>").text  # only the three known words
 
 
 def test_a_viewer_reads_the_request_without_controls_and_gets_403_on_deciding(tmp_path: Path) -> None:
