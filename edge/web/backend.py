@@ -294,12 +294,12 @@ class Backend:
         return faces.forget(self.config, name, clock=self.clock, by=f"web:{user}")
 
     def enrol(self, name: str, photos: list[Path], consent: Consent, user: str,
-              existing: Existing = "refuse") -> Enrolled:
+              existing: Existing = "refuse", largest: bool = False) -> Enrolled:
         """Enrol from uploaded photos with the same rules as `faces enroll` (one clear face per photo, a full
         consent record)."""
         from edge.actions import faces
 
-        return faces.enrol(self.config, self.clock, name, photos, consent, existing=existing,
+        return faces.enrol(self.config, self.clock, name, photos, consent, existing=existing, largest=largest,
                            by=f"web:{user}", engine=self.engine)
 
     def renew(self, name: str, consent: Consent, user: str) -> Person:

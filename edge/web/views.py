@@ -146,7 +146,8 @@ class Views:
             with tempfile.TemporaryDirectory(prefix="enrol-") as folder:  # 0700: only the daemon's user
                 photos = [_save(upload, Path(folder), i) for i, upload in enumerate(uploads)]
                 shown_as.update((str(p), u.filename or p.name) for p, u in zip(photos, uploads, strict=True))
-                done = self.backend.enrol(fields["name"], photos, consent, session.user.name, existing=existing)
+                done = self.backend.enrol(fields["name"], photos, consent, session.user.name, existing=existing,
+                                          largest=form.get("largest") == "yes")
         except EdgeError as exc:
             return self.faces_page(request, session, 400, f"Not enrolled: {_plain(exc, shown_as)}", fields)
         log.info("web: enrolment done (%s, %d photo(s))", done.outcome, len(uploads))
@@ -188,11 +189,13 @@ def _plain(exc: EdgeError, shown_as: dict[str, str]) -> str:
     """The action's message for the page: the owner's file names, not the temporary ones; the page's words for
     the CLI's options."""
     text = str(exc)
+    if "faces found; choose the one" in text:
+        text = text.split("\n")[0]  # the CLI's listing of boxes and scores means nothing on the page
     for path, name in shown_as.items():
         text = text.replace(path, name)
     for option in ("--consent-by", "--consent-date", "--consent-until", "--consent-purpose"):
         text = text.replace(f" ({option})", "")
-    return (text.replace("choose the one to enrol with --face N, or --largest",
-                         "use a photo with only that person in it")
+    return (text.replace("choose the one to enrol with --face N, or --largest:",
+                         "tick \u201cuse the largest face\u201d, or use a photo with only that person in it")
             .replace("use --replace to replace that enrolment, or --add to add these photos",
                      "tick \u201cadd these photos\u201d to add them, or forget them first"))

@@ -4,6 +4,7 @@ never offered, forgetting needs a confirmation; both are audited as by web:<user
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def test_enrol_from_uploaded_photos_with_consent_then_forget(tmp_path: Path, eng
     r = upload(client, page, [photos["two"]])
     assert r.status_code == 400 and "two_people.jpg: 2 faces found" in r.text  # type: ignore[attr-defined]
     assert "use a photo with only that person in it" in r.text and str(scratch) not in r.text  # type: ignore
+    assert not re.search(r"x=\d+ y=\d+|score 0\.", r.text)  # type: ignore[attr-defined]  # no CLI listing
     r = upload(client, page, [photos["obama1"]], consent="")
     assert r.status_code == 400 and "consented" in r.text  # type: ignore[attr-defined]
     r = upload(client, page, [], name="Nobody")
@@ -142,3 +144,20 @@ def test_a_photo_too_large_to_decode_is_refused_by_its_size(tmp_path: Path, engi
     assert r.status_code == 400
     assert "big.png: 30000x30000 pixels is larger than the doorbell can use" in r.text
     assert "Nobody is enrolled" in r.text and Gallery(tmp_path / "state").people() == []
+
+
+def test_a_photo_with_two_faces_enrols_the_largest_when_the_owner_ticks_it(tmp_path: Path, engine: FaceEngine,
+                                                                          photos: dict[str, Path]) -> None:
+    """The page's --largest: a family photo is usable from a phone, and only the chosen face is kept."""
+    site = Site(make_config(tmp_path / "state"), FakeClock(NOW))
+    site.backend.engine = engine
+    client = site.client()
+    setup_owner(site, client)
+    page = client.get("/faces").text
+    assert 'name="largest"' in page
+    r = upload(client, page, [photos["two"]], largest="yes")
+    assert r.status_code == 303, r.text  # type: ignore[attr-defined]
+    gallery = Gallery(site.config.state_dir)
+    person = gallery.enrolled("Barack Obama")
+    assert person is not None and person.photos == 1
+    assert len(gallery.chips("Barack Obama")) == 1  # one face's chip, nothing of the other
