@@ -147,7 +147,7 @@ def _index_holds(path: Path) -> list[tuple[tuple[object, ...], list[str], list[s
     """The holds an older clip index kept (none when it has no hold tables, or is corrupt: recovery rebuilds such
     an index, whose holds are lost as before the hold store; the request store's copies still come). Any other
     error (locked, I/O) is a StorageError: the move stops unmarked and is made again at the next open."""
-    from edge.recording.index import is_corrupt
+    from edge.sqlitetx import is_corrupt
 
     if not path.exists():
         return []

@@ -15,7 +15,7 @@ from edge.errors import StorageError
 from edge.layout import StateLayout
 from edge.permissions import private_file
 from edge.recording.holds import schema
-from edge.sqlitetx import immediate
+from edge.sqlitetx import immediate, is_corrupt
 
 if TYPE_CHECKING:
     from edge.recording.holds import HoldStore
@@ -200,11 +200,3 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE clips ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1")
     if "age_from_us" not in have:
         db.execute("ALTER TABLE clips ADD COLUMN age_from_us INTEGER")
-
-
-def is_corrupt(exc: BaseException) -> bool:
-    """SQLite says the file is not a database or is malformed (not: busy, locked, read-only)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
-        type(exc) is sqlite3.DatabaseError and ("not a database" in str(exc) or "malformed" in str(exc))
-    )

@@ -142,7 +142,7 @@ def _holds_on(store: ClipStore, clip_ids: Sequence[str]) -> tuple[str, ...]:
 def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
     """An index SQLite cannot read (a corrupt header or pages) is renamed aside, with its -wal and -shm,
     and a fresh one created; returns (problem, where the bad one went)."""
-    from edge.recording.index import is_corrupt
+    from edge.sqlitetx import is_corrupt, set_aside
 
     path = store.index.path
     problem = store.index_problem
@@ -161,13 +161,8 @@ def _reset_unreadable_index(store: ClipStore) -> tuple[str | None, Path | None]:
             problem = f"clip index {path} is unreadable: {exc}"
     if problem is None:
         return None, None
-    kept = path.with_name(f"{path.name}.unreadable-{store.clock.now().strftime('%Y%m%dT%H%M%SZ')}")
     try:
-        for suffix in ("", "-wal", "-shm"):
-            old = Path(f"{path}{suffix}")
-            if old.exists():
-                os.replace(old, Path(f"{kept}{suffix}"))
-        fsync_dir(store.state_dir)
+        kept = set_aside(path, store.clock.now())
     except OSError as exc:
         raise StorageError(f"cannot move the unreadable clip index aside: {exc}") from exc
     log.error("%s: kept as %s; starting a fresh index and rebuilding it from the clip files", problem, kept)

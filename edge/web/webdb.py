@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import sqlite3
 import threading
@@ -15,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.fsutil import fsync_dir
-from edge.sqlitetx import immediate
+from edge.sqlitetx import immediate, is_corrupt, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ CREATE TABLE IF NOT EXISTS drafts (
 # and monotonic times that a step of the wall clock cannot move
 ADDED_COLUMNS = (("ended", "REAL"), ("boot", "TEXT"), ("mono_created", "REAL"), ("mono_seen", "REAL"))
 COMPANIONS = ("-journal", "-wal", "-shm")  # SQLite's files beside the database: they belong to the old file
-DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 # The wall clock may step (wrong at boot, set later): a time stored more than this ahead of now was written
 # before the clock stepped back, and is not trusted to say how long ago it was.
 CLOCK_SLACK_S = 60.0
@@ -64,10 +61,9 @@ class Reset:
 
 def damage_of(exc: sqlite3.Error) -> str | None:
     """Which kind of loss an SQLite error means (None: not a loss, e.g. a busy database or a full disk)."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code in DAMAGED:
+    if is_corrupt(exc):
         return "damaged"
-    if code == sqlite3.SQLITE_CANTOPEN:
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN:
         return "missing"
     if str(exc).startswith("no such table"):
         return "emptied"
@@ -195,24 +191,8 @@ class WebDB:
         self._announce(Reset(why, kept, detail))
 
     def _set_aside(self, suffixes: tuple[str, ...]) -> Path | None:
-        """Rename web.db and its companions (the given suffixes) to web.db.unreadable-<UTC time>[...] (the name the
-        clip index uses too); returns the new name of web.db itself when it was there."""
-        stamp = datetime.fromtimestamp(self.now(), UTC).strftime("%Y%m%dT%H%M%SZ")
-        base = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
-        n = 1
-        while any(Path(f"{base}{s}").exists() for s in ("", *COMPANIONS)):
-            n += 1
-            base = self.path.with_name(f"{self.path.name}.unreadable-{stamp}-{n}")
-        kept = None
-        for suffix in suffixes:
-            source = Path(f"{self.path}{suffix}")
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(source, f"{base}{suffix}")
-                if suffix == "":
-                    kept = base
-        with contextlib.suppress(OSError):
-            fsync_dir(self.path.parent)
-        return kept
+        """web.db and its companions (the given suffixes) moved aside as web.db.unreadable-<UTC time>[...]."""
+        return set_aside(self.path, datetime.fromtimestamp(self.now(), UTC), suffixes)
 
     def _create(self, check: bool = False) -> None:
         """The schema (in one transaction, so a reader never sees half of it), the columns added since the first
